@@ -1,0 +1,98 @@
+"""FeatureCache: keys, round trip, corruption handling, and atomicity across processes."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+
+import numpy as np
+import pytest
+import torch
+
+from audioscore.cache import CacheError, FeatureCache, file_digest
+
+
+def test_put_get_roundtrip(tmp_path):
+    cache = FeatureCache(tmp_path, "campp-test")
+    k = cache.key("abc", 0, 24000)
+    assert cache.get(k) is None
+    emb = torch.randn(192)
+    frames = torch.randn(8, 512).t()  # non-contiguous on purpose
+    cache.put(k, {"emb": emb, "frames": frames})
+    got = cache.get(k)
+    assert set(got) == {"emb", "frames"}
+    torch.testing.assert_close(got["emb"], emb)
+    torch.testing.assert_close(got["frames"], frames)
+    assert (cache.hits, cache.misses) == (1, 1)
+    assert k in cache
+    # no temp files left behind
+    assert [p.name for p in cache.path(k).parent.iterdir()] == [f"{k}.safetensors"]
+
+
+def test_key_is_deterministic_and_sensitive(tmp_path):
+    cache = FeatureCache(tmp_path, "ns")
+    parts = ("deadbeef", {"sr": 16000, "chunk_s": 10.0}, np.arange(4), torch.ones(2), b"x")
+    assert cache.key(*parts) == cache.key(*parts)
+    assert cache.key(*parts) == FeatureCache(tmp_path / "other", "ns").key(*parts)
+    variants = [
+        ("deadbeef", {"sr": 16000, "chunk_s": 5.0}, np.arange(4), torch.ones(2), b"x"),
+        ("deadbeef", {"sr": 16000, "chunk_s": 10.0}, np.arange(5), torch.ones(2), b"x"),
+        ("deadbeef", {"sr": 16000, "chunk_s": 10.0}, np.arange(4), torch.zeros(2), b"x"),
+        ("deadbeee", {"sr": 16000, "chunk_s": 10.0}, np.arange(4), torch.ones(2), b"x"),
+    ]
+    keys = {cache.key(*v) for v in variants} | {cache.key(*parts)}
+    assert len(keys) == 5
+    assert cache.key("1") != cache.key(1)
+    assert cache.key("ab", "c") != cache.key("a", "bc")
+    with pytest.raises(CacheError):
+        cache.key(object())
+
+
+def test_namespaces_are_separate(tmp_path):
+    a, b = FeatureCache(tmp_path, "a"), FeatureCache(tmp_path, "b")
+    k = a.key("same")
+    a.put(k, {"x": torch.ones(3)})
+    assert b.get(k) is None
+    with pytest.raises(CacheError):
+        FeatureCache(tmp_path, "../escape")
+
+
+def test_corrupt_entry_is_a_miss(tmp_path):
+    cache = FeatureCache(tmp_path, "ns")
+    k = cache.key("x")
+    cache.put(k, {"x": torch.ones(3)})
+    cache.path(k).write_bytes(b"\x00garbage")
+    assert cache.get(k) is None
+    cache.put(k, {"x": torch.full((3,), 2.0)})  # recomputation overwrites it
+    assert cache.get(k)["x"].tolist() == [2.0, 2.0, 2.0]
+
+
+def test_file_digest_follows_content(tmp_path):
+    f = tmp_path / "a.wav"
+    f.write_bytes(b"one")
+    d1 = file_digest(f)
+    assert d1 == file_digest(tmp_path / "a.wav")
+    f.write_bytes(b"two!")
+    assert file_digest(f) != d1
+
+
+def _hammer(root: str, seed: int, n: int) -> None:
+    cache = FeatureCache(root, "ns")
+    for i in range(n):
+        k = cache.key("shared", i % 3)
+        # every writer stores the same deterministic value for a key, as ranks do
+        cache.put(k, {"x": torch.arange(20_000, dtype=torch.float32) + i % 3})
+        got = cache.get(k)
+        assert got is not None and got["x"].shape == (20_000,)
+        assert torch.equal(got["x"], torch.arange(20_000, dtype=torch.float32) + i % 3)
+
+
+def test_concurrent_writers_never_expose_partial_files(tmp_path):
+    ctx = mp.get_context("fork")
+    procs = [ctx.Process(target=_hammer, args=(str(tmp_path), s, 30)) for s in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0, 0, 0]
+    leftovers = [p for p in (tmp_path / "ns").rglob("*") if p.is_file()]
+    assert len(leftovers) == 3 and all(p.suffix == ".safetensors" for p in leftovers)
