@@ -1,0 +1,366 @@
+"""Frozen CAM++ speaker encoder (3D-Speaker) as the timbre branch of plan B.
+
+The network is the official class shipped in modelscope (`modelscope.models.audio.sv.DTDNN`);
+this file only resolves and loads its weights and reproduces 3D-Speaker's front end:
+16 kHz mono, 80-bin Kaldi fbank with dither 0, per-utterance mean subtraction. CAM++ has
+no padding mask, so every clip is embedded at its true length; clips longer than
+`chunk_s` are cut into fixed chunks (last one filled by circular repetition, as
+`speakerlab/bin/infer_sv_batch.py` does) whose raw embeddings are averaged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+import torchaudio.compliance.kaldi as kaldi
+import torchaudio.functional as taf
+from torch import nn
+
+from audioscore.cache import FeatureCache
+
+log = logging.getLogger(__name__)
+
+CAMPP_SR = 16_000
+MUQ_SR = 24_000
+N_MELS = 80
+WEIGHT_SUFFIXES = (".bin", ".pt", ".ckpt", ".pth", ".safetensors")
+
+# ModelScope ids -> (revision, weights file, embedding size), from 3D-Speaker's infer_sv.py.
+CAMPP_MODELS: dict[str, tuple[str, str, int]] = {
+    "iic/speech_campplus_sv_zh-cn_16k-common": ("v1.0.0", "campplus_cn_common.bin", 192),
+    "iic/speech_campplus_sv_zh_en_16k-common_advanced": ("v1.0.0", "campplus_cn_en_common.pt", 192),
+    "iic/speech_campplus_sv_en_voxceleb_16k": ("v1.0.2", "campplus_voxceleb.bin", 512),
+}
+
+
+class CamppLoadError(RuntimeError):
+    """CAM++ weights could not be found or do not fit the network; names the source."""
+
+    def __init__(self, source: str, reason: str) -> None:
+        super().__init__(f"{source}: {reason}")
+        self.source, self.reason = source, reason
+
+
+def build_campp(
+    embedding_size: int = 192, growth_rate: int = 32, bn_size: int = 4, init_channels: int = 128
+) -> nn.Module:
+    """The official CAMPPlus class (random weights), checkpointing off since we never train it."""
+    from modelscope.models.audio.sv.DTDNN import CAMPPlus  # slow import: only when needed
+
+    return CAMPPlus(
+        feat_dim=N_MELS,
+        embedding_size=embedding_size,
+        growth_rate=growth_rate,
+        bn_size=bn_size,
+        init_channels=init_channels,
+        memory_efficient=False,
+    )
+
+
+def infer_campp_arch(state: dict[str, torch.Tensor]) -> dict[str, int]:
+    """Constructor arguments of CAMPPlus read off a state dict's shapes."""
+    try:
+        growth = state["xvector.block1.tdnnd1.cam_layer.linear_local.weight"].shape[0]
+        bn_ch = state["xvector.block1.tdnnd1.linear1.weight"].shape[0]
+        return {
+            "embedding_size": state["xvector.dense.linear.weight"].shape[0],
+            "growth_rate": growth,
+            "bn_size": bn_ch // growth,
+            "init_channels": state["xvector.tdnn.linear.weight"].shape[0],
+        }
+    except KeyError as e:
+        raise ValueError(f"not a CAMPPlus state dict (missing {e})") from e
+
+
+def resolve_campp_weights(
+    source: str | os.PathLike,
+    *,
+    revision: str | None = None,
+    filename: str | None = None,
+    hub_cache_dir: str | None = None,
+    local_files_only: bool | None = None,
+) -> Path:
+    """A weights file from a local file, a local directory or a ModelScope model id."""
+    src = str(source)
+    p = Path(src).expanduser()
+    if p.is_file():
+        return p
+    if p.is_dir():
+        return _find_weights_in_dir(p, filename, src)
+    if src.startswith(("/", ".", "~")) or src.endswith(WEIGHT_SUFFIXES) or src.count("/") != 1:
+        raise CamppLoadError(src, "no such file or directory (and not a ModelScope model id)")
+    model_id = "iic/" + src[5:] if src.startswith("damo/") else src  # damo/ was renamed iic/
+    known = CAMPP_MODELS.get(model_id)
+    revision = revision or (known[0] if known else None)
+    filename = filename or (known[1] if known else None)
+    if local_files_only is None:  # the Makefile's offline switch also covers ModelScope
+        local_files_only = "1" in (
+            os.environ.get("MODELSCOPE_OFFLINE"),
+            os.environ.get("HF_HUB_OFFLINE"),
+        )
+    from modelscope.hub.snapshot_download import snapshot_download
+
+    try:
+        snap = snapshot_download(
+            model_id,
+            revision=revision,
+            cache_dir=hub_cache_dir,
+            local_files_only=local_files_only,
+            allow_patterns=[filename, "configuration.json"] if filename else None,
+        )
+    except Exception as e:  # modelscope raises many unrelated types for "not available"
+        raise CamppLoadError(model_id, f"snapshot_download failed: {type(e).__name__}: {e}") from e
+    return _find_weights_in_dir(Path(snap), filename, model_id)
+
+
+def _find_weights_in_dir(d: Path, filename: str | None, src: str) -> Path:
+    if filename:
+        if (d / filename).is_file():
+            return d / filename
+        raise CamppLoadError(src, f"{filename} not found in {d}")
+    found = sorted(f for f in d.iterdir() if f.suffix in WEIGHT_SUFFIXES and f.is_file())
+    if len(found) != 1:
+        raise CamppLoadError(
+            src, f"expected one weights file {WEIGHT_SUFFIXES} in {d}, got {found}"
+        )
+    return found[0]
+
+
+def load_campp_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Read a flat CAMPPlus state dict (torch pickle with weights_only=True, or safetensors)."""
+    path = Path(path)
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CamppLoadError(str(path), f"cannot read weights: {type(e).__name__}: {e}") from e
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not state:
+        raise CamppLoadError(str(path), "file does not hold a state dict")
+    if all(k.startswith("module.") for k in state):  # saved from a DDP wrapper
+        state = {k[len("module.") :]: v for k, v in state.items()}
+    return state
+
+
+def load_campp(path: str | os.PathLike) -> tuple[nn.Module, str]:
+    """Build CAMPPlus to fit the file and load it strictly; returns (model, weights sha1)."""
+    state = load_campp_state(path)
+    try:
+        arch = infer_campp_arch(state)
+    except ValueError as e:
+        raise CamppLoadError(str(path), str(e)) from e
+    model = build_campp(**arch)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    # BatchNorm step counters are never used in eval mode; everything else must match.
+    missing = [k for k in missing if not k.endswith("num_batches_tracked")]
+    if missing or unexpected:
+        raise CamppLoadError(
+            str(path), f"state dict mismatch: missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
+    h = hashlib.sha1()
+    for k in sorted(state):
+        h.update(k.encode())
+        h.update(state[k].detach().cpu().contiguous().numpy().tobytes())
+    return model, h.hexdigest()
+
+
+def compute_fbank(wav16: torch.Tensor) -> torch.Tensor:
+    """3D-Speaker's FBank(80, 16000, mean_nor=True) with dither 0: [T] -> [frames, 80]."""
+    feat = kaldi.fbank(
+        wav16.unsqueeze(0), num_mel_bins=N_MELS, sample_frequency=CAMPP_SR, dither=0.0
+    )  # [F, 80]
+    return feat - feat.mean(0, keepdim=True)
+
+
+def chunk_clip(wav16: torch.Tensor, chunk: int) -> list[torch.Tensor]:
+    """Fixed chunks; a single short clip stays whole, the last chunk wraps around."""
+    n = -(-wav16.shape[0] // chunk)
+    if n <= 1:
+        return [wav16]
+    reps = -(-n * chunk // wav16.shape[0])
+    full = wav16.repeat(reps)[: n * chunk]
+    return list(full.view(n, chunk))
+
+
+class CamppEncoder(nn.Module):
+    """Frozen CAM++ timbre encoder: wav [B, T] at `in_sr` -> L2-normalised embedding [B, E].
+
+    Args:
+        source: local weights file, a directory holding one, or a ModelScope model id.
+        revision, filename, hub_cache_dir, local_files_only: passed to `snapshot_download`.
+        in_sr: sample rate of the incoming waveforms (MuQ's 24 kHz).
+        chunk_s: chunk length; longer clips are split and chunk embeddings averaged.
+        max_s: only the first `max_s` seconds are used (3D-Speaker's batch tool uses 90 s).
+        min_s: shorter clips are wrapped around to this length (CAM++'s std pooling is NaN
+            for 2 frames or fewer).
+        normalize: L2-normalise the output (CAM++'s raw output is a BatchNorm, unbounded).
+        cache_dir: FeatureCache root; used when `keys` are passed to forward.
+    """
+
+    def __init__(
+        self,
+        source: str,
+        *,
+        revision: str | None = None,
+        filename: str | None = None,
+        hub_cache_dir: str | None = None,
+        local_files_only: bool | None = None,
+        in_sr: int = MUQ_SR,
+        chunk_s: float = 10.0,
+        max_s: float = 90.0,
+        min_s: float = 0.5,
+        normalize: bool = True,
+        cache_dir: str | None = None,
+    ) -> None:
+        super().__init__()
+        path = resolve_campp_weights(
+            source,
+            revision=revision,
+            filename=filename,
+            hub_cache_dir=hub_cache_dir,
+            local_files_only=local_files_only,
+        )
+        self.model, self.weights_sha1 = load_campp(path)
+        self.model.eval().requires_grad_(False)
+        self.source = str(source)
+        self.in_sr, self.chunk_s, self.max_s, self.min_s = in_sr, chunk_s, max_s, min_s
+        self.normalize = normalize
+        self.out_dim: int = self.model.xvector.dense.linear.out_channels
+        self.cache = (
+            FeatureCache(cache_dir, f"campp-{self.config_hash()[:16]}") if cache_dir else None
+        )
+
+    def config_hash(self) -> str:
+        """Identifies everything that changes the raw embedding (weights + front end)."""
+        cfg = f"{self.weights_sha1}|{self.in_sr}|{self.chunk_s}|{self.max_s}|{self.min_s}|v1"
+        return hashlib.sha1(cfg.encode()).hexdigest()
+
+    def train(self, mode: bool = True) -> CamppEncoder:
+        # Frozen: BatchNorm must keep its running statistics whatever the parent does.
+        super().train(mode)
+        self.model.eval()
+        return self
+
+    @torch.no_grad()
+    def embed_clip(self, wav: torch.Tensor) -> torch.Tensor:
+        """One unpadded clip [T] at `in_sr` -> raw (unnormalised) embedding [E]."""
+        return self.embed_clips([wav])[0]
+
+    @torch.no_grad()
+    def embed_clips(self, clips: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Unpadded clips at `in_sr` -> raw embeddings [N, E]; equal-length chunks are batched."""
+        chunk = int(self.chunk_s * CAMPP_SR)
+        feats: list[torch.Tensor] = []
+        owner: list[int] = []
+        for i, wav in enumerate(clips):
+            wav16 = wav.float()
+            if self.in_sr != CAMPP_SR:
+                wav16 = taf.resample(wav16, self.in_sr, CAMPP_SR)
+            wav16 = wav16[: int(self.max_s * CAMPP_SR)]
+            min_len = int(self.min_s * CAMPP_SR)
+            if wav16.shape[0] == 0:
+                raise ValueError(f"empty clip at batch index {i}")
+            if wav16.shape[0] < min_len:
+                wav16 = wav16.repeat(-(-min_len // wav16.shape[0]))[:min_len]
+            for piece in chunk_clip(wav16, chunk):
+                feats.append(compute_fbank(piece))  # [F, 80]
+                owner.append(i)
+        embs = torch.empty(len(feats), self.out_dim, device=feats[0].device)
+        by_len: dict[int, list[int]] = {}
+        for j, f in enumerate(feats):
+            by_len.setdefault(f.shape[0], []).append(j)
+        for idx in by_len.values():  # never zero-pad: batch only equal frame counts
+            embs[idx] = self.model(torch.stack([feats[j] for j in idx])).float()  # [n, E]
+        owner_t = torch.tensor(owner, device=embs.device)
+        out = torch.zeros(len(clips), self.out_dim, device=embs.device)
+        out.index_add_(0, owner_t, embs)
+        return out / torch.bincount(owner_t, minlength=len(clips)).unsqueeze(1)  # [N, E]
+
+    def forward(
+        self, wav: torch.Tensor, lengths: torch.Tensor, keys: Sequence[str] | None = None
+    ) -> torch.Tensor:
+        """wav [B, T] at `in_sr`, lengths [B] -> embedding [B, E] (L2-normalised by default)."""
+        with torch.autocast(wav.device.type, enabled=False):  # CAM++ stays in fp32
+            raw = self._embed_cached(wav, lengths, keys)  # [B, E]
+        return F.normalize(raw, dim=-1) if self.normalize else raw
+
+    def _embed_cached(
+        self, wav: torch.Tensor, lengths: torch.Tensor, keys: Sequence[str] | None
+    ) -> torch.Tensor:
+        B = wav.shape[0]
+        out: list[torch.Tensor | None] = [None] * B
+        ckeys: list[str | None] = [None] * B
+        if self.cache is not None and keys is not None:
+            for i in range(B):
+                ckeys[i] = self.cache.key(str(keys[i]), int(lengths[i]))
+                hit = self.cache.get(ckeys[i])
+                if hit is not None:
+                    out[i] = hit["emb"].to(wav.device)
+        todo = [i for i in range(B) if out[i] is None]
+        if todo:
+            embs = self.embed_clips([wav[i, : int(lengths[i])] for i in todo])
+            for i, e in zip(todo, embs, strict=True):
+                out[i] = e
+                if ckeys[i] is not None:
+                    self.cache.put(ckeys[i], {"emb": e})
+        return torch.stack(out)  # type: ignore[arg-type]
+
+    def extra_repr(self) -> str:
+        return f"source={self.source!r}, out_dim={self.out_dim}, chunk_s={self.chunk_s}"
+
+
+def save_random_campp(path: str | os.PathLike, seed: int = 0, **arch: Any) -> Path:
+    """Write a randomly initialised CAMPPlus state dict (tiny configs, tests, offline demos).
+
+    BatchNorm statistics are randomised too, so loading them is actually checked.
+    """
+    torch.manual_seed(seed)
+    model = build_campp(**arch)
+    with torch.no_grad():
+        for name, buf in model.named_buffers():
+            if name.endswith("running_mean"):
+                buf.normal_(0.0, 0.1)
+            elif name.endswith("running_var"):
+                buf.uniform_(0.5, 1.5)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(model.state_dict(), tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def build_tiny_campp_encoder(
+    path: str,
+    *,
+    seed: int = 0,
+    embedding_size: int = 32,
+    growth_rate: int = 4,
+    bn_size: int = 2,
+    init_channels: int = 16,
+    **kwargs: Any,
+) -> CamppEncoder:
+    """A small random CAM++ written to `path` once, then loaded like any user weights file."""
+    p = Path(path).expanduser()
+    if not p.is_file():  # concurrent ranks may both write: save_random_campp renames atomically
+        save_random_campp(
+            p.with_suffix(f".{os.getpid()}{p.suffix}"),
+            seed=seed,
+            embedding_size=embedding_size,
+            growth_rate=growth_rate,
+            bn_size=bn_size,
+            init_channels=init_channels,
+        ).replace(p)
+    return CamppEncoder(str(p), **kwargs)
