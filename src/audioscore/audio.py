@@ -1,0 +1,383 @@
+"""Audio I/O: decode any common format to mono float32 at a requested rate, with typed errors.
+
+wav/flac go through soundfile (fast, exact seeking); everything else (mp3, ogg, m4a/AAC, or a
+wav/flac soundfile rejects) through PyAV, which bundles FFmpeg. Both paths decode at the file's
+native rate, mix to mono by averaging channels, then resample with soxr, so the same audio gives
+the same samples whichever decoder read it.
+
+AAC priming: FFmpeg's mp4 demuxer applies the edit list, so the encoder delay is already
+dropped; the trailing padding is not, so we stop at the stream's declared duration.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import soxr
+import torch
+
+MUQ_SR = 24_000
+CAMPP_SR = 16_000
+MUQ_MIN_SAMPLES = 1025  # MuQ's reflect padding fails at 1024 samples or fewer (24 kHz)
+
+SILENCE_PEAK = 1e-4  # below -80 dBFS peak counts as silent
+_SOUNDFILE_EXTS = {".wav", ".flac", ".ogg"}
+_MAX_DECODE_ERRORS = 8  # corrupt packets tolerated before giving up (keeps garbage from looping)
+_TRUNCATION_SLACK_S = 0.1  # decoded this much less than the container promised -> truncated
+# suffix -> (codec, container, forced rate); Opus only runs at 48 kHz
+_PYAV_ENCODERS = {
+    ".mp3": ("libmp3lame", "mp3", None),
+    ".m4a": ("aac", "ipod", None),
+    ".opus": ("libopus", "ogg", 48_000),
+}
+_SEEK_PREROLL_S = 0.5  # decode from this much earlier: mp3/AAC need warm-up frames after a seek
+_MPEG_AUDIO_CODECS = {"mp3", "mp3float", "mp2", "mp2float", "mp1", "mp1float"}
+_SEEKABLE_CODECS = _MPEG_AUDIO_CODECS | {"aac", "aac_fixed", "alac", "flac"}
+
+
+class AudioError(Exception):
+    """Base class: `path` is the offending file, `reason` says what is wrong with it."""
+
+    def __init__(self, path: str | Path, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+    def __reduce__(self):  # keep (path, reason) across DataLoader worker processes
+        return type(self), (self.path, self.reason)
+
+
+class AudioMissingError(AudioError):
+    """The file does not exist."""
+
+
+class AudioDecodeError(AudioError):
+    """The file is unreadable, corrupt, truncated or not audio."""
+
+
+class AudioEmptyError(AudioError):
+    """The file (or the requested span of it) holds no samples."""
+
+
+class AudioSilentError(AudioError):
+    """All samples are (near) zero and the caller asked to reject silence."""
+
+
+class AudioTooShortError(AudioError):
+    """Fewer samples than the caller's encoder needs."""
+
+
+def load_audio(
+    path: str | Path,
+    sr: int,
+    *,
+    offset: float = 0.0,
+    duration: float | None = None,
+    reject_silent: bool = False,
+    min_samples: int = 0,
+) -> np.ndarray:
+    """Decode `path` to mono float32 at `sr`; returns [T].
+
+    Args:
+        offset: seconds to skip from the start (seeks, does not decode the skipped part).
+        duration: maximum seconds to return (None = to the end).
+        reject_silent: raise AudioSilentError if the peak is below -80 dBFS.
+        min_samples: raise AudioTooShortError if fewer samples result (MUQ_MIN_SAMPLES for MuQ).
+    """
+    path = Path(path)
+    _check_file(path)
+    if offset < 0 or (duration is not None and duration <= 0):
+        raise ValueError(f"offset must be >= 0 and duration > 0, got {offset=}, {duration=}")
+    wav, native_sr = _decode(path, offset, duration)  # [T] at native rate
+    if wav.size == 0:
+        where = f" after offset {offset:g} s" if offset > 0 else ""
+        raise AudioEmptyError(path, f"no audio samples{where}")
+    if not np.all(np.isfinite(wav)):
+        raise AudioDecodeError(path, "decoded samples contain NaN or Inf")
+    wav = resample(wav, native_sr, sr)
+    if duration is not None:
+        wav = wav[: int(round(duration * sr))]
+    if reject_silent and float(np.max(np.abs(wav))) < SILENCE_PEAK:
+        raise AudioSilentError(path, "all samples are silent (peak below -80 dBFS)")
+    if wav.shape[0] < min_samples:
+        raise AudioTooShortError(
+            path, f"{wav.shape[0]} samples at {sr} Hz, the encoder needs at least {min_samples}"
+        )
+    return np.ascontiguousarray(wav, dtype=np.float32)
+
+
+def audio_duration(path: str | Path) -> float:
+    """Duration in seconds from container metadata, falling back to a full decode."""
+    path = Path(path)
+    _check_file(path)
+    if path.suffix.lower() in _SOUNDFILE_EXTS:
+        try:
+            import soundfile as sf
+
+            info = sf.info(str(path))
+            if info.frames > 0:
+                return info.frames / info.samplerate
+        except Exception:  # noqa: BLE001 - soundfile's errors vary; PyAV gets a try below
+            pass
+    import av
+
+    try:
+        with av.open(str(path), metadata_errors="ignore") as container:
+            stream = _audio_stream(container, path)
+            seconds = _declared_seconds(container, stream)
+            if seconds is not None and seconds > 0:
+                return seconds
+    except AudioError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise AudioDecodeError(path, f"cannot read container: {exc}") from exc
+    wav, native_sr = _decode(path, 0.0, None)
+    return wav.shape[0] / native_sr
+
+
+def resample(wav: np.ndarray | torch.Tensor, orig_sr: int, new_sr: int):
+    """Band-limited resampling along the last axis; numpy in -> numpy out, tensor in -> tensor out."""
+    if orig_sr == new_sr:
+        return wav
+    if isinstance(wav, torch.Tensor):
+        import torchaudio.functional as AF
+
+        return AF.resample(wav, orig_sr, new_sr)
+    wav = np.asarray(wav)
+    dtype = wav.dtype if wav.dtype in (np.float32, np.float64) else np.float32
+    if wav.ndim == 1:
+        return soxr.resample(wav.astype(dtype, copy=False), orig_sr, new_sr, quality="HQ")
+    flat = wav.reshape(-1, wav.shape[-1]).T  # [T, C]: soxr wants channels last
+    out = soxr.resample(np.ascontiguousarray(flat, dtype=dtype), orig_sr, new_sr, quality="HQ")
+    return np.ascontiguousarray(out.T).reshape(*wav.shape[:-1], -1)
+
+
+def loudness_normalize(wav: np.ndarray, sr: int, target_lufs: float = -12.0) -> np.ndarray:
+    """Scale to `target_lufs` integrated loudness (ITU-R BS.1770). Silence is returned unchanged.
+
+    BS.1770 needs at least one 400 ms block, so shorter clips are measured on a tiled copy
+    (tiling does not change loudness). The result is not clipped: it is a model input, not a file.
+    """
+    import pyloudnorm
+
+    wav = np.asarray(wav, dtype=np.float32)
+    if wav.size == 0 or float(np.max(np.abs(wav))) < SILENCE_PEAK:
+        return wav
+    block = int(np.ceil(0.4 * sr)) + 1
+    probe = np.tile(wav, int(np.ceil(block / wav.shape[0]))) if wav.shape[0] < block else wav
+    loudness = pyloudnorm.Meter(sr).integrated_loudness(probe.astype(np.float64))
+    if not np.isfinite(loudness):  # everything gated away: too quiet to measure
+        return wav
+    gain = 10.0 ** ((target_lufs - loudness) / 20.0)
+    return (wav * gain).astype(np.float32)
+
+
+def random_crop(wav: np.ndarray, n_samples: int, rng: np.random.Generator) -> np.ndarray:
+    """A random `n_samples` window of `wav` ([T]); a shorter `wav` is returned whole."""
+    if wav.shape[-1] <= n_samples:
+        return wav
+    start = int(rng.integers(0, wav.shape[-1] - n_samples + 1))
+    return wav[..., start : start + n_samples]
+
+
+def save_audio(path: str | Path, wav: np.ndarray, sr: int) -> Path:
+    """Write mono float `wav` ([T]) to `path`; the format follows the suffix.
+
+    wav/flac/ogg (Vorbis) via soundfile; mp3 (libmp3lame), m4a (AAC) and opus via PyAV.
+    Written to a temporary name and renamed, so a crash never leaves a half file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    wav = np.clip(np.asarray(wav, dtype=np.float32), -1.0, 1.0)
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    ext = path.suffix.lower()
+    if ext in (".wav", ".flac", ".ogg"):
+        import soundfile as sf
+
+        subtype = {".wav": "PCM_16", ".flac": "PCM_16", ".ogg": "VORBIS"}[ext]
+        with sf.SoundFile(str(tmp), "w", sr, 1, subtype=subtype) as f:
+            for i in range(0, len(wav), sr):  # 1 s blocks: one long Vorbis write can crash
+                f.write(wav[i : i + sr])
+    elif ext in _PYAV_ENCODERS:
+        _encode_pyav(tmp, wav, sr, *_PYAV_ENCODERS[ext])
+    else:
+        raise ValueError(f"{path}: cannot write format {ext!r}")
+    tmp.replace(path)
+    return path
+
+
+def _encode_pyav(path: Path, wav: np.ndarray, sr: int, codec: str, fmt: str, rate: int | None):
+    import av
+
+    rate = rate or sr
+    if rate != sr:
+        wav = resample(wav, sr, rate)
+    with av.open(str(path), "w", format=fmt) as container:
+        stream = container.add_stream(codec, rate=rate)
+        stream.layout = "mono"
+        step = 4096
+        for i in range(0, len(wav), step):
+            frame = av.AudioFrame.from_ndarray(
+                np.ascontiguousarray(wav[None, i : i + step]), format="flt", layout="mono"
+            )
+            frame.sample_rate, frame.pts = rate, i
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))  # flush the encoder's delay line
+
+
+def _check_file(path: Path) -> None:
+    if not path.exists():
+        raise AudioMissingError(path, "file does not exist")
+    if not path.is_file():
+        raise AudioDecodeError(path, "not a regular file")
+    if path.stat().st_size == 0:
+        raise AudioEmptyError(path, "zero-length file (0 bytes)")
+
+
+def _decode(path: Path, offset: float, duration: float | None) -> tuple[np.ndarray, int]:
+    """Decode [offset, offset + duration) at the native rate; returns ([T] float32, rate)."""
+    sf_error = None
+    if path.suffix.lower() in _SOUNDFILE_EXTS:
+        try:
+            return _decode_soundfile(path, offset, duration)
+        except AudioError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - fall through to FFmpeg, which reads more
+            sf_error = exc
+    try:
+        return _decode_pyav(path, offset, duration)
+    except AudioError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any FFmpeg failure means unreadable/corrupt
+        extra = f" (soundfile: {sf_error})" if sf_error else ""
+        raise AudioDecodeError(path, f"cannot decode: {exc}{extra}") from exc
+
+
+def _decode_soundfile(path: Path, offset: float, duration: float | None) -> tuple[np.ndarray, int]:
+    import soundfile as sf
+
+    with sf.SoundFile(str(path)) as f:
+        rate = f.samplerate
+        start = int(round(offset * rate))
+        if start >= f.frames:
+            return np.zeros(0, np.float32), rate
+        f.seek(start)
+        frames = -1 if duration is None else int(np.ceil(duration * rate))
+        data = f.read(frames, dtype="float32", always_2d=True)  # [T, C]
+    return data.mean(axis=1), rate
+
+
+def _decode_pyav(path: Path, offset: float, duration: float | None) -> tuple[np.ndarray, int]:
+    import av
+
+    with av.open(str(path), metadata_errors="ignore") as container:
+        stream = _audio_stream(container, path)
+        rate = stream.codec_context.sample_rate or stream.rate
+        if not rate:
+            raise AudioDecodeError(path, "audio stream has no sample rate")
+        # MPEG audio durations may be bitrate estimates, so only trust exact ones (mp4, flac, ogg)
+        codec = stream.codec_context.name
+        exact = codec not in _MPEG_AUDIO_CODECS
+        declared = _declared_seconds(container, stream) if exact else None
+        start = int(round(offset * rate))
+        stop = None if duration is None else start + int(np.ceil(duration * rate))
+        if declared is not None:  # AAC: drop the encoder's trailing padding
+            end = int(round(declared * rate))
+            stop = end if stop is None else min(stop, end)
+        # Seek only where FFmpeg's timestamps proved sample-exact; Ogg's are not (they can be
+        # off by the Vorbis pre-skip), so those are decoded from the start and counted.
+        seek = start > 0 and stream.time_base is not None and codec in _SEEKABLE_CODECS
+        if seek:
+            container.seek(
+                _to_pts(max(offset - _SEEK_PREROLL_S, 0.0), stream),
+                stream=stream,
+                backward=True,
+                any_frame=False,
+            )
+        found = _collect_frames(container, stream, rate, start, stop, use_pts=seek)
+        if found is None:  # no timestamps after the seek: positions unknown, decode from 0
+            container.seek(0)
+            found = _collect_frames(container, stream, rate, start, stop, use_pts=False)
+        chunks, pos = found
+    wav = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+    if declared is not None and stop is not None and start < stop:
+        expected = (stop - start) / rate
+        if expected - wav.shape[0] / rate > max(_TRUNCATION_SLACK_S, 0.02 * expected):
+            raise AudioDecodeError(
+                path,
+                f"truncated: container declares {declared:.2f} s, decoding stopped at {pos / rate:.2f} s",
+            )
+    return wav, rate
+
+
+def _collect_frames(container, stream, rate: int, start: int, stop: int | None, use_pts: bool):
+    """Decode frames, keeping samples in [start, stop) by position; returns (chunks, end pos).
+
+    Positions come from timestamps after a seek (`use_pts`), else from counting samples from
+    the first frame. Returns None if `use_pts` and a frame has no timestamp.
+    """
+    import av
+
+    base = stream.start_time or 0
+    pos = None  # sample index of the next frame, counted when pts is missing
+    chunks, errors = [], 0
+    packets = container.demux(stream)
+    while True:
+        try:
+            frames = next(packets).decode()
+        except StopIteration:
+            break
+        except av.error.FFmpegError:
+            errors += 1  # skip a bad packet, but garbage must fail fast, not loop
+            if errors > _MAX_DECODE_ERRORS or not chunks:
+                raise
+            continue
+        for frame in frames:
+            if pos is None or use_pts:
+                if not use_pts:
+                    pos = 0
+                elif frame.pts is None:
+                    return None
+                else:
+                    pos = int(round(float((frame.pts - base) * stream.time_base) * rate))
+            data = _frame_mono(frame)  # [n]
+            lo = max(start - pos, 0)
+            hi = len(data) if stop is None else min(stop - pos, len(data))
+            if hi > lo:
+                chunks.append(data[lo:hi])
+            pos += len(data)
+        if stop is not None and pos is not None and pos >= stop:
+            break
+    return chunks, pos or 0
+
+
+def _frame_mono(frame) -> np.ndarray:
+    """One decoded frame as mono float32 [n], whatever its sample format."""
+    arr = frame.to_ndarray()
+    fmt = frame.format
+    if not fmt.is_planar:  # packed: [1, n * C] interleaved
+        arr = arr.reshape(-1, len(frame.layout.channels)).T
+    if arr.dtype.kind == "i":
+        arr = arr.astype(np.float32) / float(np.iinfo(arr.dtype).max + 1)
+    elif arr.dtype.kind == "u":  # u8 is offset binary
+        arr = (arr.astype(np.float32) - 128.0) / 128.0
+    return arr.astype(np.float32, copy=False).mean(axis=0)
+
+
+def _audio_stream(container, path: Path):
+    if not container.streams.audio:
+        raise AudioDecodeError(path, "no audio stream in the file")
+    return container.streams.audio[0]
+
+
+def _declared_seconds(container, stream) -> float | None:
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return container.duration / 1_000_000  # av.time_base is microseconds
+    return None
+
+
+def _to_pts(seconds: float, stream) -> int:
+    return int((stream.start_time or 0) + seconds / float(stream.time_base))

@@ -1,0 +1,239 @@
+"""audioscore.audio: every format decodes to the right length/rate; every bad input gets its error."""
+
+from __future__ import annotations
+
+import os
+import pickle
+
+import numpy as np
+import pyloudnorm
+import pytest
+import soundfile as sf
+import torch
+
+from audioscore.audio import (
+    CAMPP_SR,
+    MUQ_MIN_SAMPLES,
+    MUQ_SR,
+    AudioDecodeError,
+    AudioEmptyError,
+    AudioError,
+    AudioMissingError,
+    AudioSilentError,
+    AudioTooShortError,
+    audio_duration,
+    load_audio,
+    loudness_normalize,
+    random_crop,
+    resample,
+    save_audio,
+)
+
+FORMATS = ["wav", "flac", "ogg", "mp3", "m4a", "opus"]
+LOSSLESS = {"wav", "flac"}
+SRC_SR = 44_100
+SECONDS = 1.7
+
+
+def make_tone(seconds: float = SECONDS, sr: int = SRC_SR) -> np.ndarray:
+    t = np.arange(int(round(seconds * sr))) / sr
+    return (0.3 * np.sin(2 * np.pi * 330 * t) + 0.1 * np.sin(2 * np.pi * 1234 * t)).astype(
+        np.float32
+    )
+
+
+@pytest.fixture(scope="module")
+def encoded(tmp_path_factory) -> dict[str, object]:
+    """The same tone written once in every format."""
+    root = tmp_path_factory.mktemp("formats")
+    wav = make_tone()
+    return {ext: save_audio(root / f"tone.{ext}", wav, SRC_SR) for ext in FORMATS}
+
+
+@pytest.mark.parametrize("ext", FORMATS)
+@pytest.mark.parametrize("sr", [MUQ_SR, CAMPP_SR])
+def test_every_format_decodes_to_length_and_rate(encoded, ext, sr):
+    wav = load_audio(encoded[ext], sr)
+    assert wav.dtype == np.float32 and wav.ndim == 1
+    assert abs(wav.shape[0] - round(SECONDS * sr)) <= 2
+    ref = resample(make_tone(), SRC_SR, sr)[: wav.shape[0]]
+    corr = np.corrcoef(ref, wav[: ref.shape[0]])[0, 1]
+    assert corr > (0.999 if ext in LOSSLESS else 0.98)  # aligned: no priming offset left
+
+
+@pytest.mark.parametrize("ext", FORMATS)
+def test_offset_and_duration_match_a_slice_of_the_full_decode(encoded, ext):
+    full = load_audio(encoded[ext], MUQ_SR)
+    part = load_audio(encoded[ext], MUQ_SR, offset=0.6, duration=0.5)
+    assert part.shape[0] == round(0.5 * MUQ_SR)
+    ref = full[round(0.6 * MUQ_SR) :][: part.shape[0]]
+    # interior only: resampling a segment differs from the whole at its edges
+    np.testing.assert_allclose(part[200:-200], ref[200:-200], atol=1e-3)
+
+
+@pytest.mark.parametrize("ext", FORMATS)
+def test_audio_duration_from_metadata(encoded, ext):
+    assert audio_duration(encoded[ext]) == pytest.approx(SECONDS, abs=0.01)
+
+
+def test_stereo_is_mixed_to_mono(tmp_path):
+    left, right = make_tone(), np.zeros(int(SECONDS * SRC_SR), np.float32)
+    path = tmp_path / "stereo.wav"
+    sf.write(path, np.stack([left, right], axis=1), SRC_SR, subtype="FLOAT")
+    wav = load_audio(path, SRC_SR)
+    np.testing.assert_allclose(wav, left / 2, atol=1e-6)
+
+
+def test_duration_past_the_end_returns_the_rest(encoded):
+    wav = load_audio(encoded["wav"], MUQ_SR, offset=1.5, duration=10.0)
+    assert abs(wav.shape[0] - round(0.2 * MUQ_SR)) <= 2
+
+
+def test_offset_past_the_end_is_empty(encoded):
+    with pytest.raises(AudioEmptyError, match="offset"):
+        load_audio(encoded["m4a"], MUQ_SR, offset=5.0)
+
+
+def test_missing_file(tmp_path):
+    path = tmp_path / "nope.wav"
+    with pytest.raises(AudioMissingError) as info:
+        load_audio(path, MUQ_SR)
+    assert str(path) in str(info.value) and "does not exist" in str(info.value)
+    assert info.value.path == str(path)
+
+
+def test_directory_is_not_audio(tmp_path):
+    with pytest.raises(AudioDecodeError, match="not a regular file"):
+        load_audio(tmp_path, MUQ_SR)
+
+
+@pytest.mark.parametrize("ext", ["wav", "m4a"])
+def test_zero_length_file(tmp_path, ext):
+    path = tmp_path / f"empty.{ext}"
+    path.write_bytes(b"")
+    with pytest.raises(AudioEmptyError, match="zero-length"):
+        load_audio(path, MUQ_SR)
+    with pytest.raises(AudioEmptyError):
+        audio_duration(path)
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("ext", FORMATS)
+def test_garbage_bytes_fail_fast(tmp_path, ext):
+    path = tmp_path / f"garbage.{ext}"
+    path.write_bytes(np.random.default_rng(0).bytes(200_000))
+    with pytest.raises(AudioDecodeError) as info:
+        load_audio(path, MUQ_SR)
+    assert str(path) in str(info.value)
+
+
+@pytest.mark.timeout(10)
+def test_text_file_named_m4a(tmp_path):
+    path = tmp_path / "notes.m4a"
+    path.write_text("this is not audio\n" * 100)
+    with pytest.raises(AudioDecodeError):
+        load_audio(path, MUQ_SR)
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("ext", ["flac", "m4a"])
+def test_truncated_file_is_corrupt(encoded, tmp_path, ext):
+    data = encoded[ext].read_bytes()
+    path = tmp_path / f"cut.{ext}"
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(AudioDecodeError):
+        load_audio(path, MUQ_SR)
+
+
+@pytest.mark.timeout(10)
+def test_truncated_mp3_decodes_what_is_there(encoded, tmp_path):
+    # MPEG frames are self-contained and mp3 durations may be bitrate estimates, so a cut mp3
+    # yields its surviving frames instead of an error (documented in audio.py)
+    data = encoded["mp3"].read_bytes()
+    path = tmp_path / "cut.mp3"
+    path.write_bytes(data[: len(data) // 2])
+    wav = load_audio(path, MUQ_SR)
+    assert 0.3 * SECONDS * MUQ_SR < wav.shape[0] < 0.7 * SECONDS * MUQ_SR
+
+
+def test_silence_is_rejected_only_on_request(tmp_path):
+    path = save_audio(tmp_path / "silent.flac", np.zeros(MUQ_SR, np.float32), MUQ_SR)
+    assert load_audio(path, MUQ_SR).shape == (MUQ_SR,)
+    with pytest.raises(AudioSilentError, match="silent"):
+        load_audio(path, MUQ_SR, reject_silent=True)
+
+
+def test_too_short_for_muq(tmp_path):
+    path = save_audio(tmp_path / "short.wav", make_tone(1024 / MUQ_SR, MUQ_SR), MUQ_SR)
+    with pytest.raises(AudioTooShortError, match="1025"):
+        load_audio(path, MUQ_SR, min_samples=MUQ_MIN_SAMPLES)
+    ok = save_audio(tmp_path / "ok.wav", make_tone(1025 / MUQ_SR, MUQ_SR), MUQ_SR)
+    assert load_audio(ok, MUQ_SR, min_samples=MUQ_MIN_SAMPLES).shape == (1025,)
+
+
+def test_errors_pickle_for_dataloader_workers():
+    err = pickle.loads(pickle.dumps(AudioDecodeError("/x/a.mp3", "corrupt")))
+    assert isinstance(err, AudioError) and err.path == "/x/a.mp3" and err.reason == "corrupt"
+    assert str(err) == "/x/a.mp3: corrupt"
+
+
+def test_same_input_gives_same_samples(tmp_path):
+    wav = make_tone()
+    for ext in ("mp3", "m4a"):
+        a = load_audio(save_audio(tmp_path / f"a.{ext}", wav, SRC_SR), MUQ_SR)
+        b = load_audio(save_audio(tmp_path / f"b.{ext}", wav, SRC_SR), MUQ_SR)
+        np.testing.assert_array_equal(a, b)
+
+
+def test_save_is_atomic(tmp_path):
+    save_audio(tmp_path / "x.m4a", make_tone(), SRC_SR)
+    assert sorted(os.listdir(tmp_path)) == ["x.m4a"]
+
+
+def test_resample_keeps_type_and_is_band_limited():
+    sr_in, sr_out = 48_000, 16_000
+    t = np.arange(sr_in) / sr_in
+    above_nyquist = np.sin(2 * np.pi * 10_000 * t).astype(np.float32)  # aliases if not filtered
+    out = resample(above_nyquist, sr_in, sr_out)
+    assert isinstance(out, np.ndarray) and out.shape == (sr_out,)
+    assert np.sqrt(np.mean(out[1000:-1000] ** 2)) < 0.01
+    out_t = resample(torch.from_numpy(above_nyquist)[None], sr_in, sr_out)  # [1, T]
+    assert isinstance(out_t, torch.Tensor) and out_t.shape == (1, sr_out)
+    assert out_t[0, 1000:-1000].pow(2).mean().sqrt() < 0.02
+    stereo = np.stack([above_nyquist, above_nyquist])  # [C, T]
+    assert resample(stereo, sr_in, sr_out).shape == (2, sr_out)
+
+
+def test_resample_keeps_an_in_band_tone():
+    sr_in, sr_out = 44_100, 24_000
+    tone = make_tone(1.0, sr_in)
+    out = resample(tone, sr_in, sr_out)
+    ref = make_tone(1.0, sr_out)
+    np.testing.assert_allclose(out[500:-500], ref[500:-500], atol=0.01)
+
+
+@pytest.mark.parametrize("seconds", [3.0, 0.2])
+def test_loudness_normalize_hits_target(seconds):
+    wav = 0.01 * make_tone(seconds, MUQ_SR)
+    out = loudness_normalize(wav, MUQ_SR, target_lufs=-12.0)
+    probe = np.tile(out, int(np.ceil(0.5 / seconds)))  # BS.1770 needs >= 400 ms to measure
+    measured = pyloudnorm.Meter(MUQ_SR).integrated_loudness(probe.astype(np.float64))
+    assert measured == pytest.approx(-12.0, abs=0.3)
+    assert out.dtype == np.float32 and out.shape == wav.shape
+
+
+def test_loudness_normalize_leaves_silence_alone():
+    silent = np.zeros(MUQ_SR, np.float32)
+    out = loudness_normalize(silent, MUQ_SR)
+    assert np.all(np.isfinite(out)) and not np.any(out)
+
+
+def test_random_crop():
+    wav = np.arange(100, dtype=np.float32)
+    a = random_crop(wav, 30, np.random.default_rng(1))
+    b = random_crop(wav, 30, np.random.default_rng(1))
+    assert a.shape == (30,) and np.array_equal(a, b)
+    assert np.array_equal(np.diff(a), np.ones(29))  # contiguous window
+    starts = {int(random_crop(wav, 30, np.random.default_rng(s))[0]) for s in range(20)}
+    assert len(starts) > 5 and max(starts) <= 70
+    assert np.array_equal(random_crop(wav, 200, np.random.default_rng(0)), wav)
