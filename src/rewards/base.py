@@ -63,3 +63,82 @@ def as_input(x: BatchInput | dict[str, Any] | Any) -> BatchInput:
             ref_audio=getattr(x, "ref_audio", None),
         )
     return BatchInput(audio=x)
+
+
+class ScoreItemError(RuntimeError):
+    """One input could not be scored. `index` is its position in the `score_batch` call."""
+
+    def __init__(self, index: int, item: Any, reason: str) -> None:
+        self.index, self.reason = index, reason
+        self.audio = (
+            str(getattr(item, "audio", item))
+            if not _is_array(getattr(item, "audio", item))
+            else "<waveform>"
+        )
+        super().__init__(f"item {index} ({self.audio}): {reason}")
+
+
+def _is_array(x: Any) -> bool:
+    return hasattr(x, "shape") and hasattr(x, "dtype")
+
+
+def load_waveform(x: Any, sr: int, max_dur: float | None = None, *, min_samples: int = 0):
+    """A path (decoded and resampled to `sr`) or a waveform already at `sr` -> 1-D float32 tensor.
+
+    Waveforms may be [T], [1, T] or [C, T] (channels averaged), torch or numpy. Cropped to
+    `max_dur` seconds. Raises `audioscore.audio.AudioError` (names the file) or ValueError/TypeError.
+    """
+    import os
+
+    import torch
+
+    if isinstance(x, str | os.PathLike):
+        from audioscore.audio import load_audio
+
+        wav = load_audio(x, sr=sr, duration=max_dur, min_samples=min_samples)
+        return torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32))
+    if isinstance(x, np.ndarray):
+        x = torch.from_numpy(np.ascontiguousarray(x))
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"audio must be a path or a waveform tensor, got {type(x).__name__}")
+    wav = x.detach().float().cpu()
+    if wav.ndim == 2:
+        wav = wav[0] if wav.shape[0] == 1 else wav.mean(dim=0)
+    if wav.ndim != 1:
+        raise ValueError(f"waveform must be [T] or [C, T], got shape {tuple(x.shape)}")
+    if max_dur is not None:
+        wav = wav[: int(max_dur * sr)]
+    if wav.numel() < max(min_samples, 1):
+        raise ValueError(f"waveform has {wav.numel()} samples, need at least {max(min_samples, 1)}")
+    if not torch.isfinite(wav).all():
+        raise ValueError("waveform contains NaN or Inf")
+    return wav
+
+
+def score_detailed(
+    model: Any, inputs: list, batch_size: int, max_dur: float, **kwargs: Any
+) -> tuple[np.ndarray, list[str | None]]:
+    """Score with per-item failure capture: (scores [N, 2] with NaN rows, error text or None per item).
+
+    Tries the whole call first; if it raises, scores items one by one so one bad file costs one
+    row, not the batch. Models with their own `score_batch_detailed` (e.g. HTTP) are used directly.
+    """
+    if hasattr(model, "score_batch_detailed"):
+        return model.score_batch_detailed(inputs, batch_size, max_dur, **kwargs)
+    try:
+        scores = np.asarray(
+            model.score_batch(inputs, batch_size, max_dur, **kwargs), dtype=np.float64
+        )
+        return scores, [None] * len(inputs)
+    except Exception:  # noqa: BLE001 - fall back to per-item to find and record the culprit(s)
+        pass
+    scores = np.full((len(inputs), 2), np.nan)
+    errors: list[str | None] = [None] * len(inputs)
+    for i, item in enumerate(inputs):
+        try:
+            scores[i] = np.asarray(
+                model.score_batch([item], 1, max_dur, **kwargs), dtype=np.float64
+            )[0]
+        except Exception as e:  # noqa: BLE001 - recorded per item, the run goes on
+            errors[i] = f"{type(e).__name__}: {e}"
+    return scores, errors
