@@ -265,15 +265,7 @@ class CamppEncoder(nn.Module):
         feats: list[torch.Tensor] = []
         owner: list[int] = []
         for i, wav in enumerate(clips):
-            wav16 = wav.float()
-            if self.in_sr != CAMPP_SR:
-                wav16 = taf.resample(wav16, self.in_sr, CAMPP_SR)
-            wav16 = wav16[: int(self.max_s * CAMPP_SR)]
-            min_len = int(self.min_s * CAMPP_SR)
-            if wav16.shape[0] == 0:
-                raise ValueError(f"empty clip at batch index {i}")
-            if wav16.shape[0] < min_len:
-                wav16 = wav16.repeat(-(-min_len // wav16.shape[0]))[:min_len]
+            wav16 = self._pad_min(self._to_16k(wav))
             for piece in chunk_clip(wav16, chunk):
                 feats.append(compute_fbank(piece))  # [F, 80]
                 owner.append(i)
@@ -316,6 +308,47 @@ class CamppEncoder(nn.Module):
                 if ckeys[i] is not None:
                     self.cache.put(ckeys[i], {"emb": e})
         return torch.stack(out)  # type: ignore[arg-type]
+
+    @property
+    def frame_dim(self) -> int:
+        """Channels of the frame-level features (512 for the released models)."""
+        return int(self.model.xvector.out_nonlinear.batchnorm.num_features)
+
+    @torch.no_grad()
+    def frame_features(self, wav: torch.Tensor, lengths: torch.Tensor) -> list[torch.Tensor]:
+        """Frame-level features before stats pooling, per clip: [T50_i, C] at 50 Hz.
+
+        Same chunking as the embedding; chunk frames are concatenated in time and the
+        wrapped-around tail is cut off. CAM's context masks are clip/chunk-wide, so these
+        are features of the chunk, not of a local window.
+        """
+        chunk = int(self.chunk_s * CAMPP_SR)
+        out = []
+        with torch.autocast(wav.device.type, enabled=False):
+            for i in range(wav.shape[0]):
+                wav16 = self._to_16k(wav[i, : int(lengths[i])])
+                true_frames = -(-(1 + max(wav16.shape[0] - 400, 0) // 160) // 2)
+                wav16 = self._pad_min(wav16)
+                parts = []
+                for piece in chunk_clip(wav16, chunk):
+                    x = compute_fbank(piece).t().unsqueeze(0)  # [1, 80, F]
+                    parts.append(self.model.xvector[:-2](self.model.head(x))[0])  # [C, F/2]
+                out.append(torch.cat(parts, dim=1)[:, : max(true_frames, 1)].t().float())
+        return out
+
+    def _to_16k(self, wav: torch.Tensor) -> torch.Tensor:
+        wav16 = wav.float()
+        if self.in_sr != CAMPP_SR:
+            wav16 = taf.resample(wav16, self.in_sr, CAMPP_SR)
+        return wav16[: int(self.max_s * CAMPP_SR)]
+
+    def _pad_min(self, wav16: torch.Tensor) -> torch.Tensor:
+        min_len = int(self.min_s * CAMPP_SR)
+        if wav16.shape[0] == 0:
+            raise ValueError("empty clip (length 0) given to CAM++")
+        if wav16.shape[0] < min_len:  # wrap around: never pad with zeros
+            wav16 = wav16.repeat(-(-min_len // wav16.shape[0]))[:min_len]
+        return wav16
 
     def extra_repr(self) -> str:
         return f"source={self.source!r}, out_dim={self.out_dim}, chunk_s={self.chunk_s}"

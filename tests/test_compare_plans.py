@@ -1,0 +1,71 @@
+"""scripts/compare_plans.py on synthetic CSVLogger run directories."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+spec = importlib.util.spec_from_file_location("compare_plans", ROOT / "scripts/compare_plans.py")
+compare_plans = importlib.util.module_from_spec(spec)
+sys.modules["compare_plans"] = compare_plans  # dataclasses look their module up there
+spec.loader.exec_module(compare_plans)
+
+
+def fake_run(root: Path, name: str, experiment: str, srcc: list[float], adv: list[float] | None):
+    run = root / name
+    csv_dir = run / "csv" / "version_0"
+    csv_dir.mkdir(parents=True)
+    (run / ".hydra").mkdir()
+    (run / ".hydra" / "hydra.yaml").write_text(
+        yaml.safe_dump({"hydra": {"runtime": {"choices": {"experiment": experiment}}}})
+    )
+    cols = ["epoch", "step", "train/loss", "val/srcc", "val/pair_acc"] + (
+        ["val/adv_acc"] if adv else []
+    )
+    with open(csv_dir / "metrics.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=cols)
+        w.writeheader()
+        for i, s in enumerate(srcc):
+            w.writerow({"epoch": i, "step": 10 * i + 5, "train/loss": 1.0 / (i + 1)})  # train row
+            row = {"epoch": i, "step": 10 * (i + 1), "val/srcc": s, "val/pair_acc": 0.5 + s / 2}
+            if adv:
+                row["val/adv_acc"] = adv[i]
+            w.writerow(row)
+    return run
+
+
+def test_table_and_plots(tmp_path):
+    a = fake_run(tmp_path, "plan_a", "muq_lora", [0.1, 0.5, 0.4], None)
+    b = fake_run(tmp_path, "plan_b_grl", "hybrid_campp_grl", [0.2, 0.3, 0.6], [0.9, 0.5, 0.3])
+    res = compare_plans.compare([str(a), str(b), str(tmp_path / "missing")], tmp_path / "out")
+    rows = {r["run"]: r for r in res["rows"]}
+    assert rows["muq_lora"]["srcc best"] == "0.500"
+    assert rows["muq_lora"]["srcc final"] == "0.400"
+    assert rows["hybrid_campp_grl"]["adv_acc best"] == "0.300"
+    assert rows["muq_lora"]["adv_acc final"] == "-"
+    assert rows["hybrid_campp_grl"]["steps"] == "30"
+    md = (tmp_path / "out" / "plans.md").read_text()
+    assert "| muq_lora |" in md and "hybrid_campp_grl" in md
+    names = sorted(p.name for p in res["plots"])
+    assert names == ["val_adv_acc.png", "val_pair_acc.png", "val_srcc.png"]
+    assert all(p.stat().st_size > 1000 for p in res["plots"])
+    assert len(res["failed"]) == 1 and "missing" in res["failed"][0]
+
+
+def test_no_readable_run_is_an_error(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(compare_plans.RunLogError, match="empty.*metrics.csv"):
+        compare_plans.compare([str(tmp_path / "empty")], tmp_path / "out")
+
+
+def test_duplicate_labels_stay_distinct(tmp_path):
+    a = fake_run(tmp_path, "seed0", "muq_lora", [0.1], None)
+    b = fake_run(tmp_path, "seed1", "muq_lora", [0.2], None)
+    res = compare_plans.compare([str(a), str(b)], tmp_path / "out")
+    assert [r["run"] for r in res["rows"]] == ["muq_lora", "muq_lora (seed1)"]
