@@ -1,0 +1,198 @@
+"""CMI-RewardBench JSONL reading: split filter, subsets from `source`, paths, duration batches.
+
+Subset rules follow CMI-RewardBench's `_to_benchmark_dataset` exactly: "PAM" anywhere in
+`source` -> PAM; `source` equal to "MusicEval"/"SongEval" -> MusicEval; "Music Arena"
+anywhere -> MusicArena; equal to "cmi-arena-annotation" -> CMI-Pref; anything else is skipped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SUBSETS = ("PAM", "MusicEval", "MusicArena", "CMI-Pref")
+PAIR_SUBSETS = ("MusicArena", "CMI-Pref")
+
+
+class BenchDataError(ValueError):
+    """A benchmark file that cannot be read; the message names the file (and line) and why."""
+
+    def __init__(self, path: str | Path, reason: str):
+        self.path, self.reason = str(path), reason
+        super().__init__(f"{path}: {reason}")
+
+
+@dataclass
+class BenchRow:
+    """One benchmark row: the untouched input `raw` plus what the runner needs to score it."""
+
+    index: int  # 0-based position among the file's non-empty lines
+    key: str  # stable id for resuming: index + content hash
+    subset: str
+    raw: dict[str, Any]
+    audio_a: str | None
+    audio_b: str | None
+    ref_audio: str | None
+    text: str = ""
+    lyrics: str = ""
+    durations: list[float] = field(default_factory=list)  # seconds per side, 0 if unknown
+
+    @property
+    def sides(self) -> list[str]:
+        """Sides to score: "a" always (a missing path becomes a recorded error), "b" for pairs."""
+        return ["a", "b"] if self.raw.get("audio2") else ["a"]
+
+    def side_path(self, side: str) -> str | None:
+        return self.audio_a if side == "a" else self.audio_b
+
+
+def subset_of(source: Any) -> str | None:
+    """Benchmark subset of a row's `source` (None: not part of the benchmark)."""
+    s = "" if source is None else str(source)
+    if "PAM" in s:
+        return "PAM"
+    if s in {"MusicEval", "SongEval"}:
+        return "MusicEval"
+    if "Music Arena" in s:
+        return "MusicArena"
+    if s == "cmi-arena-annotation":
+        return "CMI-Pref"
+    return None
+
+
+def resolve_path(path: Any, root: str | Path) -> str | None:
+    """Absolute paths as they are, relative ones joined to the dataset root; empty -> None."""
+    if path is None or not str(path).strip():
+        return None
+    p = str(path).strip()
+    return p if os.path.isabs(p) else os.path.normpath(os.path.join(str(root), p))
+
+
+def make_row_key(index: int, raw: dict[str, Any]) -> str:
+    """Index plus a hash of the row's content, so an edited file never reuses stale scores."""
+    blob = json.dumps(raw, sort_keys=True, ensure_ascii=False).encode()
+    return f"{index}-{hashlib.sha1(blob).hexdigest()[:12]}"
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """Read a JSONL file of objects; raises BenchDataError naming the line on bad JSON."""
+    path = Path(path)
+    if not path.is_file():
+        raise BenchDataError(path, "benchmark file not found")
+    rows: list[dict[str, Any]] = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise BenchDataError(path, f"line {lineno}: invalid JSON ({e.msg})") from e
+            if not isinstance(obj, dict):
+                raise BenchDataError(path, f"line {lineno}: expected a JSON object")
+            rows.append(obj)
+    return rows
+
+
+def read_bench(
+    path: str | Path,
+    root: str | Path,
+    *,
+    split: str | None = "test",
+    subsets: Sequence[str] | None = None,
+    start_idx: int = 0,
+    end_idx: int | None = None,
+) -> list[BenchRow]:
+    """Rows of `path` kept by split and subset, in file order, sliced [start_idx:end_idx].
+
+    The slice applies after filtering, as seed 004's `--start_idx/--end_idx` do on the data list.
+    """
+    unknown = set(subsets or ()) - set(SUBSETS)
+    if unknown:
+        raise BenchDataError(path, f"unknown subsets {sorted(unknown)}; choose from {SUBSETS}")
+    rows: list[BenchRow] = []
+    for i, raw in enumerate(read_jsonl(path)):
+        if split is not None and str(raw.get("split")) != str(split):
+            continue  # CMI-RewardBench drops rows without a matching `split`
+        subset = subset_of(raw.get("source"))
+        if subset is None or (subsets and subset not in subsets):
+            continue
+        rows.append(
+            BenchRow(
+                index=i,
+                key=make_row_key(i, raw),
+                subset=subset,
+                raw=raw,
+                audio_a=resolve_path(raw.get("audio-path"), root),
+                audio_b=resolve_path(raw.get("audio2"), root),
+                ref_audio=resolve_path(raw.get("ref-audio-path"), root),
+                text=raw.get("prompt") or "",
+                lyrics=raw.get("lyrics") or "",
+            )
+        )
+    return rows[start_idx:end_idx]
+
+
+def probe_duration(path: str | None) -> float:
+    """Container duration in seconds; 0 when unknown (the worker then reports the real error)."""
+    if not path:
+        return 0.0
+    from audioscore.audio import audio_duration
+
+    try:
+        return float(audio_duration(path))
+    except Exception:  # a broken file is reported by the decoder, with its reason
+        return 0.0
+
+
+def fill_durations(rows: list[BenchRow], threads: int = 8) -> None:
+    """Set `row.durations` for every side (metadata reads, I/O bound, so threads help)."""
+    jobs = [(r, s) for r in rows for s in r.sides]
+    with ThreadPoolExecutor(max(1, threads)) as pool:
+        durs = list(pool.map(lambda rs: probe_duration(rs[0].side_path(rs[1])), jobs))
+    for r in rows:
+        r.durations = []
+    for (r, _), d in zip(jobs, durs, strict=True):
+        r.durations.append(d)
+
+
+def make_batches(
+    rows: list[BenchRow],
+    batch_size: int,
+    max_dur: float,
+    *,
+    sort_by_duration: bool = True,
+    max_batch_seconds: float | None = None,
+) -> list[list[BenchRow]]:
+    """Group rows so each batch holds at most `batch_size` clips (both sides of a pair together).
+
+    Sorted longest first (similar lengths pad less; out-of-memory shows up on the first batch);
+    `max_batch_seconds` caps the summed cropped audio per batch. A row never splits.
+    """
+
+    def cost(r: BenchRow) -> float:
+        return sum(min(d, max_dur) if max_dur else d for d in (r.durations or [0.0]))
+
+    order = sorted(rows, key=lambda r: (-cost(r), r.index)) if sort_by_duration else list(rows)
+    batches: list[list[BenchRow]] = []
+    cur: list[BenchRow] = []
+    n_clips, secs = 0, 0.0
+    for r in order:
+        k, c = len(r.sides), cost(r)
+        full = n_clips + k > batch_size or (
+            max_batch_seconds is not None and secs + c > max_batch_seconds
+        )
+        if cur and full:
+            batches.append(cur)
+            cur, n_clips, secs = [], 0, 0.0
+        cur.append(r)
+        n_clips, secs = n_clips + k, secs + c
+    if cur:
+        batches.append(cur)
+    return batches

@@ -1,0 +1,208 @@
+"""Decode in DataLoader workers, score batches, turn scores into CMI-RewardBench result rows.
+
+A batch that fails as a whole is retried clip by clip, so one bad input costs one recorded
+error instead of the batch; decoding errors never reach the model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from bench.data import BenchRow
+from rewards.base import ALIGNMENT, MUSICALITY, BatchInput
+
+SideScore = dict[str, Any]  # {"alignment", "musicality", "valid", "error"}
+
+
+def describe_error(e: BaseException) -> str:
+    """`Type: message`, the reason string stored in results and counted in statistics."""
+    return f"{type(e).__name__}: {e}"
+
+
+def decode_clip(path: str | None, sr: int, max_dur: float | None) -> torch.Tensor:
+    """Mono float32 waveform [T] at `sr`, cropped to the first `max_dur` seconds."""
+    from audioscore.audio import AudioMissingError, load_audio
+
+    if not path:
+        raise AudioMissingError("", "no audio path in the benchmark row")
+    wav = load_audio(path, sr, duration=max_dur if max_dur and max_dur > 0 else None)
+    return torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32))  # [T]
+
+
+def decode_row(row: BenchRow, sr: int, max_dur: float | None) -> dict[str, Any]:
+    """Everything a row needs for scoring: one BatchInput (or an error) per side."""
+    ref, notes = None, []
+    if row.ref_audio:
+        try:
+            ref = decode_clip(row.ref_audio, sr, max_dur)
+        except Exception as e:  # like CMI-RewardBench: score without the ref, note why
+            notes.append(f"ref_audio_error: {describe_error(e)}")
+    sides: dict[str, BatchInput | str] = {}
+    for side in row.sides:
+        try:
+            wav = decode_clip(row.side_path(side), sr, max_dur)
+            sides[side] = BatchInput(audio=wav, text=row.text, lyrics=row.lyrics, ref_audio=ref)
+        except Exception as e:
+            sides[side] = describe_error(e)
+    return {"row": row, "sides": sides, "notes": notes}
+
+
+class BatchDecodeDataset(Dataset):
+    """Item i = batch i, decoded; lets DataLoader workers decode ahead of the model."""
+
+    def __init__(self, batches: list[list[BenchRow]], sr: int, max_dur: float | None):
+        self.batches, self.sr, self.max_dur = batches, sr, max_dur
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, i: int) -> list[dict[str, Any]]:
+        return [decode_row(r, self.sr, self.max_dur) for r in self.batches[i]]
+
+
+def keep_as_is(x: Any) -> Any:
+    """collate_fn for pre-formed batches (module level so worker processes can pickle it)."""
+    return x
+
+
+def make_loader(
+    batches: list[list[BenchRow]],
+    sr: int,
+    max_dur: float | None,
+    num_workers: int = 2,
+    sampler: Any = None,
+) -> DataLoader:
+    """DataLoader over pre-formed batches; `sampler` shards them across ranks."""
+    kw: dict[str, Any] = {"num_workers": num_workers, "collate_fn": keep_as_is}
+    if num_workers > 0:
+        kw |= {"prefetch_factor": 2, "persistent_workers": False}
+    ds = BatchDecodeDataset(batches, sr, max_dur)
+    return DataLoader(ds, batch_size=None, shuffle=False, sampler=sampler, **kw)
+
+
+def autocast_for(
+    device: str | torch.device | None, bf16: bool
+) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA (parameters stay fp32); a no-op elsewhere."""
+    if bf16 and device is not None and torch.device(device).type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def call_model(
+    model: Any, inputs: list[BatchInput], max_dur: float, score_kwargs: dict[str, Any]
+) -> np.ndarray:
+    """score_batch with a shape check; returns float64 [N, 2]."""
+    with torch.inference_mode():
+        out = model.score_batch(inputs, batch_size=len(inputs), max_dur=max_dur, **score_kwargs)
+    out = np.asarray(out, dtype=np.float64)
+    if out.ndim != 2 or out.shape[0] != len(inputs) or out.shape[1] < 2:
+        raise ValueError(f"score_batch returned shape {out.shape}, expected [{len(inputs)}, 2]")
+    return out
+
+
+def to_float(x: float) -> float | None:
+    """JSON-safe score: NaN (the model has no such dimension) becomes None."""
+    return None if x is None or not math.isfinite(x) else float(x)
+
+
+def score_decoded(
+    model: Any,
+    decoded: list[dict[str, Any]],
+    max_dur: float,
+    score_kwargs: dict[str, Any],
+    autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+) -> list[dict[str, SideScore]]:
+    """Score every decodable side of a decoded batch; per row, a SideScore per side."""
+    slots = [(i, s, inp) for i, d in enumerate(decoded) for s, inp in d["sides"].items()]
+    todo = [(i, s, inp) for i, s, inp in slots if isinstance(inp, BatchInput)]
+    out: list[dict[str, SideScore]] = [{} for _ in decoded]
+    for i, s, inp in slots:
+        if not isinstance(inp, BatchInput):
+            out[i][s] = {"alignment": None, "musicality": None, "valid": False, "error": inp}
+
+    def put(i: int, s: str, row: np.ndarray) -> None:
+        a, m = to_float(row[ALIGNMENT]), to_float(row[MUSICALITY])
+        out[i][s] = {"alignment": a, "musicality": m, "valid": True, "error": ""}
+
+    if not todo:
+        return out
+    try:
+        with autocast():
+            scores = call_model(model, [t[2] for t in todo], max_dur, score_kwargs)
+        for (i, s, _), row in zip(todo, scores, strict=True):
+            put(i, s, row)
+    except Exception:
+        for i, s, inp in todo:  # isolate the bad clip(s): one by one
+            try:
+                with autocast():
+                    put(i, s, call_model(model, [inp], max_dur, score_kwargs)[0])
+            except Exception as e:
+                err = f"score_error: {describe_error(e)}"
+                out[i][s] = {"alignment": None, "musicality": None, "valid": False, "error": err}
+    return out
+
+
+def pair_pref_label(a: float | None, b: float | None) -> str | None:
+    """CMI-RewardBench's `_pair_pref_label`: model_a if a > b, else model_b (ties -> model_b)."""
+    if a is None or b is None:
+        return None
+    return "model_a" if a > b else "model_b"
+
+
+def make_result(
+    row: BenchRow, sides: dict[str, SideScore], notes: list[str], model_name: str
+) -> dict:
+    """Input row + predicted_* fields (CMI-RewardBench names) + validity, error and status."""
+    pa = sides.get("a", {})
+    pb = sides.get("b", {})
+    res = dict(row.raw)
+    res["benchmark_dataset"] = row.subset
+    res["predicted_text-music alignment"] = pa.get("alignment")
+    res["predicted_musicality"] = pa.get("musicality")
+    if "b" in sides:
+        res["predicted_text-music alignment_b"] = pb.get("alignment")
+        res["predicted_musicality_b"] = pb.get("musicality")
+        mus = pair_pref_label(pa.get("musicality"), pb.get("musicality"))
+        ali = pair_pref_label(pa.get("alignment"), pb.get("alignment"))
+        if mus is not None:  # Music Arena is decided on musicality only (upstream 326f8ac)
+            res["predicted_preference"] = mus
+            res["predicted_preference-musicality"] = mus
+        if ali is not None:
+            res["predicted_preference-alignment"] = ali
+    res["inference_valid_a"] = bool(pa.get("valid", False))
+    if "b" in sides:
+        res["inference_valid_b"] = bool(pb.get("valid", False))
+    errs = [f"{s}: {sc['error']}" for s, sc in sorted(sides.items()) if sc.get("error")]
+    res["inference_error"] = " | ".join(notes + errs)
+    res["status"] = "ok" if all(sc.get("valid") for sc in sides.values()) else "error"
+    res["bench_row_index"] = row.index
+    res["bench_row_key"] = row.key
+    res["bench_model"] = model_name
+    return res
+
+
+def score_batch_rows(
+    model: Any,
+    decoded: list[dict[str, Any]],
+    max_dur: float,
+    score_kwargs: dict[str, Any],
+    model_name: str,
+    autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+) -> list[dict[str, Any]]:
+    """Decoded batch -> result rows (what both the plain loop and predict_step write)."""
+    scored = score_decoded(model, decoded, max_dur, score_kwargs, autocast)
+    out = []
+    for d, sides in zip(decoded, scored, strict=True):
+        res = make_result(d["row"], sides, d["notes"], model_name)
+        wavs = [x.audio for x in d["sides"].values() if isinstance(x, BatchInput)]
+        res["bench_audio_seconds"] = sum(len(w) for w in wavs) / float(model.sr)  # cropped
+        out.append(res)
+    return out

@@ -1,0 +1,357 @@
+"""CMI-RewardBench metrics, reproduced from `evaluate_results.py` (commit 4620653), plus extras.
+
+Exactly as upstream: rows kept by `split`; subset re-inferred from `source`; SRCC / LCC / K-Tau
+(pandas `Series.corr`: Spearman = Pearson on average ranks, Kendall = scipy tau-b) on PAM
+(musicality, alignment) and MusicEval (musicality) after dropping non-numeric pairs, None when
+n < 2; accuracy on Music Arena (`preference` vs `predicted_preference`) and CMI-Pref (alignment,
+musicality) with labels normalised case-insensitively (a/model_a, b/model_b, both/neither),
+other labels dropped, a match 1, a mismatch involving "both" 0.5, else 0. Detail groups: Music
+Arena by month; CMI-Pref by modality, confidence (<3, =3, >3) x ref category, ref subset and
+instru/vocal. One deliberate difference: a NaN correlation (constant input) is reported as None.
+
+Extras (not upstream): PAM system-level correlations and percentile-bootstrap 95% CIs.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+Row = dict[str, Any]
+NO_REF_MODALITIES = ("text", "text+lyrics")
+REF_MODALITIES = ("text+ref", "text+lyrics+ref")
+CORR_TASKS = {  # subset -> [(task, truth column, prediction column)]
+    "PAM": [
+        ("musicality", "musicality", "predicted_musicality"),
+        ("alignment", "text-music alignment", "predicted_text-music alignment"),
+    ],
+    "MusicEval": [("musicality", "musicality", "predicted_musicality")],
+}
+ACC_TASKS = {
+    "MusicArena": [("preference", "preference", "predicted_preference")],
+    "CMI-Pref": [
+        ("alignment", "preference-alignment", "predicted_preference-alignment"),
+        ("musicality", "preference-musicality", "predicted_preference-musicality"),
+    ],
+}
+CONFIDENCE_COLS = {
+    "alignment": "confidence_preference-alignment",
+    "musicality": "confidence_preference-musicality",
+}
+
+
+# ---- row helpers -------------------------------------------------------------------------
+def to_num(x: Any) -> float:
+    """pandas.to_numeric(errors="coerce") for one value: NaN when not a number."""
+    if x is None or isinstance(x, bool):
+        return math.nan
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def norm_pref(x: Any) -> str | None:
+    """Upstream `_norm_pref`: model_a / model_b / both, or None (row dropped)."""
+    if x is None:
+        return None
+    return {
+        "a": "model_a",
+        "b": "model_b",
+        "model_a": "model_a",
+        "model_b": "model_b",
+        "both": "both",
+        "neither": "both",
+    }.get(str(x).strip().lower())
+
+
+def month_of_path(path: Any) -> str:
+    """The path component two levels below `MusicArena_data`, else "unknown"."""
+    s = "" if path is None else str(path).strip()
+    parts = Path(s).parts if s else ()
+    if "MusicArena_data" in parts:
+        i = parts.index("MusicArena_data")
+        if i + 2 < len(parts):
+            return parts[i + 2]
+    return "unknown"
+
+
+def month_of(row: Row) -> str:
+    m = month_of_path(row.get("audio-path"))
+    return m if m != "unknown" else month_of_path(row.get("audio2"))
+
+
+def subset_of_result(row: Row) -> str:
+    """Upstream `_infer_benchmark_dataset` (note the month-path fallback for Music Arena)."""
+    source = str(row.get("source", ""))
+    if "PAM" in source:
+        return "PAM"
+    if source in {"MusicEval", "SongEval"}:
+        return "MusicEval"
+    if "Music Arena" in source:
+        return "MusicArena"
+    if source == "cmi-arena-annotation":
+        return "CMI-Pref"
+    if month_of(row) != "unknown":
+        return "MusicArena"
+    existing = str(row.get("benchmark_dataset", "")).strip()
+    return existing if existing in {"PAM", "MusicEval", "MusicArena", "CMI-Pref"} else "Unknown"
+
+
+def modality_of(row: Row) -> str:
+    """The `modality` field, else inferred from non-empty `lyrics` / `ref-audio-path`."""
+    m = row.get("modality")
+    if m is not None and not (isinstance(m, float) and math.isnan(m)) and str(m).strip():
+        return str(m).strip()
+    lyr = bool(str(row.get("lyrics", "") or "").strip())
+    ref = bool(str(row.get("ref-audio-path", "") or "").strip())
+    return {
+        (True, True): "text+lyrics+ref",
+        (True, False): "text+lyrics",
+        (False, True): "text+ref",
+    }.get((lyr, ref), "text")
+
+
+def confidence_group(v: Any) -> str | None:
+    x = to_num(v)
+    if math.isnan(x):
+        return None
+    return "<3" if x < 3 else (">3" if x > 3 else "=3")
+
+
+def system_of(row: Row) -> str:
+    """Generating system: a `system` field, else the clip's parent directory (PAM layout)."""
+    s = row.get("system")
+    if s is not None and str(s).strip():
+        return str(s).strip()
+    p = str(row.get("audio-path", "") or "")
+    return Path(p).parent.name or "unknown"
+
+
+# ---- statistics --------------------------------------------------------------------------
+def finite(v: float) -> float | None:
+    return None if v is None or not math.isfinite(v) else float(v)
+
+
+def correlate(x: np.ndarray, y: np.ndarray, method: str) -> float | None:
+    """pandas Series.corr semantics; None when n < 2 or undefined (constant input)."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    if len(x) < 2 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return None
+    if method == "spearman":
+        x, y = stats.rankdata(x), stats.rankdata(y)  # average ranks for ties
+    if method == "kendall":
+        return finite(stats.kendalltau(x, y).statistic)  # tau-b, as pandas
+    return finite(np.corrcoef(x, y)[0, 1])
+
+
+def numeric_pairs(rows: Sequence[Row], gt: str, pred: str) -> tuple[np.ndarray, np.ndarray]:
+    """Both columns as numbers, pairs with a NaN dropped (upstream `dropna`)."""
+    x = np.array([to_num(r.get(gt)) for r in rows], float)
+    y = np.array([to_num(r.get(pred)) for r in rows], float)
+    keep = ~(np.isnan(x) | np.isnan(y))
+    return x[keep], y[keep]
+
+
+def pref_scores(rows: Sequence[Row], gt: str, pred: str) -> np.ndarray:
+    """Per-pair credit: 1 match, 0.5 mismatch involving "both", 0 otherwise; invalid dropped."""
+    out = []
+    for r in rows:
+        g, p = norm_pref(r.get(gt)), norm_pref(r.get(pred))
+        if g is None or p is None:
+            continue
+        out.append(1.0 if g == p else (0.5 if "both" in (g, p) else 0.0))
+    return np.array(out, float)
+
+
+def accuracy(rows: Sequence[Row], gt: str, pred: str) -> dict[str, Any]:
+    s = pref_scores(rows, gt, pred)
+    return {"n": int(len(s)), "acc": float(s.mean()) if len(s) else None}
+
+
+def bootstrap_ci(
+    n: int, stat: Callable[[np.ndarray], float | None], n_boot: int, seed: int
+) -> tuple[float | None, float | None]:
+    """Percentile 95% CI of `stat(indices)` over `n_boot` resamples with replacement."""
+    if n < 2 or n_boot <= 0:
+        return None, None
+    rng = np.random.default_rng(seed)
+    vals = [stat(rng.integers(0, n, n)) for _ in range(n_boot)]
+    vals = np.array([v for v in vals if v is not None], float)
+    if len(vals) == 0:
+        return None, None
+    return float(np.percentile(vals, 2.5)), float(np.percentile(vals, 97.5))
+
+
+def boot_corr(x: np.ndarray, y: np.ndarray, method: str, idx: np.ndarray) -> float | None:
+    return correlate(x[idx], y[idx], method)
+
+
+def boot_mean(s: np.ndarray, idx: np.ndarray) -> float:
+    return float(s[idx].mean())
+
+
+# ---- tables ------------------------------------------------------------------------------
+def select_rows(rows: Sequence[Row], split: str | None = "test") -> list[Row]:
+    """Upstream filter: when any row has `split`, keep str(split) == target; add subset info."""
+    if split is not None and any("split" in r for r in rows):
+        rows = [r for r in rows if str(r.get("split")) == str(split)]
+    out = []
+    for r in rows:
+        r = dict(r)
+        r["benchmark_dataset"] = subset_of_result(r)
+        r["month"] = month_of(r)
+        r["modality_group"] = modality_of(r)
+        out.append(r)
+    return out
+
+
+def by_subset(rows: Sequence[Row]) -> dict[str, list[Row]]:
+    groups: dict[str, list[Row]] = defaultdict(list)
+    for r in rows:
+        groups[r["benchmark_dataset"]].append(r)
+    return groups
+
+
+def summary_rows(rows: Sequence[Row], n_boot: int = 0, seed: int = 0) -> list[Row]:
+    """metrics_summary.csv rows (upstream order); with n_boot > 0, 95% CI columns too."""
+    groups, out = by_subset(rows), []
+    for subset, tasks in CORR_TASKS.items():
+        if not groups.get(subset):
+            continue
+        for task, gt, pred in tasks:
+            x, y = numeric_pairs(groups[subset], gt, pred)
+            row: Row = {"dataset": subset, "task": task, "n": int(len(x))}
+            for col, method in (("SRCC", "spearman"), ("LCC", "pearson"), ("K-Tau", "kendall")):
+                row[col] = correlate(x, y, method)
+            if n_boot > 0:
+                for col, method in (("SRCC", "spearman"), ("LCC", "pearson"), ("K-Tau", "kendall")):
+                    stat = functools.partial(boot_corr, x, y, method)
+                    row[f"{col}_lo"], row[f"{col}_hi"] = bootstrap_ci(len(x), stat, n_boot, seed)
+            out.append(row)
+    for subset, tasks in ACC_TASKS.items():
+        if not groups.get(subset):
+            continue
+        for task, gt, pred in tasks:
+            s = pref_scores(groups[subset], gt, pred)
+            row = {"dataset": subset, "task": task, "n": int(len(s))}
+            row["ACC"] = float(s.mean()) if len(s) else None
+            if n_boot > 0:
+                stat = functools.partial(boot_mean, s)
+                row["ACC_lo"], row["ACC_hi"] = bootstrap_ci(len(s), stat, n_boot, seed)
+            out.append(row)
+    return out
+
+
+def detail_rows(rows: Sequence[Row]) -> list[Row]:
+    """metrics_detail.csv rows, in upstream order (groups sorted like pandas groupby)."""
+    groups, out = by_subset(rows), []
+    ma = groups.get("MusicArena", [])
+    for month in sorted({r["month"] for r in ma}):
+        g = [r for r in ma if r["month"] == month]
+        a = accuracy(g, "preference", "predicted_preference")
+        out.append(detail("MusicArena", "preference", "month", month, a))
+    cmi = groups.get("CMI-Pref", [])
+    if not cmi:
+        return out
+    for mod in sorted({r["modality_group"] for r in cmi}):
+        g = [r for r in cmi if r["modality_group"] == mod]
+        for task, gt, pred in ACC_TASKS["CMI-Pref"]:
+            out.append(detail("CMI-Pref", task, "modality", mod, accuracy(g, gt, pred)))
+    for task, gt, pred in ACC_TASKS["CMI-Pref"]:
+        conf_col = CONFIDENCE_COLS[task]
+        if not any(conf_col in r for r in cmi):
+            continue  # upstream skips a task whose confidence column is absent
+        tagged = [
+            (confidence_group(r.get(conf_col)), refcat(r), r)
+            for r in cmi
+            if confidence_group(r.get(conf_col)) is not None
+        ]
+        for cg, rc in sorted({(c, k) for c, k, _ in tagged}):
+            g = [r for c, k, r in tagged if c == cg and k == rc]
+            out.append(detail("CMI-Pref", task, "confidence", cg, accuracy(g, gt, pred), rc))
+        for cg in sorted({c for c, _, _ in tagged}):
+            g = [r for c, _, r in tagged if c == cg]
+            out.append(detail("CMI-Pref", task, "confidence", cg, accuracy(g, gt, pred), "all"))
+    for name, mods in (("no_ref", NO_REF_MODALITIES), ("ref", REF_MODALITIES)):
+        g = [r for r in cmi if r["modality_group"] in mods]
+        for task, gt, pred in ACC_TASKS["CMI-Pref"]:
+            out.append(detail("CMI-Pref", task, "ref_subset", name, accuracy(g, gt, pred)))
+    for name, mods in (
+        ("instru", ("text", "text+ref")),
+        ("vocal", ("text+lyrics", "text+lyrics+ref")),
+    ):
+        g = [r for r in cmi if r["modality_group"] in mods]
+        for task, gt, pred in ACC_TASKS["CMI-Pref"]:
+            out.append(detail("CMI-Pref", task, "modality_type", name, accuracy(g, gt, pred)))
+    return out
+
+
+def refcat(r: Row) -> str:
+    return "ref" if str(r["modality_group"]) in REF_MODALITIES else "no_ref"
+
+
+def detail(
+    dataset: str, task: str, key: str, value: str, acc: dict, ref_category: str | None = None
+) -> Row:
+    row: Row = {"dataset": dataset, "task": task, "group_key": key, "group_value": value}
+    if ref_category is not None:
+        row["ref_category"] = ref_category
+    return row | {"n": acc["n"], "ACC": acc["acc"]}
+
+
+def system_rows(rows: Sequence[Row]) -> list[Row]:
+    """PAM system-level SRCC/LCC/K-Tau: per system, mean predicted vs mean human score.
+
+    Human system score = mean MOS over that system's test clips with a valid prediction
+    (LDNet's convention, not a separate system-MOS file); clips per system are reported.
+    """
+    pam = by_subset(rows).get("PAM", [])
+    out = []
+    for task, gt, pred in CORR_TASKS["PAM"]:
+        per: dict[str, list[tuple[float, float]]] = defaultdict(list)
+        for r in pam:
+            x, y = to_num(r.get(gt)), to_num(r.get(pred))
+            if not (math.isnan(x) or math.isnan(y)):
+                per[system_of(r)].append((x, y))
+        if not per:
+            continue
+        systems = sorted(per)
+        xs = np.array([np.mean([p[0] for p in per[s]]) for s in systems])
+        ys = np.array([np.mean([p[1] for p in per[s]]) for s in systems])
+        out.append(
+            {
+                "dataset": "PAM",
+                "task": task,
+                "level": "system",
+                "n_systems": len(systems),
+                "SRCC": correlate(xs, ys, "spearman"),
+                "LCC": correlate(xs, ys, "pearson"),
+                "K-Tau": correlate(xs, ys, "kendall"),
+                "clips_per_system": {s: len(per[s]) for s in systems},
+                "human_mean": {s: float(v) for s, v in zip(systems, xs, strict=True)},
+                "predicted_mean": {s: float(v) for s, v in zip(systems, ys, strict=True)},
+            }
+        )
+    return out
+
+
+def compute_metrics(
+    rows: Sequence[Row], *, split: str | None = "test", n_boot: int = 1000, seed: int = 0
+) -> dict[str, Any]:
+    """All metrics for result rows: {summary, detail, system_level, bootstrap}."""
+    sel = select_rows(rows, split)
+    return {
+        "summary": summary_rows(sel, n_boot=n_boot, seed=seed),
+        "detail": detail_rows(sel),
+        "system_level": system_rows(sel),
+        "bootstrap": {"n_boot": n_boot, "seed": seed, "ci": 0.95, "method": "percentile"},
+        "n_rows": len(sel),
+    }

@@ -1,0 +1,104 @@
+"""Predicted-vs-human scatter plots and score distributions per subset (PNG, Agg backend)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: never needs a display
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from bench.metrics import CORR_TASKS, by_subset, norm_pref, numeric_pairs, to_num  # noqa: E402
+
+
+def plot_scatter(
+    rows: Sequence[dict], subset: str, task: str, gt: str, pred: str, out: Path
+) -> Path | None:
+    """Human score (x) vs predicted score (y), one dot per clip."""
+    x, y = numeric_pairs(rows, gt, pred)
+    if len(x) == 0:
+        return None
+    fig, ax = plt.subplots(figsize=(4.5, 4))
+    ax.scatter(x, y, s=10, alpha=0.6)
+    ax.set_xlabel(f"human {gt}")
+    ax.set_ylabel(f"predicted {task}")
+    ax.set_title(f"{subset} {task} (n={len(x)})")
+    fig.tight_layout()
+    path = out / f"scatter_{subset}_{task}.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_pair_distribution(
+    rows: Sequence[dict], subset: str, task: str, gt: str, out: Path
+) -> Path | None:
+    """Histogram of score(A) - score(B), split by the human preference label."""
+    suffix = "musicality" if task in ("musicality", "preference") else "text-music alignment"
+    groups: dict[str, list[float]] = {"model_a": [], "model_b": [], "both": []}
+    for r in rows:
+        a, b = to_num(r.get(f"predicted_{suffix}")), to_num(r.get(f"predicted_{suffix}_b"))
+        label = norm_pref(r.get(gt))
+        if label is not None and not (np.isnan(a) or np.isnan(b)):
+            groups[label].append(a - b)
+    if not any(groups.values()):
+        return None
+    fig, ax = plt.subplots(figsize=(4.5, 3.5))
+    for label, vals in groups.items():
+        if vals:
+            ax.hist(vals, bins=20, alpha=0.5, label=f"human: {label} (n={len(vals)})")
+    ax.axvline(0.0, color="k", lw=0.8)
+    ax.set_xlabel(f"predicted {suffix}: A - B")
+    ax.set_title(f"{subset} {task}")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = out / f"dist_{subset}_{task}.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_score_hist(rows: Sequence[dict], subset: str, out: Path) -> Path | None:
+    """Distribution of every predicted score (both sides) per dimension."""
+    cols = {
+        "musicality": ("predicted_musicality", "predicted_musicality_b"),
+        "alignment": ("predicted_text-music alignment", "predicted_text-music alignment_b"),
+    }
+    vals = {k: [to_num(r.get(c)) for r in rows for c in cs] for k, cs in cols.items()}
+    vals = {k: [v for v in vs if not np.isnan(v)] for k, vs in vals.items()}
+    vals = {k: vs for k, vs in vals.items() if vs}
+    if not vals:
+        return None
+    fig, axes = plt.subplots(1, len(vals), figsize=(4.5 * len(vals), 3.5), squeeze=False)
+    for ax, (k, vs) in zip(axes[0], vals.items(), strict=True):
+        ax.hist(vs, bins=30)
+        ax.set_title(f"{subset}: predicted {k} (n={len(vs)})")
+    fig.tight_layout()
+    path = out / f"hist_{subset}.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def make_plots(rows: Sequence[dict[str, Any]], out_dir: str | Path) -> list[Path]:
+    """All plots for selected result rows (see metrics.select_rows) into `out_dir`."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    groups, made = by_subset(rows), []
+    for subset, tasks in CORR_TASKS.items():
+        for task, gt, pred in tasks:
+            made.append(plot_scatter(groups.get(subset, []), subset, task, gt, pred, out))
+    pair_tasks = [
+        ("MusicArena", "preference", "preference"),
+        ("CMI-Pref", "musicality", "preference-musicality"),
+        ("CMI-Pref", "alignment", "preference-alignment"),
+    ]
+    for subset, task, gt in pair_tasks:
+        made.append(plot_pair_distribution(groups.get(subset, []), subset, task, gt, out))
+    for subset, g in groups.items():
+        made.append(plot_score_hist(g, subset, out))
+    return [p for p in made if p is not None]

@@ -1,0 +1,259 @@
+"""Benchmark runner: `python -m bench.run model=cmi_rm_tiny dataset=synth`.
+
+Scores side A and side B of every CMI-RewardBench row, appending result rows per batch to
+outputs/bench/<model.name>/<dataset.name>/results.jsonl, then writes the metrics files.
+Rerunning resumes: rows already scored are skipped, failed ones retried. Several models run
+one after another with `models=[cmi_rm_tiny,audioscore]` (or a Hydra multirun `-m model=a,b`).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+from omegaconf import DictConfig, OmegaConf, open_dict
+from tqdm import tqdm
+
+from bench.data import BenchRow, fill_durations, make_batches, read_bench
+from bench.evaluate import evaluate_rows
+from bench.infer import autocast_for, make_loader, score_batch_rows
+from bench.store import ResultWriter, compact, read_latest
+
+log = logging.getLogger(__name__)
+
+
+class SimulatedCrash(RuntimeError):
+    """Raised by the `crash_after_batches` test hook, as if the process had been killed."""
+
+
+class TooManyFailures(RuntimeError):
+    """More rows failed than `max_fail_frac` allows (outputs are still written)."""
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def prepare_model_cfg(cfg: DictConfig) -> DictConfig:
+    """The model config with runner-level settings pushed into keys the model declares."""
+    mcfg = OmegaConf.create(OmegaConf.to_container(cfg.model, resolve=True))
+    with open_dict(mcfg):
+        if cfg.get("cache_dir") and "cache_dir" in mcfg:
+            mcfg.cache_dir = str(cfg.cache_dir)  # models own their encoder cache; we pass the dir
+        if "device" in mcfg and cfg.get("device", "auto") != "auto":
+            mcfg.device = cfg.device
+    return mcfg
+
+
+def build_model(cfg: DictConfig) -> tuple[Any, dict[str, Any]]:
+    """(reward model, score kwargs) through the rewards package, as a user's run builds it."""
+    from rewards.build import build_reward_model
+
+    model, score_kwargs = build_reward_model(prepare_model_cfg(cfg))
+    extra = OmegaConf.to_container(cfg.get("score_kwargs") or {}, resolve=True)
+    return model, {**(score_kwargs or {}), **extra}
+
+
+def output_dir(cfg: DictConfig) -> Path:
+    return Path(cfg.output_root) / str(cfg.model.name) / str(cfg.dataset.name)
+
+
+def part_files(out: Path) -> list[Path]:
+    """Per-rank journals left by a sharded run (merged into results.jsonl at the end)."""
+    return sorted(out.glob("results.rank*.jsonl"))
+
+
+def select_todo(cfg: DictConfig, out: Path) -> tuple[list[BenchRow], int]:
+    """Rows in the selection that still need scoring, and how many are already done."""
+    ds = cfg.dataset
+    rows = read_bench(
+        ds.jsonl,
+        ds.root,
+        split=ds.get("split", "test"),
+        subsets=list(ds.subsets) if ds.get("subsets") else None,
+        start_idx=int(cfg.get("start_idx") or 0),
+        end_idx=cfg.get("end_idx"),
+    )
+    done = {
+        k
+        for k, r in read_latest([out / "results.jsonl", *part_files(out)]).items()
+        if r.get("status") == "ok"
+    }
+    todo = [r for r in rows if r.key not in done]
+    return todo, len(rows) - len(todo)
+
+
+def score_local(
+    cfg: DictConfig,
+    model: Any,
+    score_kwargs: dict[str, Any],
+    batches: list[list[BenchRow]],
+    writer: ResultWriter,
+) -> dict[str, Any]:
+    """One process: workers decode ahead, the model scores, each batch is appended durably."""
+    device = resolve_device(cfg.get("device", "auto"))
+    loader = make_loader(batches, int(model.sr), cfg.max_dur, int(cfg.num_workers))
+    n_rows = sum(len(b) for b in batches)
+    counts = {"ok": 0, "error": 0, "audio_seconds": 0.0, "scored_keys": []}
+    t0 = time.perf_counter()
+    bar = tqdm(
+        total=n_rows, unit="row", desc=f"{cfg.model.name}/{cfg.dataset.name}", dynamic_ncols=True
+    )
+    with bar:
+        for i, decoded in enumerate(loader):
+            rows = score_batch_rows(
+                model,
+                decoded,
+                float(cfg.max_dur),
+                score_kwargs,
+                str(cfg.model.name),
+                autocast=lambda: autocast_for(device, bool(cfg.get("bf16", True))),
+            )
+            writer.write(rows)
+            for r in rows:
+                counts[r["status"]] += 1
+                counts["scored_keys"].append(r["bench_row_key"])
+                counts["audio_seconds"] += r["bench_audio_seconds"]
+            rate = counts["audio_seconds"] / max(time.perf_counter() - t0, 1e-9)
+            bar.set_postfix(ok=counts["ok"], err=counts["error"], audio_s_per_s=f"{rate:.1f}")
+            bar.update(len(rows))
+            if cfg.get("crash_after_batches") is not None and i + 1 >= int(cfg.crash_after_batches):
+                raise SimulatedCrash(f"test hook: stopped after {i + 1} batches")
+    return counts
+
+
+def run(
+    cfg: DictConfig, model: Any = None, score_kwargs: dict[str, Any] | None = None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Score the dataset with one model and write all outputs; returns (metrics, info).
+
+    `model` lets callers pass a built reward model (anything with `sr` + `score_batch`);
+    otherwise `cfg.model` goes through rewards.build.build_reward_model.
+    """
+    out = output_dir(cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    results = out / "results.jsonl"
+    if not cfg.get("resume", True):  # a fresh run: forget earlier scores
+        for p in [results, *part_files(out)]:
+            p.unlink(missing_ok=True)
+    t0 = time.perf_counter()
+    todo, skipped = select_todo(cfg, out)
+    fill_durations(todo)
+    batches = make_batches(
+        todo,
+        int(cfg.batch_size),
+        float(cfg.max_dur),
+        sort_by_duration=bool(cfg.get("sort_by_duration", True)),
+        max_batch_seconds=cfg.get("max_batch_seconds"),
+    )
+    log.info(
+        "%s: %d rows to score in %d batches, %d already done", out, len(todo), len(batches), skipped
+    )
+    devices = int(cfg.trainer.get("devices", 1)) if cfg.get("trainer") else 1
+    counts: dict[str, Any] = {"ok": 0, "error": 0, "audio_seconds": 0.0, "scored_keys": []}
+    if batches and devices > 1:
+        from bench.sharded import score_sharded
+
+        counts = score_sharded(cfg, model, score_kwargs, batches, out)
+        if not counts["is_global_zero"]:  # under plain ddp every rank runs this; rank 0 merges
+            return {}, counts
+    elif batches:
+        if model is None:
+            model, score_kwargs = build_model(cfg)
+        with ResultWriter(results) as writer:
+            counts = score_local(cfg, model, score_kwargs or {}, batches, writer)
+    all_rows = compact(results, part_files(out))
+    wall = time.perf_counter() - t0
+    run_info = {
+        "model": str(cfg.model.name),
+        "dataset": str(cfg.dataset.name),
+        "device": resolve_device(cfg.get("device", "auto")),
+        "devices": devices,
+        "scored_rows": counts["ok"] + counts["error"],
+        "failed_rows_this_run": counts["error"],
+        "skipped_rows": skipped,
+        "batches": len(batches),
+        "audio_seconds": counts["audio_seconds"],
+        "wall_s": wall,
+        "audio_s_per_s": counts["audio_seconds"] / wall if wall > 0 else 0.0,
+        "config": OmegaConf.to_container(cfg, resolve=True),
+    }
+    metrics = evaluate_rows(
+        all_rows,
+        out,
+        split=cfg.dataset.get("split", "test"),
+        n_boot=int(cfg.get("n_boot", 1000)),
+        seed=int(cfg.get("seed", 0)),
+        plots=bool(cfg.get("plots", True)),
+        run_info=run_info,
+        title=f"{cfg.model.name} on {cfg.dataset.name}",
+    )
+    n_fail = sum(r.get("status") == "error" for r in all_rows)
+    info = run_info | {
+        "out_dir": str(out),
+        "results": str(results),
+        "failed_rows": n_fail,
+        "total_rows": len(all_rows),
+        "failed_frac": n_fail / max(len(all_rows), 1),
+        "scored_keys": counts["scored_keys"],
+    }
+    info["too_many_failures"] = info["failed_frac"] > float(cfg.get("max_fail_frac", 1.0))
+    return metrics, info
+
+
+def model_cfgs(cfg: DictConfig) -> list[DictConfig]:
+    """One full config per model: `models=[a,b]` composes conf/model/<name> for each."""
+    names = cfg.get("models") or []
+    if not names:
+        return [cfg]
+    from hydra import compose
+    from hydra.core.hydra_config import HydraConfig
+
+    keep = [
+        o
+        for o in HydraConfig.get().overrides.task
+        if o.split("=")[0].lstrip("+~") not in ("models", "model")
+    ]
+    return [compose("bench", overrides=[*keep, f"model={n}", "models=null"]) for n in names]
+
+
+def run_cli(cfg: DictConfig) -> int:
+    """Run every requested model in turn; the exit status is non-zero if any exceeded
+    `max_fail_frac` or crashed (the others still run)."""
+    status = 0
+    for c in model_cfgs(cfg):
+        try:
+            metrics, info = run(c)
+        except Exception:
+            log.exception("benchmark run failed for model %s", c.model.get("name"))
+            status = 1
+            continue
+        print(f"{info['out_dir']}: {info['total_rows']} rows, {info['failed_rows']} failed")
+        for r in metrics["summary"]:
+            vals = {k: r[k] for k in ("SRCC", "LCC", "K-Tau", "ACC") if k in r}
+            print(f"  {r['dataset']:<10} {r['task']:<11} n={r['n']:<5} {vals}")
+        if info["too_many_failures"]:
+            log.error(
+                "%s: %.1f%% of rows failed (max_fail_frac=%s); see statistics.json",
+                info["out_dir"],
+                100 * info["failed_frac"],
+                c.get("max_fail_frac"),
+            )
+            status = max(status, 3)
+    return status
+
+
+@hydra.main(version_base="1.3", config_path="../../conf", config_name="bench")
+def main(cfg: DictConfig) -> None:
+    sys.exit(run_cli(cfg))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,161 @@
+"""Scoring sharded over `trainer.devices=N` with Lightning's predict loop.
+
+Each rank gets every N-th pre-formed batch (a DistributedSampler without padding, so no row is
+scored twice), builds its own reward model, and appends to results.rank<r>.jsonl; the caller
+merges the parts into results.jsonl (bench.store.compact) once `trainer.predict` returns.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DistributedSampler
+
+from bench.data import BenchRow
+from bench.infer import autocast_for, make_loader, score_batch_rows
+from bench.store import ResultWriter
+
+
+class ShardSampler(DistributedSampler):
+    """Indices rank, rank+N, ... in order; unlike DistributedSampler, no padding repeats."""
+
+    def __iter__(self):
+        return iter(range(self.rank, len(self.dataset), self.num_replicas))
+
+    def __len__(self) -> int:
+        return len(range(self.rank, len(self.dataset), self.num_replicas))
+
+
+class BenchDataModule(L.LightningDataModule):
+    """Pre-formed duration batches, decoded by workers, sharded by rank."""
+
+    def __init__(self, batches: list[list[BenchRow]], sr: int, max_dur: float, num_workers: int):
+        super().__init__()
+        self.batches, self.sr, self.max_dur, self.num_workers = batches, sr, max_dur, num_workers
+
+    def predict_dataloader(self):
+        t = self.trainer
+        sampler = ShardSampler(
+            self.batches, num_replicas=t.world_size, rank=t.global_rank, shuffle=False
+        )
+        return make_loader(self.batches, self.sr, self.max_dur, self.num_workers, sampler=sampler)
+
+
+class BenchPredictModule(L.LightningModule):
+    """Wraps a reward model for predict_step; writes its rank's part file per batch."""
+
+    def __init__(
+        self,
+        model_cfg: dict[str, Any] | None,
+        model: Any,
+        score_kwargs: dict[str, Any],
+        max_dur: float,
+        out_dir: str,
+        model_name: str,
+        bf16: bool = True,
+    ):
+        super().__init__()
+        self.model_cfg, self.score_kwargs = model_cfg, dict(score_kwargs or {})
+        self.max_dur, self.out_dir, self.model_name, self.bf16 = max_dur, out_dir, model_name, bf16
+        self._rm = [
+            model
+        ]  # a list keeps it out of nn.Module registration: the model owns its device
+        self.writer: ResultWriter | None = None
+
+    @property
+    def reward_model(self) -> Any:
+        return self._rm[0]
+
+    def setup(self, stage: str) -> None:
+        if self._rm[0] is None:  # build per rank, on this rank's device
+            from rewards.build import build_reward_model
+
+            cfg = OmegaConf.create(self.model_cfg)
+            if "device" in cfg:
+                cfg.device = str(self.trainer.strategy.root_device)
+            self._rm[0], kw = build_reward_model(cfg)
+            self.score_kwargs = {**(kw or {}), **self.score_kwargs}
+        self.writer = ResultWriter(Path(self.out_dir) / f"results.rank{self.global_rank}.jsonl")
+
+    def transfer_batch_to_device(
+        self, batch: Any, device: torch.device, dataloader_idx: int
+    ) -> Any:
+        return batch  # rows + waveforms stay on CPU; the reward model moves what it needs
+
+    def predict_step(self, batch: list[dict[str, Any]], batch_idx: int) -> int:
+        rows = score_batch_rows(
+            self.reward_model,
+            batch,
+            self.max_dur,
+            self.score_kwargs,
+            self.model_name,
+            autocast=lambda: autocast_for(self.device, self.bf16),
+        )
+        self.writer.write(rows)
+        return len(rows)
+
+    def on_predict_end(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def score_sharded(
+    cfg: DictConfig,
+    model: Any,
+    score_kwargs: dict[str, Any] | None,
+    batches: list[list[BenchRow]],
+    out: Path,
+) -> dict[str, Any]:
+    """Run predict over `cfg.trainer` devices; returns counts read back from the part files."""
+    from bench.run import build_model, prepare_model_cfg
+    from bench.store import iter_records
+
+    model_cfg = OmegaConf.to_container(prepare_model_cfg(cfg), resolve=True)
+    if model is None:
+        sr_model, _ = build_model(cfg)  # the sampling rate is needed to decode; ranks rebuild
+        sr = int(sr_model.sr)
+        del sr_model
+    else:
+        sr = int(model.sr)
+    extra = OmegaConf.to_container(cfg.get("score_kwargs") or {}, resolve=True)
+    module = BenchPredictModule(
+        model_cfg if model is None else None,
+        model,
+        {**(score_kwargs or {}), **extra},
+        float(cfg.max_dur),
+        str(out),
+        str(cfg.model.name),
+        bool(cfg.get("bf16", True)),
+    )
+    tcfg = OmegaConf.to_container(cfg.trainer, resolve=True)
+    if tcfg.get("strategy", "auto") == "auto":
+        tcfg["strategy"] = "ddp_spawn" if tcfg.get("accelerator") == "cpu" else "ddp"
+    trainer = L.Trainer(
+        **tcfg,
+        logger=False,
+        enable_checkpointing=False,
+        use_distributed_sampler=False,  # ShardSampler shards without padding
+        enable_model_summary=False,
+    )
+    before = {p: sum(1 for _ in iter_records(p)) for p in out.glob("results.rank*.jsonl")}
+    t0 = time.perf_counter()
+    dm = BenchDataModule(batches, sr, float(cfg.max_dur), int(cfg.num_workers))
+    trainer.predict(module, datamodule=dm, return_predictions=False)
+    trainer.strategy.barrier()  # plain ddp: every rank's part file is complete past this point
+    # spawned ranks keep their counters to themselves: recount from what they wrote
+    stats: dict[str, Any] = {"ok": 0, "error": 0, "audio_seconds": 0.0, "scored_keys": []}
+    stats["wall_s"] = time.perf_counter() - t0
+    stats["is_global_zero"] = trainer.is_global_zero
+    for p in sorted(out.glob("results.rank*.jsonl")):
+        for j, rec in enumerate(iter_records(p)):
+            if j < before.get(p, 0):
+                continue
+            stats[rec.get("status", "error")] += 1
+            stats["scored_keys"].append(rec["bench_row_key"])
+            stats["audio_seconds"] += float(rec.get("bench_audio_seconds") or 0.0)
+    return stats

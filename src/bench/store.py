@@ -1,0 +1,97 @@
+"""Crash-safe results files: append + flush + fsync per batch; compaction by write-then-rename.
+
+The journal may hold several records for one row (a failed try, then a retry); the last one
+wins. A line cut short by a kill is skipped on reading.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import IO, Any
+
+log = logging.getLogger(__name__)
+
+
+class ResultWriter:
+    """Appends result rows to a JSONL file; each `write` is durable when it returns."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._f: IO[str] | None = None
+
+    def write(self, rows: Iterable[dict[str, Any]]) -> None:
+        if self._f is None:
+            self._f = open(self.path, "a", encoding="utf-8")
+        self._f.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        self._f.flush()
+        os.fsync(self._f.fileno())  # a kill after this loses nothing already written
+
+    def close(self) -> None:
+        if self._f is not None:
+            self._f.close()
+            self._f = None
+
+    def __enter__(self) -> ResultWriter:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def iter_records(path: str | Path) -> Iterable[dict[str, Any]]:
+    """Records of a results journal, skipping blank and truncated/corrupt lines."""
+    path = Path(path)
+    if not path.is_file():
+        return
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                log.warning("%s:%d: skipping an unreadable line (cut by a kill?)", path, lineno)
+                continue
+            if isinstance(rec, dict) and "bench_row_key" in rec:
+                yield rec
+
+
+def read_latest(paths: Iterable[str | Path]) -> dict[str, dict[str, Any]]:
+    """key -> last record over the journals (read in order): the row's current state."""
+    latest: dict[str, dict[str, Any]] = {}
+    for p in paths:
+        for rec in iter_records(p):
+            latest[rec["bench_row_key"]] = rec
+    return latest
+
+
+def write_atomic(path: str | Path, text: str) -> None:
+    """Write a whole file via a temporary sibling and rename, so readers never see half."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    write_atomic(path, json.dumps(obj, ensure_ascii=False, indent=2, default=str) + "\n")
+
+
+def compact(results: str | Path, parts: Iterable[str | Path] = ()) -> list[dict[str, Any]]:
+    """Merge `parts` into `results`: one record per row, in file order; parts are removed."""
+    parts = [Path(p) for p in parts]
+    latest = read_latest([results, *parts])
+    rows = sorted(latest.values(), key=lambda r: (r.get("bench_row_index", 0), r["bench_row_key"]))
+    write_atomic(results, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    for p in parts:
+        p.unlink(missing_ok=True)
+    return rows

@@ -1,0 +1,173 @@
+"""A small CMI-RewardBench-shaped dataset for the bench tests (+ a check of the helper itself).
+
+All four subsets, a train row and an unknown source (both filtered out), a missing and a
+corrupt clip. Clip loudness follows the human musicality score, so the signal-statistics
+baseline correlates with it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from omegaconf import OmegaConf
+
+from audioscore.audio import save_audio
+
+SR = 16_000
+MONTHS = ("01-2025JULAUG", "02-2025SEP")
+
+
+def tone(seconds: float, amp: float, freq: float, noise: float, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * SR)) / SR
+    return (amp * np.sin(2 * np.pi * freq * t) + noise * rng.standard_normal(t.size)).astype(
+        np.float32
+    )
+
+
+def write_clip(root: Path, rel: str, quality: float, seed: int) -> str:
+    """A clip whose loudness grows and noise shrinks with `quality` in [1, 5]."""
+    amp = 0.02 + 0.15 * (quality - 1)
+    save_audio(
+        root / rel, tone(0.5 + 0.25 * (seed % 4), amp, 220 + 40 * seed, 0.3 / quality, seed), SR
+    )
+    return rel
+
+
+def make_toy_bench(root: Path, *, corrupt: bool = True, missing: bool = True) -> Path:
+    """Write clips + bench.jsonl under `root`; returns the jsonl path (paths relative to root)."""
+    rng = np.random.default_rng(0)
+    rows, seed = [], 0
+    for system in ("audioldm2", "musicgen_large", "real"):
+        for i in range(4):
+            q = float(rng.uniform(1, 5))
+            rel = write_clip(root, f"human_eval/music/{system}/{i}.wav", q, seed)
+            rows.append(
+                {
+                    "source": "PAM (music)",
+                    "split": "test",
+                    "audio-path": rel,
+                    "prompt": f"pam {system} {i}",
+                    "musicality": round(q, 2),
+                    "text-music alignment": round(float(rng.uniform(1, 5)), 2),
+                }
+            )
+            seed += 1
+    for i in range(5):
+        q = float(rng.uniform(1, 5))
+        rel = write_clip(root, f"MusicEval_data/test_audio/{i}.wav", q, seed)
+        rows.append(
+            {
+                "source": "MusicEval",
+                "split": "test",
+                "audio-path": rel,
+                "prompt": "",
+                "musicality": q,
+                "text-music alignment": 3.0,
+            }
+        )
+        seed += 1
+    for i in range(6):
+        qa, qb = rng.uniform(1, 5, 2)
+        month = MONTHS[i % 2]
+        a = write_clip(root, f"MusicArena_data/audio_files/{month}/p{i}-a.wav", qa, seed)
+        b = write_clip(root, f"MusicArena_data/audio_files/{month}/p{i}-b.wav", qb, seed + 1)
+        seed += 2
+        rows.append(
+            {
+                "source": "Music Arena ['01-2025JULAUG', '02-2025SEP']",
+                "split": "test",
+                "audio-path": a,
+                "audio2": b,
+                "prompt": f"arena {i}",
+                "preference": "A" if qa > qb else "B",
+            }
+        )
+    ref = write_clip(root, "cmi-pref/ref/ref0.wav", 4.0, 99)
+    for i in range(8):
+        qa, qb = rng.uniform(1, 5, 2)
+        a = write_clip(root, f"cmi-pref/gen-audio/c{i}a.wav", qa, seed)
+        b = write_clip(root, f"cmi-pref/gen-audio/c{i}b.wav", qb, seed + 1)
+        seed += 2
+        rows.append(
+            {
+                "source": "cmi-arena-annotation",
+                "split": "test",
+                "audio-path": a,
+                "audio2": b,
+                "prompt": f"cmi {i}",
+                "lyrics": "la la" if i % 2 else "",
+                "ref-audio-path": ref if i % 4 >= 2 else "",
+                "preference-musicality": "model_a" if qa > qb else "model_b",
+                "preference-alignment": ["model_a", "model_b", "both"][i % 3],
+                "confidence_preference-musicality": str(1.0 + i % 5),
+                "confidence_preference-alignment": "3.0",
+            }
+        )
+    rows.append(
+        {"source": "PAM (music)", "split": "train", "audio-path": "human_eval/music/real/0.wav"}
+    )
+    rows.append({"source": "other", "split": "test", "audio-path": "x.wav"})
+    if missing:
+        rows.append(
+            {
+                "source": "MusicEval",
+                "split": "test",
+                "audio-path": "MusicEval_data/test_audio/nope.wav",
+                "musicality": 2.0,
+            }
+        )
+    if corrupt:
+        bad = root / "MusicEval_data/test_audio/corrupt.wav"
+        bad.write_bytes(b"RIFF\x00\x00\x00\x00WAVEfmt garbage, not audio" * 4)
+        rows.append(
+            {
+                "source": "MusicEval",
+                "split": "test",
+                "audio-path": "MusicEval_data/test_audio/corrupt.wav",
+                "musicality": 4.0,
+            }
+        )
+    path = root / "bench.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def make_cfg(root: Path, out: Path, **over) -> OmegaConf:
+    """A runner config like conf/bench.yaml, with the signal-statistics baseline as `custom`."""
+    cfg = OmegaConf.load(Path(__file__).parents[1] / "conf" / "bench.yaml")
+    cfg.pop("defaults")
+    cfg.pop("hydra")
+    cfg.model = {
+        "name": "signal_stats",
+        "_target_": "bench.baselines.SignalStatsReward",
+        "sr": SR,
+    }
+    cfg.dataset = {
+        "name": "toy",
+        "jsonl": str(root / "bench.jsonl"),
+        "root": str(root),
+        "split": "test",
+        "subsets": None,
+    }
+    cfg.output_root = str(out)
+    cfg.batch_size, cfg.num_workers, cfg.n_boot, cfg.plots, cfg.max_dur = 4, 0, 50, False, 30.0
+    for k, v in over.items():
+        OmegaConf.update(cfg, k, v, force_add=True)
+    return cfg
+
+
+def build_baseline(cfg):
+    from bench.baselines import SignalStatsReward
+
+    return SignalStatsReward(sr=int(cfg.model.sr))
+
+
+def test_toy_bench_layout(tmp_path):
+    path = make_toy_bench(tmp_path)
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert len(rows) == 12 + 5 + 6 + 8 + 4
+    assert (tmp_path / rows[0]["audio-path"]).is_file()
+    assert not (tmp_path / "MusicEval_data/test_audio/nope.wav").exists()
