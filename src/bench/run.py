@@ -52,12 +52,18 @@ def prepare_model_cfg(cfg: DictConfig) -> DictConfig:
     return mcfg
 
 
+def extra_score_kwargs(cfg: DictConfig) -> dict[str, Any]:
+    """`score_kwargs` from the runner config (added to the model config's own)."""
+    extra = cfg.get("score_kwargs")
+    return OmegaConf.to_container(extra, resolve=True) if extra else {}
+
+
 def build_model(cfg: DictConfig) -> tuple[Any, dict[str, Any]]:
     """(reward model, score kwargs) through the rewards package, as a user's run builds it."""
     from rewards.build import build_reward_model
 
     model, score_kwargs = build_reward_model(prepare_model_cfg(cfg))
-    extra = OmegaConf.to_container(cfg.get("score_kwargs") or {}, resolve=True)
+    extra = extra_score_kwargs(cfg)
     return model, {**(score_kwargs or {}), **extra}
 
 

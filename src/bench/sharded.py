@@ -112,7 +112,7 @@ def score_sharded(
     out: Path,
 ) -> dict[str, Any]:
     """Run predict over `cfg.trainer` devices; returns counts read back from the part files."""
-    from bench.run import build_model, prepare_model_cfg
+    from bench.run import build_model, extra_score_kwargs, prepare_model_cfg
     from bench.store import iter_records
 
     model_cfg = OmegaConf.to_container(prepare_model_cfg(cfg), resolve=True)
@@ -122,7 +122,7 @@ def score_sharded(
         del sr_model
     else:
         sr = int(model.sr)
-    extra = OmegaConf.to_container(cfg.get("score_kwargs") or {}, resolve=True)
+    extra = extra_score_kwargs(cfg)
     module = BenchPredictModule(
         model_cfg if model is None else None,
         model,

@@ -1,0 +1,89 @@
+"""Benchmark JSONL reading, subset rules, paths and duration batching."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from test_bench_helpers import make_toy_bench
+
+from bench.data import (
+    BenchDataError,
+    BenchRow,
+    fill_durations,
+    make_batches,
+    read_bench,
+    resolve_path,
+    subset_of,
+)
+
+
+def test_read_bench_filters_split_and_source(tmp_path):
+    make_toy_bench(tmp_path)
+    rows = read_bench(tmp_path / "bench.jsonl", tmp_path)
+    assert {r.subset for r in rows} == {"PAM", "MusicEval", "MusicArena", "CMI-Pref"}
+    assert len(rows) == 12 + 7 + 6 + 8  # the train row and the unknown source are dropped
+    assert all(r.raw["split"] == "test" for r in rows)
+    r = next(r for r in rows if r.subset == "CMI-Pref" and r.raw["ref-audio-path"])
+    assert r.audio_a.startswith(str(tmp_path)) and r.ref_audio.endswith("ref0.wav")
+    assert r.sides == ["a", "b"]
+    keys = [r.key for r in rows]
+    assert len(set(keys)) == len(keys)
+    only = read_bench(tmp_path / "bench.jsonl", tmp_path, subsets=["PAM"], start_idx=2, end_idx=5)
+    assert [r.subset for r in only] == ["PAM"] * 3 and only[0].index == 2
+
+
+def test_subset_rules_follow_upstream():
+    assert subset_of("PAM (music)") == "PAM"
+    assert subset_of("SongEval") == "MusicEval"
+    assert subset_of("MusicEval-extra") is None  # upstream matches MusicEval exactly
+    assert subset_of("Music Arena ['01-2025JULAUG']") == "MusicArena"
+    assert subset_of("cmi-arena-annotation") == "CMI-Pref"
+    assert subset_of(None) is None
+    assert resolve_path("", "/r") is None
+    assert resolve_path("/abs/x.wav", "/r") == "/abs/x.wav"
+    assert resolve_path("a/../b.wav", "/r") == "/r/b.wav"
+
+
+def test_bad_jsonl_names_file_and_line(tmp_path):
+    p = tmp_path / "bad.jsonl"
+    p.write_text(json.dumps({"source": "PAM"}) + "\n{not json\n")
+    with pytest.raises(BenchDataError, match=r"bad\.jsonl: line 2: invalid JSON"):
+        read_bench(p, tmp_path)
+    with pytest.raises(BenchDataError, match="not found"):
+        read_bench(tmp_path / "none.jsonl", tmp_path)
+    with pytest.raises(BenchDataError, match="unknown subsets"):
+        read_bench(p, tmp_path, subsets=["PAMM"])
+
+
+def fake_row(i: int, durs: list[float]) -> BenchRow:
+    raw = {"audio-path": "a.wav"} | ({"audio2": "b.wav"} if len(durs) == 2 else {})
+    return BenchRow(
+        i, str(i), "PAM", raw, "a", "b" if len(durs) == 2 else None, None, durations=durs
+    )
+
+
+def test_batches_by_duration_keep_pairs_together():
+    rows = [fake_row(i, [float(d)] * (1 + i % 2)) for i, d in enumerate([5, 60, 1, 30, 200, 2, 7])]
+    batches = make_batches(rows, batch_size=3, max_dur=120.0)
+    assert sorted(r.index for b in batches for r in b) == list(range(7))
+    for b in batches:
+        assert sum(len(r.sides) for r in b) <= 3 or len(b) == 1
+    costs = [sum(min(d, 120.0) for d in r.durations) for b in batches for r in b]
+    assert costs == sorted(costs, reverse=True)  # longest first, similar lengths together
+    capped = make_batches(rows, batch_size=100, max_dur=120.0, max_batch_seconds=130.0)
+    assert all(
+        sum(min(d, 120) for r in b for d in r.durations) <= 130 or len(b) == 1 for b in capped
+    )
+    in_order = make_batches(rows, batch_size=2, max_dur=120.0, sort_by_duration=False)
+    assert [r.index for b in in_order for r in b] == list(range(7))
+
+
+def test_fill_durations_reads_metadata(tmp_path):
+    make_toy_bench(tmp_path)
+    rows = read_bench(tmp_path / "bench.jsonl", tmp_path, subsets=["MusicArena", "MusicEval"])
+    fill_durations(rows, threads=2)
+    pair = next(r for r in rows if r.subset == "MusicArena")
+    assert len(pair.durations) == 2 and all(0.4 < d < 1.5 for d in pair.durations)
+    missing = next(r for r in rows if r.raw["audio-path"].endswith("nope.wav"))
+    assert missing.durations == [0.0]

@@ -1,0 +1,128 @@
+"""End-to-end runner behaviour: outputs, bad audio, crash + resume, batch fallback, exit status."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+from test_bench_helpers import SR, make_cfg, make_toy_bench
+
+from bench.baselines import SignalStatsReward
+from bench.run import SimulatedCrash, run, run_cli
+
+os.environ.setdefault("WANDB_MODE", "offline")
+OUTPUTS = [
+    "results.jsonl",
+    "metrics.json",
+    "metrics_summary.csv",
+    "metrics_detail.csv",
+    "statistics.json",
+    "summary.md",
+]
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    root = tmp_path_factory.mktemp("toybench")
+    make_toy_bench(root)
+    return root
+
+
+def read_results(out_dir):
+    return [json.loads(line) for line in (out_dir / "results.jsonl").read_text().splitlines()]
+
+
+def test_run_writes_outputs_and_records_bad_audio(toy, tmp_path):
+    cfg = make_cfg(toy, tmp_path, num_workers=2, plots=True)
+    metrics, info = run(cfg)  # model built through rewards.build from its `_target_` config
+    out = tmp_path / "signal_stats" / "toy"
+    for name in OUTPUTS:
+        assert (out / name).stat().st_size > 0, name
+    assert list((out / "plots").glob("scatter_PAM_musicality.png"))
+    rows = read_results(out)
+    assert len(rows) == 33 and info["failed_rows"] == 2
+    bad = {r["audio-path"].rsplit("/", 1)[-1]: r for r in rows if r["status"] == "error"}
+    assert "AudioMissingError" in bad["nope.wav"]["inference_error"]
+    assert "nope.wav" in bad["nope.wav"]["inference_error"]
+    assert "AudioDecodeError" in bad["corrupt.wav"]["inference_error"]
+    assert bad["corrupt.wav"]["inference_valid_a"] is False
+    assert bad["corrupt.wav"]["predicted_musicality"] is None
+    pair = next(r for r in rows if r["benchmark_dataset"] == "CMI-Pref")
+    assert pair["inference_valid_b"] is True and pair["predicted_musicality_b"] is not None
+    want = "model_a" if pair["predicted_musicality"] > pair["predicted_musicality_b"] else "model_b"
+    assert pair["predicted_preference-musicality"] == want == pair["predicted_preference"]
+    summary = {(r["dataset"], r["task"]): r for r in metrics["summary"]}
+    assert summary[("PAM", "musicality")]["SRCC"] > 0.8  # loudness tracks the toy musicality
+    assert summary[("MusicEval", "musicality")]["n"] == 5  # the two broken clips are dropped
+    stats = json.loads((out / "statistics.json").read_text())
+    assert stats["failure_reasons"] == {"AudioMissingError": 1, "AudioDecodeError": 1}
+    assert stats["run"]["audio_seconds"] > 0
+
+
+def test_killed_run_resumes_to_the_same_metrics(toy, tmp_path):
+    full, _ = run(make_cfg(toy, tmp_path / "full"))
+    cfg = make_cfg(toy, tmp_path / "resumed", crash_after_batches=2)
+    with pytest.raises(SimulatedCrash):
+        run(cfg)
+    out = tmp_path / "resumed" / "signal_stats" / "toy"
+    first = read_results(out)
+    assert 0 < len(first) < 33  # at most batch_size clips per batch, two batches written
+    assert sum(len([k for k in ("audio-path", "audio2") if k in r]) for r in first) <= 8
+    cfg.crash_after_batches = None
+    resumed, info = run(cfg)
+    assert not {r["bench_row_key"] for r in first} & set(info["scored_keys"])  # nothing twice
+    assert info["skipped_rows"] == len(first)
+    assert len(first) + len(info["scored_keys"]) == 33
+    assert resumed["summary"] == full["summary"]
+    assert resumed["detail"] == full["detail"]
+    _, again = run(cfg)  # a third run only retries the two failed rows
+    assert len(again["scored_keys"]) == 2 and again["skipped_rows"] == 31
+    assert len(read_results(out)) == 33  # compacted: one record per row
+
+
+class PickyReward(SignalStatsReward):
+    """Rejects any batch holding the prompt "pam real 1", as a model choking on one clip."""
+
+    calls: list[int]
+
+    def score_batch(self, inputs, batch_size, max_dur, **kw):
+        self.calls.append(len(inputs))
+        if any(x.text == "pam real 1" for x in inputs):
+            raise RuntimeError("model cannot handle this clip")
+        return super().score_batch(inputs, batch_size, max_dur, **kw)
+
+
+def test_failed_batch_is_retried_item_by_item(toy, tmp_path):
+    model = PickyReward(sr=SR)
+    model.calls = []
+    cfg = make_cfg(toy, tmp_path, **{"dataset.subsets": ["PAM"]})
+    _, info = run(cfg, model=model)
+    rows = read_results(tmp_path / "signal_stats" / "toy")
+    bad = [r for r in rows if r["status"] == "error"]
+    assert [r["prompt"] for r in bad] == ["pam real 1"]
+    assert "score_error: RuntimeError: model cannot handle this clip" in bad[0]["inference_error"]
+    assert sum(r["status"] == "ok" for r in rows) == 11  # its batch-mates were scored alone
+    assert 1 in model.calls and max(model.calls) == 4
+
+
+def test_exit_status_reflects_failure_fraction(toy, tmp_path):
+    strict = make_cfg(toy, tmp_path / "a", max_fail_frac=0.01, **{"dataset.subsets": ["MusicEval"]})
+    assert run_cli(strict) == 3  # 2 of 7 MusicEval rows fail
+    lenient = make_cfg(toy, tmp_path / "b", max_fail_frac=0.5, **{"dataset.subsets": ["MusicEval"]})
+    assert run_cli(lenient) == 0
+
+
+def test_worker_decoding_matches_in_process(toy, tmp_path):
+    cfg0 = make_cfg(
+        toy, tmp_path / "w0", num_workers=0, batch_size=1, **{"dataset.subsets": ["MusicArena"]}
+    )
+    cfg2 = make_cfg(
+        toy, tmp_path / "w2", num_workers=2, batch_size=6, **{"dataset.subsets": ["MusicArena"]}
+    )
+    run(cfg0), run(cfg2)
+    a = read_results(tmp_path / "w0" / "signal_stats" / "toy")
+    b = read_results(tmp_path / "w2" / "signal_stats" / "toy")
+    key = "predicted_musicality_b"
+    np.testing.assert_allclose([r[key] for r in a], [r[key] for r in b], rtol=1e-6)
