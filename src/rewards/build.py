@@ -1,0 +1,62 @@
+"""`build_reward_model(cfg.model)`: one entry point for every reward-model config in conf/model/."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rewards.base import RewardModel, is_reward_model
+from rewards.custom import CustomModelError, build_custom_model
+
+RESERVED = ("name", "score_kwargs")
+
+
+def _to_dict(cfg: Any) -> dict[str, Any]:
+    try:
+        from omegaconf import DictConfig, OmegaConf
+
+        if isinstance(cfg, DictConfig):
+            return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    except ImportError:  # pragma: no cover - omegaconf is a dependency
+        pass
+    if not isinstance(cfg, dict):
+        raise TypeError(f"model config must be a mapping, got {type(cfg).__name__}")
+    return dict(cfg)
+
+
+def build_reward_model(model_cfg: Any) -> tuple[RewardModel, dict[str, Any]]:
+    """Build the model a `conf/model/<reward>.yaml` describes; returns (model, score_kwargs).
+
+    Two forms:
+    - `_target_: pkg.mod.Class` + constructor keys (cmi_rm, audioscore, http): Hydra instantiate.
+    - `class_path: pkg.mod:Class` + `init_kwargs` (+ `checkpoint`, `device` injected unless in
+      init_kwargs): CMI-RewardBench's custom-model contract; duck-typed classes accepted.
+    `name` (used in output paths) and `score_kwargs` (passed to every `score_batch`) are not
+    constructor arguments.
+    """
+    cfg = _to_dict(model_cfg)
+    score_kwargs = dict(cfg.pop("score_kwargs", None) or {})
+    name = cfg.pop("name", None)
+    if "class_path" in cfg:
+        class_path = cfg.pop("class_path")
+        if not class_path:
+            raise CustomModelError(
+                str(class_path), "model.class_path is empty (set model.class_path=pkg.mod:Class)"
+            )
+        init = dict(cfg.pop("init_kwargs", None) or {})
+        checkpoint, device = cfg.pop("checkpoint", None), cfg.pop("device", None)
+        if cfg:
+            raise CustomModelError(
+                class_path, f"unknown keys {sorted(cfg)}; put constructor args in init_kwargs"
+            )
+        model = build_custom_model(class_path, init, checkpoint=checkpoint, device=device)
+    elif "_target_" in cfg:
+        from hydra.utils import instantiate
+
+        model = instantiate(cfg, _convert_="all")
+    else:
+        raise ValueError(f"model config {name!r} needs `_target_` or `class_path`")
+    if not is_reward_model(model):
+        raise TypeError(
+            f"model config {name!r} built a {type(model).__name__}, which has no sr/score_batch"
+        )
+    return model, score_kwargs

@@ -1,0 +1,106 @@
+"""Custom reward models named by `module:Class` (CMI-RewardBench's `--model_class_path` contract)."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from typing import Any
+
+import numpy as np
+
+from rewards.base import BatchInput, RewardModel, is_reward_model
+
+
+class CustomModelError(ValueError):
+    """A `class_path` that does not import, or a class that is not a reward model."""
+
+    def __init__(self, class_path: str, reason: str) -> None:
+        self.class_path, self.reason = class_path, reason
+        super().__init__(f"{class_path}: {reason}")
+
+
+def load_class(class_path: str) -> type:
+    """'pkg.mod:Class' (or 'pkg.mod.Class') -> the class object."""
+    if ":" in class_path:
+        mod_name, _, attr = class_path.partition(":")
+    else:
+        mod_name, _, attr = class_path.rpartition(".")
+    if not mod_name or not attr:
+        raise CustomModelError(class_path, "expected 'package.module:ClassName'")
+    try:
+        module = importlib.import_module(mod_name)
+    except Exception as e:  # noqa: BLE001 - any import failure is reported with its cause
+        raise CustomModelError(
+            class_path, f"module {mod_name!r} does not import: {type(e).__name__}: {e}"
+        ) from e
+    obj = module
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise CustomModelError(class_path, f"{mod_name!r} has no attribute {attr!r}")
+        obj = getattr(obj, part)
+    if not inspect.isclass(obj):
+        raise CustomModelError(class_path, f"{attr!r} is a {type(obj).__name__}, not a class")
+    if not callable(getattr(obj, "score_batch", None)):
+        raise CustomModelError(
+            class_path, "class has no callable score_batch(inputs, batch_size, max_dur, **kw)"
+        )
+    return obj
+
+
+def _accepts(cls: type, name: str) -> bool:
+    try:
+        params = inspect.signature(cls).parameters.values()
+    except (TypeError, ValueError):
+        return True
+    return any(p.name == name or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+
+
+class CustomRewardModel(RewardModel):
+    """Wraps a user's model: checks the output is [N, 2]; every other attribute passes through."""
+
+    def __init__(self, inner: Any, class_path: str) -> None:
+        self.inner, self.class_path = inner, class_path
+
+    @property
+    def sr(self) -> int:
+        return int(self.inner.sr)
+
+    def score_batch(
+        self, inputs: list[BatchInput], batch_size: int, max_dur: float, **kwargs: Any
+    ) -> np.ndarray:
+        out = np.asarray(
+            self.inner.score_batch(inputs, batch_size, max_dur, **kwargs), dtype=np.float64
+        )
+        if out.shape != (len(inputs), 2):
+            raise CustomModelError(
+                self.class_path,
+                f"score_batch returned shape {out.shape}, expected ({len(inputs)}, 2)",
+            )
+        return out
+
+    def __getattr__(self, name: str) -> Any:  # e.g. score_batch_detailed, device
+        return getattr(self.__dict__["inner"], name)
+
+    def __repr__(self) -> str:
+        return f"CustomRewardModel({self.class_path})"
+
+
+def build_custom_model(
+    class_path: str,
+    init_kwargs: dict[str, Any] | None = None,
+    checkpoint: Any = None,
+    device: Any = None,
+) -> CustomRewardModel:
+    """`Class(**init_kwargs)` with `checkpoint`/`device` injected unless given (or not accepted)."""
+    cls = load_class(class_path)
+    kw = dict(init_kwargs or {})
+    for key, value in (("checkpoint", checkpoint), ("device", device)):
+        if key not in kw and _accepts(cls, key):
+            kw[key] = value
+    try:
+        inner = cls(**kw)
+    except TypeError as e:
+        raise CustomModelError(class_path, f"cannot construct with {sorted(kw)}: {e}") from e
+    if not is_reward_model(inner):
+        raise CustomModelError(class_path, "instance has no `sr` attribute")
+    return CustomRewardModel(inner, class_path)

@@ -1,0 +1,267 @@
+"""A reward model behind an HTTP endpoint (one POST per clip).
+
+Protocol (what `rewards.serve` speaks; override `build_request` / `parse_response` for others):
+    POST <url>  {"audio": {"format": "wav", "sr": 24000, "data": <base64 float32 WAV>},
+                 "text": str, "lyrics": str, "ref_audio": {...} | null, "max_dur": float, **extra_body}
+    200 -> {"alignment": x, "musicality": y}  or  {"scores": [x, y]}   (null = NaN)
+
+Transport: at most `concurrency` requests in flight, request starts spaced by `1/rate_limit`
+seconds, `timeout` seconds per request. Connection errors, timeouts, 429 and 5xx are retried
+`max_retries` times with exponential backoff and full jitter (Retry-After honoured, capped);
+any other 4xx or an unparsable 200 fails the item at once.
+
+Failures: `score_batch_detailed` returns (scores with NaN rows, per-item error text);
+`score_batch` raises `ScoreItemError` for the first failed item (the others still ran).
+The API key is read from the environment variable named by `api_key_env` at request time; it
+is never stored on the object, logged, or put in an error message.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import logging
+import math
+import os
+import random
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import requests
+import soundfile as sf
+
+from rewards.base import BatchInput, RewardModel, ScoreItemError, as_input, load_waveform
+
+log = logging.getLogger(__name__)
+
+
+class HTTPScoreError(RuntimeError):
+    """A request that failed for good; `status` is the last HTTP status (None: no response)."""
+
+    def __init__(self, message: str, status: int | None = None, attempts: int = 1) -> None:
+        self.status, self.attempts = status, attempts
+        super().__init__(message)
+
+
+class _RetryableError(Exception):
+    def __init__(self, message: str, status: int | None = None, retry_after: float | None = None):
+        self.status, self.retry_after = status, retry_after
+        super().__init__(message)
+
+
+def encode_wav_base64(wav: Any, sr: int) -> dict[str, Any]:
+    """Waveform [T] -> {"format": "wav", "sr", "data": base64 of a float32 WAV} (lossless)."""
+    buf = io.BytesIO()
+    sf.write(buf, np.asarray(wav, dtype=np.float32), sr, format="WAV", subtype="FLOAT")
+    return {"format": "wav", "sr": sr, "data": base64.b64encode(buf.getvalue()).decode("ascii")}
+
+
+def decode_wav_base64(obj: dict[str, Any]) -> tuple[np.ndarray, int]:
+    """Inverse of `encode_wav_base64`: (mono float32 [T], sr)."""
+    wav, sr = sf.read(io.BytesIO(base64.b64decode(obj["data"])), dtype="float32", always_2d=True)
+    return wav.mean(axis=1), int(sr)
+
+
+def _float_or_nan(x: Any) -> float:
+    return math.nan if x is None else float(x)
+
+
+class HTTPRewardModel(RewardModel):
+    def __init__(
+        self,
+        url: str,
+        checkpoint: Any = None,  # accepted for the runner's injection; unused
+        device: Any = None,  # accepted for the runner's injection; unused
+        sr: int = 24000,
+        api_key_env: str | None = None,
+        api_key_header: str = "Authorization",
+        api_key_prefix: str = "Bearer ",
+        timeout: float = 60.0,
+        max_retries: int = 4,
+        backoff_base: float = 0.5,
+        backoff_max: float = 30.0,
+        concurrency: int = 4,
+        rate_limit: float | None = None,
+        extra_body: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        seed: int | None = None,
+    ) -> None:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"url must start with http:// or https://, got {url!r}")
+        if concurrency < 1 or max_retries < 0 or timeout <= 0:
+            raise ValueError("need concurrency >= 1, max_retries >= 0, timeout > 0")
+        self.url, self._sr = url, int(sr)
+        self.api_key_env, self.api_key_header, self.api_key_prefix = (
+            api_key_env,
+            api_key_header,
+            api_key_prefix,
+        )
+        self.timeout, self.max_retries = float(timeout), int(max_retries)
+        self.backoff_base, self.backoff_max = float(backoff_base), float(backoff_max)
+        self.concurrency, self.rate_limit = int(concurrency), rate_limit
+        self.extra_body, self.headers = dict(extra_body or {}), dict(headers or {})
+        self._rng = random.Random(seed)
+        self._pace_lock = threading.Lock()
+        self._next_start = 0.0
+        self._local = threading.local()  # one requests.Session per worker thread
+        self.stats = {"requests": 0, "retries": 0}
+        self._stats_lock = threading.Lock()
+
+    @property
+    def sr(self) -> int:
+        return self._sr
+
+    def __repr__(self) -> str:
+        return f"HTTPRewardModel(url={self.url!r}, concurrency={self.concurrency})"
+
+    # ------------------------------------------------------------------ hooks
+    def build_request(self, item: BatchInput, max_dur: float) -> dict[str, Any]:
+        """JSON body for one clip. Override for another service's protocol."""
+        wav = load_waveform(item.audio, self.sr, max_dur)
+        ref = None if item.ref_audio is None else load_waveform(item.ref_audio, self.sr, max_dur)
+        return {
+            "audio": encode_wav_base64(wav.numpy(), self.sr),
+            "text": item.text or "",
+            "lyrics": item.lyrics or "",
+            "ref_audio": None if ref is None else encode_wav_base64(ref.numpy(), self.sr),
+            "max_dur": max_dur,
+            **self.extra_body,
+        }
+
+    def parse_response(self, payload: Any, item: BatchInput) -> tuple[float, float]:
+        """(alignment, musicality) from the decoded JSON. Override for another protocol."""
+        if isinstance(payload, dict) and ("alignment" in payload or "musicality" in payload):
+            return _float_or_nan(payload.get("alignment")), _float_or_nan(payload.get("musicality"))
+        if (
+            isinstance(payload, dict)
+            and isinstance(payload.get("scores"), list)
+            and len(payload["scores"]) == 2
+        ):
+            a, m = payload["scores"]
+            return _float_or_nan(a), _float_or_nan(m)
+        raise ValueError(f"unrecognised response {str(payload)[:200]!r}")
+
+    def request_headers(self) -> dict[str, str]:
+        headers = {"Content-Type": "application/json", **self.headers}
+        if self.api_key_env:
+            key = os.environ.get(self.api_key_env)
+            if key:
+                headers[self.api_key_header] = f"{self.api_key_prefix}{key}"
+            else:
+                log.warning(
+                    "environment variable %s is not set; sending no API key", self.api_key_env
+                )
+        return headers
+
+    # ------------------------------------------------------------------ scoring
+    def score_batch(
+        self, inputs: list[BatchInput], batch_size: int, max_dur: float, **kwargs: Any
+    ) -> np.ndarray:
+        scores, errors = self.score_batch_detailed(inputs, batch_size, max_dur, **kwargs)
+        for i, err in enumerate(errors):
+            if err is not None:
+                raise ScoreItemError(i, as_input(inputs[i]), err)
+        return scores
+
+    def score_batch_detailed(
+        self, inputs: list[BatchInput], batch_size: int, max_dur: float, **kwargs: Any
+    ) -> tuple[np.ndarray, list[str | None]]:
+        """All items are attempted; (scores [N, 2] with NaN where failed, error text or None)."""
+        items = [as_input(x) for x in inputs]
+        scores = np.full((len(items), 2), np.nan)
+        errors: list[str | None] = [None] * len(items)
+        if not items:
+            return scores, errors
+
+        def run(i: int) -> None:
+            try:
+                scores[i] = self._score_one(items[i], max_dur, kwargs)
+            except Exception as e:  # noqa: BLE001 - recorded per item
+                errors[i] = self._redact(f"{type(e).__name__}: {e}")
+
+        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(items))) as pool:
+            list(pool.map(run, range(len(items))))
+        return scores, errors
+
+    def _score_one(
+        self, item: BatchInput, max_dur: float, extra: dict[str, Any]
+    ) -> tuple[float, float]:
+        body = json.dumps({**self.build_request(item, max_dur), **extra})
+        last: _RetryableError | None = None
+        for attempt in range(self.max_retries + 1):
+            if attempt:
+                self._sleep_backoff(attempt, last)
+                with self._stats_lock:
+                    self.stats["retries"] += 1
+            try:
+                return self.parse_response(self._post(body), item)
+            except _RetryableError as e:
+                last = e
+        raise HTTPScoreError(
+            f"gave up after {self.max_retries + 1} attempts: {last}",
+            status=last.status if last else None,
+            attempts=self.max_retries + 1,
+        )
+
+    def _post(self, body: str) -> Any:
+        self._pace()
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = self._local.session = requests.Session()
+        with self._stats_lock:
+            self.stats["requests"] += 1
+        try:
+            resp = session.post(
+                self.url, data=body, headers=self.request_headers(), timeout=self.timeout
+            )
+        except (requests.ConnectionError, requests.Timeout) as e:
+            raise _RetryableError(f"{type(e).__name__} contacting {self.url}") from None
+        if resp.status_code == 429 or resp.status_code >= 500:
+            raise _RetryableError(
+                f"HTTP {resp.status_code} from {self.url}",
+                resp.status_code,
+                _retry_after(resp.headers),
+            )
+        if resp.status_code >= 400:
+            raise HTTPScoreError(
+                f"HTTP {resp.status_code} from {self.url}: {resp.text[:300]}",
+                status=resp.status_code,
+            )
+        try:
+            return resp.json()
+        except ValueError as e:
+            raise HTTPScoreError(f"non-JSON response from {self.url}: {resp.text[:200]!r}") from e
+
+    def _pace(self) -> None:
+        """Space request starts by 1/rate_limit seconds across all worker threads."""
+        if not self.rate_limit:
+            return
+        with self._pace_lock:
+            now = time.monotonic()
+            start = max(now, self._next_start)
+            self._next_start = start + 1.0 / float(self.rate_limit)
+        if start > now:
+            time.sleep(start - now)
+
+    def _sleep_backoff(self, attempt: int, err: _RetryableError | None) -> None:
+        cap = min(self.backoff_max, self.backoff_base * 2 ** (attempt - 1))
+        delay = self._rng.uniform(0, cap)  # full jitter spreads retries of concurrent clients
+        if err is not None and err.retry_after is not None:
+            delay = max(delay, min(err.retry_after, self.backoff_max))
+        time.sleep(delay)
+
+    def _redact(self, text: str) -> str:
+        key = os.environ.get(self.api_key_env) if self.api_key_env else None
+        return text.replace(key, "***") if key else text
+
+
+def _retry_after(headers: Any) -> float | None:
+    value = headers.get("Retry-After")
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None  # HTTP-date form: fall back to our own backoff
