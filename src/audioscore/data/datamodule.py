@@ -1,0 +1,335 @@
+"""GroupsDataModule: sampled sub-groups of ranked clips for training, whole groups for validation.
+
+A training batch is `groups_per_batch` sub-lists (<= `max_group_size` items, order kept, best
+first) drawn from one or more groups files (sources mixed by `source_weights`), each clip a random
+crop of `crop_seconds` (shorter clips whole), loudness-normalised. Validation scores every item of
+the validation groups on a deterministic centre crop.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from audioscore.audio import (
+    MUQ_MIN_SAMPLES,
+    MUQ_SR,
+    AudioError,
+    audio_duration,
+    load_audio,
+    loudness_normalize,
+)
+from audioscore.cache import file_digest
+from audioscore.data.groups import read_groups
+
+log = logging.getLogger(__name__)
+
+
+class ClipLoader:
+    """Loads one crop of a clip; remembers durations and records failures (append + flush)."""
+
+    def __init__(self, target_lufs: float | None, failures_path: str | None = None) -> None:
+        self.target_lufs = target_lufs
+        self.failures_path = failures_path
+        self._durations: dict[str, float] = {}
+
+    def duration(self, path: str) -> float:
+        if path not in self._durations:
+            self._durations[path] = audio_duration(path)
+        return self._durations[path]
+
+    def load(self, path: str, crop_s: float | None, rng: np.random.Generator | None) -> dict:
+        """rng=None -> centre crop (validation); returns wav [T], start (samples), key."""
+        offset = 0.0
+        if crop_s:
+            spare = self.duration(path) - crop_s
+            if spare > 0:
+                offset = float(rng.uniform(0.0, spare)) if rng is not None else spare / 2
+        wav = load_audio(
+            path, MUQ_SR, offset=offset, duration=crop_s or None, min_samples=MUQ_MIN_SAMPLES
+        )
+        if self.target_lufs is not None:
+            wav = loudness_normalize(wav, MUQ_SR, self.target_lufs)
+        start = int(round(offset * MUQ_SR))
+        # cache key for frozen encoders: file content + crop + preprocessing
+        key = f"{file_digest(path)}:{start}:{wav.shape[0]}:{self.target_lufs}"
+        return {"wav": wav, "start": start, "key": key}
+
+    def record_failure(self, path: str, err: Exception) -> None:
+        log.warning("skipping clip: %s", err)
+        if self.failures_path:
+            Path(self.failures_path).parent.mkdir(parents=True, exist_ok=True)
+            with open(self.failures_path, "a") as f:
+                f.write(json.dumps({"path": path, "error": str(err)}) + "\n")
+                f.flush()
+
+
+def shuffle_ties(items: list[dict], rng: np.random.Generator) -> list[dict]:
+    """Randomly order items with equal scores (their given order carries no information)."""
+    out, i = [], 0
+    while i < len(items):
+        j = i + 1
+        s = items[i].get("score")
+        while s is not None and j < len(items) and items[j].get("score") == s:
+            j += 1
+        block = items[i:j]
+        out.extend(block[k] for k in rng.permutation(len(block)))
+        i = j
+    return out
+
+
+class TrainGroups(Dataset):
+    """Index -> one sampled sub-group (list of loaded clips, best first). Length = samples/epoch."""
+
+    def __init__(
+        self,
+        sources: list[list[list[dict]]],
+        weights: list[float],
+        loader: ClipLoader,
+        crop_s: float,
+        max_group_size: int,
+        length: int,
+        singer_ids: dict[str, int],
+    ) -> None:
+        self.sources, self.loader, self.crop_s = sources, loader, crop_s
+        self.weights = np.asarray(weights, float) / np.sum(weights)
+        self.max_group_size, self.length, self.singer_ids = max_group_size, length, singer_ids
+
+    def __len__(self) -> int:
+        return self.length
+
+    def sample_group(self, rng: np.random.Generator) -> list[dict]:
+        groups = self.sources[rng.choice(len(self.sources), p=self.weights)]
+        sizes = np.array([len(g) for g in groups], float)
+        group = groups[rng.choice(len(groups), p=sizes / sizes.sum())]
+        if len(group) > self.max_group_size:
+            keep = np.sort(rng.choice(len(group), self.max_group_size, replace=False))
+            group = [group[k] for k in keep]
+        return shuffle_ties(group, rng)
+
+    def __getitem__(self, index: int) -> list[dict]:
+        # torch's RNG is seeded per worker and epoch by the DataLoader (and by seed_everything)
+        rng = np.random.default_rng(int(torch.randint(0, 2**62, ()).item()))
+        for _ in range(10):
+            clips = []
+            for item in self.sample_group(rng):
+                try:
+                    clip = self.loader.load(item["audio_file"], self.crop_s, rng)
+                except AudioError as e:
+                    self.loader.record_failure(item["audio_file"], e)
+                    continue
+                clips.append(make_record(item, clip, self.singer_ids))
+            if len(clips) >= 2:
+                return clips
+        raise RuntimeError("10 sampled groups in a row had fewer than 2 readable clips")
+
+
+class ValItems(Dataset):
+    """Every item of the validation groups, centre-cropped; None for unreadable clips."""
+
+    def __init__(self, groups: list[list[dict]], loader: ClipLoader, crop_s: float, singer_ids):
+        self.items = []
+        for g, group in enumerate(groups):
+            for pos, item in enumerate(group):
+                s = item.get("score")
+                truth = float(s) if s is not None else -float(pos)  # no scores: order is truth
+                self.items.append((g, truth, item))
+        self.loader, self.crop_s, self.singer_ids = loader, crop_s, singer_ids
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict | None:
+        g, truth, item = self.items[index]
+        try:
+            clip = self.loader.load(item["audio_file"], self.crop_s, None)
+        except AudioError as e:
+            self.loader.record_failure(item["audio_file"], e)
+            return None
+        rec = make_record(item, clip, self.singer_ids)
+        rec.update(index=index, group=g, truth=truth)
+        return rec
+
+
+def make_record(item: dict, clip: dict, singer_ids: dict[str, int]) -> dict:
+    s = item.get("score")
+    return {
+        **clip,
+        "path": item["audio_file"],
+        "score": float("nan") if s is None else float(s),
+        "singer": singer_ids.get(str(item.get("singer")), -1) if item.get("singer") else -1,
+    }
+
+
+def pad_clips(records: list[dict]) -> dict[str, Any]:
+    """Records -> wav [B, T] zero-padded, lengths [B], scores [B], singer [B], paths, starts, keys."""
+    lengths = torch.tensor([len(r["wav"]) for r in records], dtype=torch.long)
+    wav = torch.zeros(len(records), int(lengths.max()))  # [B, T]
+    for i, r in enumerate(records):
+        wav[i, : len(r["wav"])] = torch.from_numpy(r["wav"])
+    return {
+        "wav": wav,
+        "lengths": lengths,
+        "scores": torch.tensor([r["score"] for r in records], dtype=torch.float32),
+        "singer": torch.tensor([r["singer"] for r in records], dtype=torch.long),
+        "paths": [r["path"] for r in records],
+        "starts": torch.tensor([r["start"] for r in records], dtype=torch.long),
+        "keys": [r["key"] for r in records],
+    }
+
+
+def collate_groups(groups: list[list[dict]]) -> dict[str, Any]:
+    """Sub-groups -> flat clips + slots [G, N] (flat index per group position, -1 = padding)."""
+    flat = [r for g in groups for r in g]
+    batch = pad_clips(flat)
+    n = max(len(g) for g in groups)
+    slots = torch.full((len(groups), n), -1, dtype=torch.long)  # [G, N]
+    i = 0
+    for gi, g in enumerate(groups):
+        slots[gi, : len(g)] = torch.arange(i, i + len(g))
+        i += len(g)
+    batch["slots"] = slots
+    return batch
+
+
+def collate_items(records: list[dict | None]) -> dict[str, Any] | None:
+    records = [r for r in records if r is not None]
+    if not records:
+        return None
+    batch = pad_clips(records)
+    batch["index"] = torch.tensor([r["index"] for r in records], dtype=torch.long)
+    batch["group"] = torch.tensor([r["group"] for r in records], dtype=torch.long)
+    batch["truth"] = torch.tensor([r["truth"] for r in records], dtype=torch.float32)
+    return batch
+
+
+class GroupsDataModule(L.LightningDataModule):
+    """Groups files -> ranked training sub-groups and validation items.
+
+    Args:
+        train_files / val_files: groups files (relative to `root` if given).
+        source_weights: sampling weight per training file (default: its number of items).
+        groups_per_batch: global number of sub-groups per step (divided across DDP ranks).
+        steps_per_epoch: optimizer steps per epoch (groups are sampled, not enumerated).
+        failures_path: JSONL where unreadable clips are recorded (training carries on).
+    """
+
+    def __init__(
+        self,
+        train_files: list[str],
+        val_files: list[str],
+        root: str | None = None,
+        audio_root: str | None = None,
+        name: str = "corpus",
+        source_weights: list[float] | None = None,
+        crop_seconds: float = 30.0,
+        val_crop_seconds: float | None = None,
+        target_lufs: float | None = -12.0,
+        groups_per_batch: int = 4,
+        max_group_size: int = 8,
+        steps_per_epoch: int = 100,
+        val_batch_size: int = 8,
+        num_workers: int = 2,
+        check_files: bool = True,
+        failures_path: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(logger=False)
+        self.train_groups: list[list[list[dict]]] = []
+        self.val_groups: list[list[dict]] = []
+        self.singer_ids: dict[str, int] = {}
+        self.per_device_groups = groups_per_batch
+
+    def resolve(self, path: str) -> str:
+        root = self.hparams.root
+        return str(Path(root) / path) if root and not os.path.isabs(path) else str(path)
+
+    def read(self, path: str) -> list[list[dict]]:
+        return read_groups(
+            self.resolve(path), root=self.hparams.audio_root, check_files=self.hparams.check_files
+        )
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_groups:
+            return
+        hp = self.hparams
+        # ranking needs pairs: single-item groups carry no order information
+        self.train_groups = [[g for g in self.read(f) if len(g) >= 2] for f in hp.train_files]
+        for f, groups in zip(hp.train_files, self.train_groups, strict=True):
+            if not groups:
+                raise ValueError(f"{self.resolve(f)}: no group with >= 2 clips to rank")
+        self.val_groups = [g for f in hp.val_files for g in self.read(f)]
+        all_groups = [g for gs in self.train_groups for g in gs] + self.val_groups
+        singers = {str(it["singer"]) for g in all_groups for it in g if it.get("singer")}
+        self.singer_ids = {s: i for i, s in enumerate(sorted(singers))}
+        world = self.trainer.world_size if self.trainer is not None else 1
+        if hp.groups_per_batch % world:
+            raise ValueError(
+                f"data.groups_per_batch={hp.groups_per_batch} must divide by {world} devices"
+            )
+        self.per_device_groups = hp.groups_per_batch // world
+
+    @property
+    def num_singers(self) -> int:
+        return len(self.singer_ids)
+
+    def score_stats(self) -> tuple[float, float]:
+        """Mean and std of the training scores (for the regression objective)."""
+        s = [
+            it["score"]
+            for gs in self.train_groups
+            for g in gs
+            for it in g
+            if it["score"] is not None
+        ]
+        if len(s) < 2:
+            raise ValueError("the training groups carry fewer than 2 scores")
+        return float(np.mean(s)), float(np.std(s))
+
+    def loader(self) -> ClipLoader:
+        return ClipLoader(self.hparams.target_lufs, self.hparams.failures_path)
+
+    def train_dataloader(self) -> DataLoader:
+        hp = self.hparams
+        weights = hp.source_weights or [sum(len(g) for g in gs) for gs in self.train_groups]
+        if len(weights) != len(self.train_groups):
+            raise ValueError("data.source_weights needs one weight per training file")
+        ds = TrainGroups(
+            self.train_groups,
+            weights,
+            self.loader(),
+            hp.crop_seconds,
+            hp.max_group_size,
+            hp.steps_per_epoch * hp.groups_per_batch,
+            self.singer_ids,
+        )
+        return DataLoader(
+            ds,
+            batch_size=self.per_device_groups,
+            shuffle=False,  # samples are random draws already
+            num_workers=hp.num_workers,
+            collate_fn=collate_groups,
+            persistent_workers=hp.num_workers > 0,
+            drop_last=True,
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        hp = self.hparams
+        crop = hp.val_crop_seconds or hp.crop_seconds
+        ds = ValItems(self.val_groups, self.loader(), crop, self.singer_ids)
+        return DataLoader(
+            ds,
+            batch_size=hp.val_batch_size,
+            shuffle=False,
+            num_workers=hp.num_workers,
+            collate_fn=collate_items,
+            persistent_workers=hp.num_workers > 0,
+        )

@@ -1,0 +1,1 @@
+"""Scorer models: plain components and the LightningModule that trains them."""

@@ -1,0 +1,1 @@
+"""Plain nn.Modules of the scorers (no Lightning imports)."""

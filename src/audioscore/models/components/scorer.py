@@ -1,0 +1,55 @@
+"""VocalScorer: encoder -> (optional timbre branch) -> head; the net that gets exported."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+
+class VocalScorer(nn.Module):
+    """wav [B, T] at 24 kHz + lengths [B] -> {"score": [B], "pooled": [B, P]}.
+
+    Args:
+        encoder: `MuQEncoder`-like: forward(wav, lengths) -> (feats [B, F, D], mask [B, F]),
+            with `out_dim`.
+        head: an `nn.Module` or a factory `head(in_dim=..., extra_dim=...)` (Hydra `_partial_`),
+            so the head's input sizes follow the encoder and timbre branch.
+        timbre: optional module with `out_dim` and forward(wav, lengths, keys=None) -> [B, E];
+            its output is concatenated with the head's pooled vector before the final projection.
+    """
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        head: nn.Module | Callable[..., nn.Module],
+        timbre: nn.Module | None = None,
+    ) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.timbre = timbre
+        extra = int(getattr(timbre, "out_dim", 0)) if timbre is not None else 0
+        if not isinstance(head, nn.Module):
+            head = head(in_dim=encoder.out_dim, extra_dim=extra)
+        self.head = head
+        self.pooled_dim = int(head.pooled_dim)
+
+    def forward(
+        self,
+        wav: torch.Tensor,
+        lengths: torch.Tensor | None = None,
+        keys: list[str] | None = None,
+    ) -> dict[str, torch.Tensor]:
+        if lengths is None:
+            lengths = torch.full((wav.shape[0],), wav.shape[1], dtype=torch.long, device=wav.device)
+        feats, mask = self.encoder(wav, lengths)  # [B, F, D], [B, F]
+        extra = None
+        if self.timbre is not None:
+            extra = self.timbre(wav, lengths, keys=keys)  # [B, E]
+        pooled = self.head.pool(feats, mask, extra)  # [B, P]
+        score = self.head.project(pooled)  # [B]
+        out = {"score": score.float(), "pooled": pooled}
+        if extra is not None:
+            out["timbre"] = extra
+        return out
