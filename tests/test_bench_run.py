@@ -126,3 +126,20 @@ def test_worker_decoding_matches_in_process(toy, tmp_path):
     b = read_results(tmp_path / "w2" / "signal_stats" / "toy")
     key = "predicted_musicality_b"
     np.testing.assert_allclose([r[key] for r in a], [r[key] for r in b], rtol=1e-6)
+
+
+def test_two_cpu_ranks_shard_without_overlap(toy, tmp_path):
+    single, _ = run(make_cfg(toy, tmp_path / "one"))
+    cfg = make_cfg(toy, tmp_path / "two", **{"trainer.devices": 2, "trainer.accelerator": "cpu"})
+    sharded, info = run(cfg)
+    out = tmp_path / "two" / "signal_stats" / "toy"
+    assert not list(out.glob("results.rank*.jsonl"))  # parts merged into results.jsonl
+    assert (
+        sorted(info["scored_keys"]) == sorted({*info["scored_keys"]})
+        and len(info["scored_keys"]) == 33
+    )
+    a = {r["bench_row_key"]: r for r in read_results(tmp_path / "one" / "signal_stats" / "toy")}
+    b = {r["bench_row_key"]: r for r in read_results(out)}
+    assert a.keys() == b.keys()
+    assert all(a[k]["predicted_musicality"] == b[k]["predicted_musicality"] for k in a)
+    assert sharded["summary"] == single["summary"]

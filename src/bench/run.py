@@ -169,7 +169,7 @@ def run(
 
         counts = score_sharded(cfg, model, score_kwargs, batches, out)
         if not counts["is_global_zero"]:  # under plain ddp every rank runs this; rank 0 merges
-            return {}, counts
+            return {}, {"is_global_zero": False}
     elif batches:
         if model is None:
             model, score_kwargs = build_model(cfg)
@@ -240,6 +240,8 @@ def run_cli(cfg: DictConfig) -> int:
         except Exception:
             log.exception("benchmark run failed for model %s", c.model.get("name"))
             status = 1
+            continue
+        if not metrics:  # a non-zero ddp rank: rank 0 reports
             continue
         print(f"{info['out_dir']}: {info['total_rows']} rows, {info['failed_rows']} failed")
         for r in metrics["summary"]:

@@ -34,16 +34,17 @@ class ShardSampler(DistributedSampler):
 class BenchDataModule(L.LightningDataModule):
     """Pre-formed duration batches, decoded by workers, sharded by rank."""
 
-    def __init__(self, batches: list[list[BenchRow]], sr: int, max_dur: float, num_workers: int):
+    def __init__(self, batches: list[list[BenchRow]], max_dur: float, num_workers: int):
         super().__init__()
-        self.batches, self.sr, self.max_dur, self.num_workers = batches, sr, max_dur, num_workers
+        self.batches, self.max_dur, self.num_workers = batches, max_dur, num_workers
 
     def predict_dataloader(self):
         t = self.trainer
+        sr = int(t.lightning_module.reward_model.sr)  # built in the module's setup, on this rank
         sampler = ShardSampler(
             self.batches, num_replicas=t.world_size, rank=t.global_rank, shuffle=False
         )
-        return make_loader(self.batches, self.sr, self.max_dur, self.num_workers, sampler=sampler)
+        return make_loader(self.batches, sr, self.max_dur, self.num_workers, sampler=sampler)
 
 
 class BenchPredictModule(L.LightningModule):
@@ -112,16 +113,10 @@ def score_sharded(
     out: Path,
 ) -> dict[str, Any]:
     """Run predict over `cfg.trainer` devices; returns counts read back from the part files."""
-    from bench.run import build_model, extra_score_kwargs, prepare_model_cfg
+    from bench.run import extra_score_kwargs, prepare_model_cfg
     from bench.store import iter_records
 
     model_cfg = OmegaConf.to_container(prepare_model_cfg(cfg), resolve=True)
-    if model is None:
-        sr_model, _ = build_model(cfg)  # the sampling rate is needed to decode; ranks rebuild
-        sr = int(sr_model.sr)
-        del sr_model
-    else:
-        sr = int(model.sr)
     extra = extra_score_kwargs(cfg)
     module = BenchPredictModule(
         model_cfg if model is None else None,
@@ -133,8 +128,8 @@ def score_sharded(
         bool(cfg.get("bf16", True)),
     )
     tcfg = OmegaConf.to_container(cfg.trainer, resolve=True)
-    if tcfg.get("strategy", "auto") == "auto":
-        tcfg["strategy"] = "ddp_spawn" if tcfg.get("accelerator") == "cpu" else "ddp"
+    if tcfg.get("strategy", "auto") == "auto":  # fork on CPU: no re-import of the caller
+        tcfg["strategy"] = "ddp_fork" if tcfg.get("accelerator") == "cpu" else "ddp"
     trainer = L.Trainer(
         **tcfg,
         logger=False,
@@ -144,7 +139,7 @@ def score_sharded(
     )
     before = {p: sum(1 for _ in iter_records(p)) for p in out.glob("results.rank*.jsonl")}
     t0 = time.perf_counter()
-    dm = BenchDataModule(batches, sr, float(cfg.max_dur), int(cfg.num_workers))
+    dm = BenchDataModule(batches, float(cfg.max_dur), int(cfg.num_workers))
     trainer.predict(module, datamodule=dm, return_predictions=False)
     trainer.strategy.barrier()  # plain ddp: every rank's part file is complete past this point
     # spawned ranks keep their counters to themselves: recount from what they wrote
