@@ -199,6 +199,9 @@ class CamppEncoder(nn.Module):
 
     Args:
         source: local weights file, a directory holding one, or a ModelScope model id.
+            None builds the architecture `arch` with random weights that an enclosing
+            checkpoint (a scorer export) is expected to overwrite; such an encoder has no cache.
+        arch: CAMPPlus constructor sizes (embedding_size, growth_rate, ...), only with source=None.
         revision, filename, hub_cache_dir, local_files_only: passed to `snapshot_download`.
         in_sr: sample rate of the incoming waveforms (MuQ's 24 kHz).
         chunk_s: chunk length; longer clips are split and chunk embeddings averaged.
@@ -211,8 +214,9 @@ class CamppEncoder(nn.Module):
 
     def __init__(
         self,
-        source: str,
+        source: str | None,
         *,
+        arch: dict[str, int] | None = None,
         revision: str | None = None,
         filename: str | None = None,
         hub_cache_dir: str | None = None,
@@ -225,22 +229,42 @@ class CamppEncoder(nn.Module):
         cache_dir: str | None = None,
     ) -> None:
         super().__init__()
-        path = resolve_campp_weights(
-            source,
-            revision=revision,
-            filename=filename,
-            hub_cache_dir=hub_cache_dir,
-            local_files_only=local_files_only,
-        )
-        self.model, self.weights_sha1 = load_campp(path)
+        if source is None:
+            if not arch:
+                raise CamppLoadError("<none>", "source=None needs `arch` (weights come later)")
+            self.model, self.weights_sha1 = build_campp(**arch), None
+        else:
+            path = resolve_campp_weights(
+                source,
+                revision=revision,
+                filename=filename,
+                hub_cache_dir=hub_cache_dir,
+                local_files_only=local_files_only,
+            )
+            self.model, self.weights_sha1 = load_campp(path)
         self.model.eval().requires_grad_(False)
-        self.source = str(source)
+        self.source = None if source is None else str(source)
+        self.arch = infer_campp_arch(self.model.state_dict())
         self.in_sr, self.chunk_s, self.max_s, self.min_s = in_sr, chunk_s, max_s, min_s
         self.normalize = normalize
         self.out_dim: int = self.model.xvector.dense.linear.out_channels
-        self.cache = (
-            FeatureCache(cache_dir, f"campp-{self.config_hash()[:16]}") if cache_dir else None
-        )
+        self.cache = None
+        if cache_dir and self.weights_sha1 is not None:
+            self.cache = FeatureCache(cache_dir, f"campp-{self.config_hash()[:16]}")
+
+    def standalone_config(self) -> dict[str, Any]:
+        """A `_target_` config rebuilding this encoder without any weights source; for exports,
+        where the CAM++ weights travel inside the scorer's state dict."""
+        return {
+            "_target_": f"{CamppEncoder.__module__}.CamppEncoder",
+            "source": None,
+            "arch": dict(self.arch),
+            "in_sr": self.in_sr,
+            "chunk_s": self.chunk_s,
+            "max_s": self.max_s,
+            "min_s": self.min_s,
+            "normalize": self.normalize,
+        }
 
     def config_hash(self) -> str:
         """Identifies everything that changes the raw embedding (weights + front end)."""
@@ -397,3 +421,25 @@ def build_tiny_campp_encoder(
             init_channels=init_channels,
         ).replace(p)
     return CamppEncoder(str(p), **kwargs)
+
+
+def build_campp_encoder(
+    source: str | None,
+    *,
+    tiny: Any = None,
+    tiny_path: str | None = None,
+    tiny_arch: dict[str, int] | None = None,
+    **kwargs: Any,
+) -> CamppEncoder:
+    """Config entry point (`conf/campp/*.yaml`): the real encoder, or a tiny random one.
+
+    `tiny` is truthy under `debug=tiny`, where MuQ is replaced by a random tiny model too; the
+    tiny CAM++ is written once to `tiny_path` and loaded through the same local-file path.
+    """
+    if tiny:
+        if not tiny_path:
+            raise CamppLoadError("<tiny>", "tiny CAM++ needs `tiny_path`")
+        return build_tiny_campp_encoder(tiny_path, **(tiny_arch or {}), **kwargs)
+    if source is None and "arch" not in kwargs:
+        raise CamppLoadError("<none>", "no CAM++ source given")
+    return CamppEncoder(source, **kwargs)
