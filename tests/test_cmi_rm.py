@@ -22,6 +22,15 @@ from rewards.cmi_rm.tiny import build_tiny_cmi_rm  # noqa: E402
 SR = 24000
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # tiny models on a shared 2-core box: extra intra-op threads only spin (12 s vs 0.2 s measured)
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def tiny_dir(tmp_path_factory):
     return build_tiny_cmi_rm(tmp_path_factory.getbasetemp() / "cmi_rm_tiny")

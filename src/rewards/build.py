@@ -15,7 +15,7 @@ def _to_dict(cfg: Any) -> dict[str, Any]:
         from omegaconf import DictConfig, OmegaConf
 
         if isinstance(cfg, DictConfig):
-            return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+            return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)  # type: ignore[return-value]
     except ImportError:  # pragma: no cover - omegaconf is a dependency
         pass
     if not isinstance(cfg, dict):

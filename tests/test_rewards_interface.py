@@ -1,0 +1,124 @@
+"""The reward-model contract: inputs from either runner, waveform loading, per-item failures, configs."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from omegaconf import OmegaConf
+
+from rewards import BatchInput, BenchmarkBatchInput, RewardModel, as_input, is_reward_model
+from rewards.base import ScoreItemError, load_waveform, score_detailed
+from rewards.build import build_reward_model
+
+CONF = Path(__file__).resolve().parents[1] / "conf" / "model"
+REWARD_CONFIGS = ["cmi_rm", "cmi_rm_tiny", "audioscore", "custom", "http"]
+
+
+@dataclasses.dataclass
+class UpstreamInput:  # CMI-RewardBench's BenchmarkBatchInput, a separate class with the same fields
+    audio: object
+    text: str = ""
+    lyrics: str = ""
+    ref_audio: object = None
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+
+def test_as_input_accepts_every_form():
+    wav = torch.zeros(10)
+    assert as_input(UpstreamInput("a.wav", "t", "l", "r.wav")) == BatchInput(
+        "a.wav", "t", "l", "r.wav"
+    )
+    assert as_input(UpstreamInput("a.wav", None, None)) == BatchInput("a.wav", "", "", None)
+    assert as_input({"audio": "a.wav", "text": "t", "extra": 1}) == BatchInput("a.wav", "t")
+    assert as_input("a.wav") == BatchInput("a.wav")
+    x = BatchInput(wav, "t")
+    assert as_input(x) is x and BenchmarkBatchInput is BatchInput
+    assert set(x.to_dict()) == {"audio", "text", "lyrics", "ref_audio"}
+
+
+def test_load_waveform_forms_and_errors(tmp_path):
+    stereo = torch.stack([torch.ones(48000), -torch.ones(48000) * 0.5])
+    out = load_waveform(stereo, 24000, max_dur=1.0)
+    assert out.shape == (24000,) and torch.allclose(out, torch.full((24000,), 0.25))
+    assert load_waveform(np.ones((1, 100), dtype=np.float64), 24000).dtype == torch.float32
+    path = tmp_path / "tone.wav"
+    tone = 0.3 * np.sin(np.arange(48000) / 10).astype(np.float32)
+    sf.write(path, tone, 48000, subtype="FLOAT")
+    loaded = load_waveform(str(path), 24000, max_dur=0.5)
+    assert loaded.shape == (12000,)
+    with pytest.raises(ValueError, match="at least 2000"):
+        load_waveform(torch.zeros(10), 24000, min_samples=2000)
+    with pytest.raises(ValueError, match="NaN"):
+        load_waveform(torch.tensor([0.0, float("nan")]), 24000)
+    with pytest.raises(TypeError, match="path or a waveform"):
+        load_waveform(3.5, 24000)
+    with pytest.raises(Exception, match="missing.wav"):
+        load_waveform(str(tmp_path / "missing.wav"), 24000)
+
+
+class Flaky(RewardModel):
+    """Fails on any batch containing an item whose text is 'bad'."""
+
+    sr = 24000
+
+    def score_batch(self, inputs, batch_size, max_dur, **kwargs):
+        for i, x in enumerate(inputs):
+            if x.text == "bad":
+                raise ScoreItemError(i, x, "broken on purpose")
+        return np.asarray([[len(x.text), float(x.audio.sum())] for x in inputs], dtype=float)
+
+
+def test_score_detailed_isolates_failures():
+    xs = [
+        BatchInput(torch.ones(5), "ok"),
+        BatchInput(torch.ones(5), "bad"),
+        BatchInput(torch.ones(3), "fine"),
+    ]
+    scores, errors = score_detailed(Flaky(), xs, 3, 30.0)
+    assert errors[0] is None and errors[2] is None
+    assert "item 0 (<waveform>): broken on purpose" in errors[1]
+    np.testing.assert_array_equal(scores[[0, 2]], [[2, 5], [4, 3]])
+    assert np.isnan(scores[1]).all()
+    good, errs = score_detailed(Flaky(), xs[:1], 1, 30.0)
+    assert errs == [None] and good.tolist() == [[2, 5]]
+
+
+@pytest.mark.parametrize("name", REWARD_CONFIGS)
+def test_reward_configs_are_marked_and_named(name):
+    path = CONF / f"{name}.yaml"
+    assert path.read_text().splitlines()[0] == "# reward model (python -m bench.run)"
+    cfg = OmegaConf.load(path)
+    assert cfg.name == name
+    keys = set(cfg.keys())  # `in cfg` is False for a mandatory `???` value
+    assert ("_target_" in keys) ^ ("class_path" in keys)
+    assert "score_kwargs" in keys
+
+
+def test_build_tiny_cmi_rm_from_config(tmp_path_factory):
+    cfg = OmegaConf.load(CONF / "cmi_rm_tiny.yaml")
+    cfg.checkpoint = str(tmp_path_factory.getbasetemp() / "cmi_rm_tiny")
+    model, score_kwargs = build_reward_model(cfg)
+    assert is_reward_model(model) and model.sr == 24000 and score_kwargs == {}
+    assert model.score_batch([BatchInput(torch.zeros(24000) + 0.01, "x")], 1, 30.0).shape == (1, 2)
+
+
+def test_build_http_from_config_without_network():
+    cfg = OmegaConf.load(CONF / "http.yaml")
+    model, _ = build_reward_model(cfg)
+    assert model.url == "http://127.0.0.1:8000/score" and model.concurrency == 4
+
+
+def test_build_errors():
+    with pytest.raises(ValueError, match="needs `_target_` or `class_path`"):
+        build_reward_model({"name": "x"})
+    with pytest.raises(Exception, match="class_path"):
+        build_reward_model(OmegaConf.load(CONF / "custom.yaml"))  # class_path: ??? must be set
+    with pytest.raises(TypeError, match="no sr/score_batch"):
+        build_reward_model({"name": "x", "_target_": "collections.OrderedDict"})
