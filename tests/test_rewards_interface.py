@@ -19,6 +19,15 @@ CONF = Path(__file__).resolve().parents[1] / "conf" / "model"
 REWARD_CONFIGS = ["cmi_rm", "cmi_rm_tiny", "audioscore", "custom", "http"]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # tiny models on a shared 2-core box: extra intra-op threads only spin
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @dataclasses.dataclass
 class UpstreamInput:  # CMI-RewardBench's BenchmarkBatchInput, a separate class with the same fields
     audio: object

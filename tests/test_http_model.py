@@ -1,0 +1,229 @@
+"""HTTP reward model against a real local server (127.0.0.1) that injects 500s, 429s and timeouts."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+
+from rewards.base import BatchInput, RewardModel, ScoreItemError
+from rewards.http import HTTPRewardModel, HTTPScoreError
+from rewards.serve import ScoreHandler, make_server
+
+SR = 24000
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # tiny models on a shared 2-core box: extra intra-op threads only spin
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+class WaveStats(RewardModel):
+    """Deterministic stand-in for a scorer: (text length + ref energy, mean |x| of the crop)."""
+
+    sr = SR
+
+    def score_batch(self, inputs, batch_size, max_dur, **kwargs):
+        rows = []
+        for x in inputs:
+            wav = torch.as_tensor(x.audio)[: int(max_dur * SR)]
+            ref = 0.0 if x.ref_audio is None else float(torch.as_tensor(x.ref_audio).pow(2).mean())
+            rows.append([len(x.text) + ref, float(wav.abs().mean())])
+        return np.asarray(rows)
+
+
+class FaultyHandler(ScoreHandler):
+    """Per clip (keyed by its text): attempt 1 -> 500, 2 -> 429, 3 -> stall past the client timeout, 4 -> OK."""
+
+    attempts: Counter = Counter()
+    plan = ("500", "429", "stall", "ok")
+    stall_s = 1.5
+
+    def do_POST(self):  # noqa: N802
+        n = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(n)
+        key = json.loads(raw)["text"]
+        with self.lock_counts:
+            self.attempts[key] += 1
+            step = self.plan[min(self.attempts[key], len(self.plan)) - 1]
+        if key.startswith("reject"):
+            return self.send_json(400, {"error": "bad clip"})
+        if step == "500":
+            return self.send_json(500, {"error": "boom"})
+        if step == "429":
+            self.send_response(429)
+            self.send_header("Retry-After", "0")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return None
+        if step == "stall":
+            time.sleep(self.stall_s)
+            return self.send_json(503, {"error": "late"})
+        # replay the body for the real handler
+        self.headers.replace_header("Content-Length", str(len(raw)))
+        self.rfile = __import__("io").BytesIO(raw)
+        return super().do_POST()
+
+    def handle(self):  # a stalled client hangs up: the server must not die
+        try:
+            super().handle()
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+
+def serve(model, handler=ScoreHandler, api_key=None):
+    server = make_server(model, "127.0.0.1", 0, api_key=api_key, handler=handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}/score"
+
+
+@pytest.fixture
+def faulty():
+    FaultyHandler.attempts = Counter()
+    FaultyHandler.lock_counts = threading.Lock()
+    server, url = serve(WaveStats(), FaultyHandler)
+    yield url
+    server.shutdown()
+    server.server_close()
+
+
+def clips(n=5):
+    g = torch.Generator().manual_seed(1)
+    return [
+        BatchInput(0.1 * torch.randn(SR * (1 + i % 3), generator=g), f"clip-{i}", "", None if i % 2 else 0.1 * torch.randn(SR, generator=g))
+        for i in range(n)
+    ]  # fmt: skip
+
+
+def client(url, **kw):
+    return HTTPRewardModel(
+        url,
+        timeout=1.0,
+        max_retries=4,
+        backoff_base=0.01,
+        backoff_max=0.05,
+        concurrency=3,
+        seed=0,
+        **kw,
+    )
+
+
+def test_survives_500_429_and_timeouts_losing_nothing(faulty):
+    xs = clips()
+    m = client(faulty)
+    scores = m.score_batch(xs, 8, 30.0)
+    expected = WaveStats().score_batch(xs, 8, 30.0)
+    np.testing.assert_allclose(scores, expected, rtol=1e-6)  # float32 WAV transport is lossless
+    assert dict(FaultyHandler.attempts) == {
+        f"clip-{i}": 4 for i in range(len(xs))
+    }  # bounded: 4 each
+    assert m.stats == {"requests": 4 * len(xs), "retries": 3 * len(xs)}
+
+
+def test_batch_equals_alone(faulty):
+    FaultyHandler.plan = ("500", "429", "ok")  # no stalls: keeps the one-by-one pass quick
+    try:
+        xs = clips(4)
+        m = client(faulty)
+        batched = m.score_batch(xs, 4, 30.0)
+        FaultyHandler.attempts.clear()
+        alone = np.stack([m.score_batch([x], 1, 30.0)[0] for x in xs])
+    finally:
+        FaultyHandler.plan = ("500", "429", "stall", "ok")
+    np.testing.assert_allclose(batched, alone, atol=1e-4)
+
+
+def test_4xx_fails_at_once_and_is_reported_per_item(faulty):
+    xs = clips(3)
+    xs[1] = BatchInput(xs[1].audio, "reject-me")
+    m = client(faulty)
+    scores, errors = m.score_batch_detailed(xs, 3, 30.0)
+    assert errors[0] is None and errors[2] is None and "HTTP 400" in errors[1]
+    assert FaultyHandler.attempts["reject-me"] == 1
+    assert np.isnan(scores[1]).all() and np.isfinite(scores[[0, 2]]).all()
+    with pytest.raises(ScoreItemError, match=r"item 1 .*HTTP 400"):
+        client(faulty).score_batch(xs, 3, 30.0)
+
+
+def test_gives_up_after_max_retries(faulty):
+    FaultyHandler.plan = ("500",)
+    try:
+        m = client(faulty)
+        m.max_retries = 2
+        scores, errors = m.score_batch_detailed(clips(1), 1, 30.0)
+    finally:
+        FaultyHandler.plan = ("500", "429", "stall", "ok")
+    assert np.isnan(scores).all() and "gave up after 3 attempts" in errors[0]
+    assert FaultyHandler.attempts["clip-0"] == 3
+
+
+def test_api_key_from_env_never_exposed(monkeypatch):
+    secret = "s3cr3t-token-value"
+    server, url = serve(WaveStats(), api_key=secret)
+    try:
+        monkeypatch.setenv("RM_TEST_KEY", secret)
+        good = HTTPRewardModel(url, api_key_env="RM_TEST_KEY", max_retries=0)
+        assert good.score_batch(clips(1), 1, 30.0).shape == (1, 2)
+        assert secret not in repr(good) and secret not in str(vars(good))
+        monkeypatch.setenv("RM_TEST_KEY", "wrong-" + secret)
+        bad = HTTPRewardModel(url, api_key_env="RM_TEST_KEY", max_retries=0)
+        _, errors = bad.score_batch_detailed(clips(1), 1, 30.0)
+        assert "HTTP 401" in errors[0] and secret not in errors[0]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_rate_limit_spaces_requests():
+    server, url = serve(WaveStats())
+    try:
+        m = HTTPRewardModel(url, concurrency=4, rate_limit=20.0)
+        t0 = time.monotonic()
+        m.score_batch(clips(5), 5, 30.0)
+        assert time.monotonic() - t0 >= 0.19  # 5 starts, 50 ms apart
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_connection_refused_is_retried_then_reported():
+    m = HTTPRewardModel("http://127.0.0.1:9/score", max_retries=1, backoff_base=0.01, timeout=0.5)
+    with pytest.raises(ScoreItemError, match="gave up after 2 attempts"):
+        m.score_batch(clips(1), 1, 30.0)
+    assert m.stats["requests"] == 2
+
+
+def test_parser_hooks_and_errors():
+    m = HTTPRewardModel("http://127.0.0.1:9/score")
+    x = clips(1)[0]
+    assert m.parse_response({"scores": [1, None]}, x)[0] == 1.0
+    assert np.isnan(m.parse_response({"musicality": 2.0}, x)[0])
+    with pytest.raises(ValueError, match="unrecognised response"):
+        m.parse_response({"score": 3}, x)
+    with pytest.raises(ValueError, match="http://"):
+        HTTPRewardModel("ftp://x")
+    assert issubclass(HTTPScoreError, RuntimeError)
+
+
+def test_serves_tiny_cmi_rm_end_to_end(tmp_path_factory):
+    from rewards.cmi_rm import CMIRewardModel
+    from rewards.cmi_rm.tiny import build_tiny_cmi_rm
+
+    local = CMIRewardModel(build_tiny_cmi_rm(tmp_path_factory.getbasetemp() / "cmi_rm_tiny"))
+    server, url = serve(local)
+    try:
+        xs = clips(3)
+        remote = HTTPRewardModel(url, concurrency=2).score_batch(xs, 3, 30.0)
+        np.testing.assert_allclose(remote, local.score_batch(xs, 3, 30.0), atol=1e-5)
+    finally:
+        server.shutdown()
+        server.server_close()
