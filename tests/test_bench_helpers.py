@@ -8,12 +8,14 @@ baseline correlates with it.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
 from omegaconf import OmegaConf
 
 from audioscore.audio import save_audio
+from bench.baselines import SignalStatsReward
 
 SR = 16_000
 MONTHS = ("01-2025JULAUG", "02-2025SEP")
@@ -163,6 +165,18 @@ def build_baseline(cfg):
     from bench.baselines import SignalStatsReward
 
     return SignalStatsReward(sr=int(cfg.model.sr))
+
+
+class SlowSignalStats(SignalStatsReward):
+    """The baseline with a pause per batch, so a test can kill a run between batches."""
+
+    def __init__(self, delay_s: float = 0.0, **kw):
+        super().__init__(**kw)
+        self.delay_s = delay_s
+
+    def score_batch(self, inputs, batch_size, max_dur, **kw):
+        time.sleep(self.delay_s)
+        return super().score_batch(inputs, batch_size, max_dur, **kw)
 
 
 def test_toy_bench_layout(tmp_path):

@@ -47,8 +47,10 @@ def prepare_model_cfg(cfg: DictConfig) -> DictConfig:
     with open_dict(mcfg):
         if cfg.get("cache_dir") and "cache_dir" in mcfg:
             mcfg.cache_dir = str(cfg.cache_dir)  # models own their encoder cache; we pass the dir
-        if "device" in mcfg and cfg.get("device", "auto") != "auto":
-            mcfg.device = cfg.device
+        if cfg.get("device") and "device" in mcfg:
+            mcfg.device = resolve_device(str(cfg.device))
+        if "bf16" in mcfg and cfg.get("bf16") is not None:
+            mcfg.bf16 = bool(cfg.bf16)
     return mcfg
 
 
@@ -214,27 +216,41 @@ def run(
     return metrics, info
 
 
-def model_cfgs(cfg: DictConfig) -> list[DictConfig]:
-    """One full config per model: `models=[a,b]` composes conf/model/<name> for each."""
-    names = cfg.get("models") or []
+def task_overrides() -> list[str]:
+    """The command line's overrides (empty outside a Hydra app)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
+def model_cfgs(cfg: DictConfig, overrides: list[str] | None = None) -> list[DictConfig]:
+    """One full config per model: `models=[a,b]` composes conf/model/<name> for each.
+
+    Other overrides apply to every model, except `model.<key>=...` ones, which go only to
+    models whose config has <key> (so `model.class_path=...` reaches `custom` alone).
+    """
+    names = list(cfg.get("models") or [])
     if not names:
         return [cfg]
     from hydra import compose
-    from hydra.core.hydra_config import HydraConfig
 
-    keep = [
-        o
-        for o in HydraConfig.get().overrides.task
-        if o.split("=")[0].lstrip("+~") not in ("models", "model")
-    ]
-    return [compose("bench", overrides=[*keep, f"model={n}", "models=null"]) for n in names]
+    overrides = task_overrides() if overrides is None else overrides
+    key = lambda o: o.split("=")[0].lstrip("+~")  # noqa: E731
+    shared = [o for o in overrides if key(o).split(".")[0] not in ("models", "model")]
+    per_model = [o for o in overrides if key(o).startswith("model.")]
+    out = []
+    for n in names:
+        base = compose("bench", overrides=[*shared, f"model={n}", "models=null"])
+        mine = [o for o in per_model if key(o).split(".")[1] in base.model.keys()]  # ??? too
+        out.append(compose("bench", overrides=[*shared, f"model={n}", "models=null", *mine]))
+    return out
 
 
-def run_cli(cfg: DictConfig) -> int:
+def run_cli(cfg: DictConfig, overrides: list[str] | None = None) -> int:
     """Run every requested model in turn; the exit status is non-zero if any exceeded
     `max_fail_frac` or crashed (the others still run)."""
     status = 0
-    for c in model_cfgs(cfg):
+    for c in model_cfgs(cfg, overrides):
         try:
             metrics, info = run(c)
         except Exception:
