@@ -131,3 +131,36 @@ def test_build_errors():
         build_reward_model(OmegaConf.load(CONF / "custom.yaml"))  # class_path: ??? must be set
     with pytest.raises(TypeError, match="no sr/score_batch"):
         build_reward_model({"name": "x", "_target_": "collections.OrderedDict"})
+
+
+def test_audioscore_export_through_config(tmp_path):
+    """A tiny exported plan-A scorer, built and exported the way audioscore.train does, via model=audioscore."""
+    from audioscore.export import export_scorer
+    from audioscore.models.components.muq_encoder import build_tiny_muq_dir
+    from audioscore.models.scorer_module import build_net
+
+    tiny = build_tiny_muq_dir(tmp_path / "tiny_muq")
+    torch.manual_seed(0)
+    net = build_net(
+        {
+            "_target_": "audioscore.models.components.scorer.VocalScorer",
+            "encoder": {"_target_": "audioscore.models.components.muq_encoder.MuQEncoder", "pretrained": str(tiny), "layer": 1},
+            "head": {"_target_": "audioscore.models.components.head.SongEvalHead", "_partial_": True,
+                     "hidden_dim": 32, "attn_layers": 1, "heads": 2},
+        }
+    ).eval()  # fmt: skip
+    out = export_scorer(net, tmp_path / "scorer")
+    cfg = OmegaConf.load(CONF / "audioscore.yaml")
+    cfg.checkpoint = str(out)
+    model, _ = build_reward_model(cfg)
+    g = torch.Generator().manual_seed(3)
+    xs = [
+        BatchInput(0.1 * torch.randn(n, generator=g), "t") for n in (36_000, 20_000, 36_000, 50_000)
+    ]
+    batched = model.score_batch(xs, 4, 30.0)
+    alone = np.concatenate([model.score_batch([x], 1, 30.0) for x in xs])
+    assert batched.shape == (4, 2) and np.isnan(batched[:, 0]).all() and np.ptp(batched[:, 1]) > 0
+    np.testing.assert_allclose(batched, alone, atol=1e-4)
+    with pytest.raises(FileNotFoundError, match="exported scorer not found"):
+        cfg.checkpoint = str(tmp_path / "nope")
+        build_reward_model(cfg)

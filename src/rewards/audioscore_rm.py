@@ -11,21 +11,25 @@ from rewards.base import BatchInput, RewardModel
 
 
 class AudioscoreRewardModel(RewardModel):
-    """An exported scorer dir (config.yaml + model.safetensors) via `audioscore.export.load_scorer`.
+    """An exported scorer dir (config.yaml + model.safetensors) via `audioscore.export.ScorerRewardModel`.
 
     Scores: column 0 (alignment) NaN, column 1 the scorer's musicality/quality score.
     """
 
     def __init__(self, checkpoint: str | Path, device: str = "cpu", **kwargs: Any) -> None:
-        from audioscore.export import load_scorer  # lazy: keeps Lightning out of unrelated imports
+        from audioscore.export import (
+            ScorerRewardModel,
+        )  # lazy: keeps training code out of other imports
 
         path = Path(checkpoint)
+        self.checkpoint = str(path)
         if not path.exists():
             raise FileNotFoundError(
                 f"{path}: exported scorer not found (run audioscore.train + export first)"
             )
-        self.inner = load_scorer(path, device=device, **kwargs)
-        self.checkpoint = str(path)
+        self.inner = ScorerRewardModel(
+            str(path), device=device, **kwargs
+        )  # kwargs: preprocess overrides
 
     @property
     def sr(self) -> int:

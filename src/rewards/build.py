@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 from rewards.base import RewardModel, is_reward_model
@@ -23,11 +24,19 @@ def _to_dict(cfg: Any) -> dict[str, Any]:
     return dict(cfg)
 
 
+def _locate(target: str) -> Any:
+    mod_name, _, attr = target.rpartition(".")
+    try:
+        return getattr(importlib.import_module(mod_name), attr)
+    except (ImportError, AttributeError, ValueError) as e:
+        raise ValueError(f"model _target_ {target!r} cannot be imported: {e}") from e
+
+
 def build_reward_model(model_cfg: Any) -> tuple[RewardModel, dict[str, Any]]:
     """Build the model a `conf/model/<reward>.yaml` describes; returns (model, score_kwargs).
 
     Two forms:
-    - `_target_: pkg.mod.Class` + constructor keys (cmi_rm, audioscore, http): Hydra instantiate.
+    - `_target_: pkg.mod.Class` + constructor keys (cmi_rm, audioscore, http): `Class(**keys)`.
     - `class_path: pkg.mod:Class` + `init_kwargs` (+ `checkpoint`, `device` injected unless in
       init_kwargs): CMI-RewardBench's custom-model contract; duck-typed classes accepted.
     `name` (used in output paths) and `score_kwargs` (passed to every `score_batch`) are not
@@ -50,9 +59,8 @@ def build_reward_model(model_cfg: Any) -> tuple[RewardModel, dict[str, Any]]:
             )
         model = build_custom_model(class_path, init, checkpoint=checkpoint, device=device)
     elif "_target_" in cfg:
-        from hydra.utils import instantiate
-
-        model = instantiate(cfg, _convert_="all")
+        # called directly (not hydra.utils.instantiate) so constructor errors keep their type
+        model = _locate(cfg.pop("_target_"))(**cfg)
     else:
         raise ValueError(f"model config {name!r} needs `_target_` or `class_path`")
     if not is_reward_model(model):
