@@ -79,7 +79,10 @@ class CustomRewardModel(RewardModel):
         return out
 
     def __getattr__(self, name: str) -> Any:  # e.g. score_batch_detailed, device
-        return getattr(self.__dict__["inner"], name)
+        inner = self.__dict__.get("inner")
+        if inner is None:
+            raise AttributeError(name)
+        return getattr(inner, name)
 
     def __repr__(self) -> str:
         return f"CustomRewardModel({self.class_path})"
