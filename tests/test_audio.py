@@ -237,3 +237,11 @@ def test_random_crop():
     starts = {int(random_crop(wav, 30, np.random.default_rng(s))[0]) for s in range(20)}
     assert len(starts) > 5 and max(starts) <= 70
     assert np.array_equal(random_crop(wav, 200, np.random.default_rng(0)), wav)
+
+
+@pytest.mark.parametrize(
+    "kw", [dict(sr=0), dict(sr=MUQ_SR, offset=-1.0), dict(sr=MUQ_SR, duration=0.0)]
+)
+def test_bad_arguments(encoded, kw):
+    with pytest.raises(ValueError):
+        load_audio(encoded["wav"], **kw)

@@ -20,6 +20,7 @@ from audioscore.synth import (
     ClipPlan,
     draw_degradations,
     make_corpus,
+    make_groups,
     make_singers,
     plan_split,
     read_clips_csv,
@@ -183,7 +184,8 @@ def test_same_seed_same_corpus_different_seed_different(tmp_path):
         if p.suffix in (".wav", ".flac", ".mp3", ".m4a")
     )
     assert len(files) >= 10
-    for rel in files:
+    for rel in files:  # encoders are deterministic too: identical bytes, identical samples
+        assert (a["root"] / rel).read_bytes() == (b["root"] / rel).read_bytes(), rel
         x, y = load_audio(a["root"] / rel, MUQ_SR), load_audio(b["root"] / rel, MUQ_SR)
         np.testing.assert_array_equal(x, y)
     scores = lambda corpus: [r["score"] for r in read_clips_csv(corpus["clips_csv"])]  # noqa: E731
@@ -229,3 +231,16 @@ def test_degradations_are_audible():
     assert at_peak(clipped) > 0.05 > at_peak(clean)
     detuned = render_clip(*_plan(pitch_cents=60.0))
     assert detuned.shape == clean.shape and not np.allclose(detuned, clean, atol=1e-3)
+
+
+@pytest.mark.parametrize("n", [4, 11, 12, 23, 57])
+def test_groups_keep_their_size_range_and_order(n):
+    cast = make_singers(3, seed=0)
+    plans = plan_split("val", n, cast, 0, (3.0, 4.0), ("wav",))
+    groups = make_groups(plans, (4, 10), np.random.default_rng(n))
+    assert sorted(it["audio_file"] for g in groups for it in g) == sorted(
+        p.audio_file for p in plans
+    )
+    for g in groups:
+        assert 4 <= len(g) <= 10
+        assert [it["score"] for it in g] == sorted((it["score"] for it in g), reverse=True)

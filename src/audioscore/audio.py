@@ -88,8 +88,10 @@ def load_audio(
     """
     path = Path(path)
     _check_file(path)
-    if offset < 0 or (duration is not None and duration <= 0):
-        raise ValueError(f"offset must be >= 0 and duration > 0, got {offset=}, {duration=}")
+    if sr <= 0 or offset < 0 or (duration is not None and duration <= 0):
+        raise ValueError(
+            f"need sr > 0, offset >= 0, duration > 0; got {sr=}, {offset=}, {duration=}"
+        )
     wav, native_sr = _decode(path, offset, duration)  # [T] at native rate
     if wav.size == 0:
         where = f" after offset {offset:g} s" if offset > 0 else ""

@@ -254,9 +254,10 @@ def make_groups(plans: list[ClipPlan], size: tuple[int, int], rng) -> list[list[
     order = list(rng.permutation(len(plans)))
     groups = []
     while order:
-        n = int(rng.integers(size[0], size[1] + 1))
-        if len(order) - n < size[0] and len(order) <= size[1]:  # no tiny tail group
-            n = len(order)
+        lo, hi = size
+        n = min(int(rng.integers(lo, hi + 1)), len(order))
+        if 0 < len(order) - n < lo:  # no undersized tail group
+            n = len(order) if len(order) <= hi else len(order) - lo
         members = [plans[j] for j in order[:n]]
         order = order[n:]
         members.sort(key=lambda p: -p.score)
