@@ -94,7 +94,7 @@ class ClipPlan:
     singer: str
     duration: float
     tempo: str  # "slow" / "fast"
-    quality: float  # overall severity q
+    severity: float  # overall severity q (0 = clean)
     pitch_cents: float
     jitter_ms: float
     snr_db: float
@@ -193,7 +193,7 @@ def make_singers(n: int, seed: int) -> list[Singer]:
     cast = []
     for k in range(n):
         high = k % 2 == 1  # half low, half high voices
-        base = rng.uniform(62, 72) if high else rng.uniform(45, 55)  # ~C3 / ~E4-ish centres
+        base = rng.uniform(62, 72) if high else rng.uniform(45, 55)  # D4-C5 / A2-G3 centres
         cast.append(
             Singer(
                 name=f"s{k:02d}",
@@ -240,7 +240,7 @@ def plan_split(split, n, cast, seed, dur_range, formats) -> list[ClipPlan]:
             singer=singer.name,
             duration=round(float(rng.uniform(*dur_range)), 2),
             tempo=str(rng.choice(["slow", "fast"])),
-            quality=round(q, 4),
+            severity=round(q, 4),
             seed=[seed, code, i],
             **draw_degradations(q, rng),
         )
@@ -268,97 +268,134 @@ def make_groups(plans: list[ClipPlan], size: tuple[int, int], rng) -> list[list[
 
 
 def plan_bench(cast, seed, n_rows, dur_range) -> tuple[list[ClipPlan], list[dict]]:
-    """Clips and CMI-RewardBench rows for the four subsets (see README_TEXT for the labels)."""
-    rng = np.random.default_rng([seed, 3])
-    plans: list[ClipPlan] = []
-    rows: list[dict] = []
+    """Clips and CMI-RewardBench rows, `n_rows` per subset (see README_TEXT for the labels)."""
+    planner = BenchPlanner(cast, seed, dur_range)
+    rows = []
+    for subset in (planner.pam_row, planner.musiceval_row, planner.arena_row, planner.cmi_row):
+        rows += [subset(k) for k in range(n_rows)]
+    return planner.plans, rows
 
-    def choose(voice: str, besides: Singer | None = None) -> Singer:
-        pool = [s for s in cast if s.voice == voice and s is not besides] or cast
-        return pool[int(rng.integers(len(pool)))]
 
-    def clip(path, severity, tempo, voice, singer=None, faithful=False) -> tuple[ClipPlan, dict]:
-        """A clip for a prompt (and wanted singer); returns the plan and its labels."""
+class BenchPlanner:
+    """Draws benchmark clips for prompts ("a slow/fast ... song sung by a low/high voice")."""
+
+    def __init__(self, cast: list[Singer], seed: int, dur_range: tuple[float, float]):
+        self.cast, self.seed, self.dur_range = cast, seed, dur_range
+        self.rng = np.random.default_rng([seed, 3])
+        self.plans: list[ClipPlan] = []
+        self.pam_prompt: tuple[str, str, str] | None = None
+
+    def choose(self, voice: str, besides: Singer | None = None) -> Singer:
+        pool = [s for s in self.cast if s.voice == voice and s is not besides] or self.cast
+        return pool[int(self.rng.integers(len(pool)))]
+
+    def clip(self, path, severity, tempo, voice, singer=None, faithful=False):
+        """A clip for a prompt (and a wanted singer); returns (plan, MOS labels)."""
+        rng = self.rng
         match = {"tempo": True, "voice": True}
         if not faithful and rng.random() < 0.35:  # the "system" ignored part of the prompt
             match[str(rng.choice(["tempo", "voice"]))] = False
         sung_tempo = tempo if match["tempo"] else {"slow": "fast", "fast": "slow"}[tempo]
         sung_voice = voice if match["voice"] else {"low": "high", "high": "low"}[voice]
         if singer is None or not match["voice"]:
-            singer = choose(sung_voice)
+            singer = self.choose(sung_voice)
         elif not faithful and rng.random() < 0.3:  # imitated the reference badly
-            singer = choose(sung_voice, besides=singer)
+            singer = self.choose(sung_voice, besides=singer)
         q = float(np.clip(severity + rng.normal(0, 0.12), 0, 1))
-        i = len(plans)
+        i = len(self.plans)
         plan = ClipPlan(
-            clip_id=f"bench_{i:04d}", split="bench", audio_file=path, singer=singer.name,
-            duration=round(float(rng.uniform(*dur_range)), 2), tempo=sung_tempo,
-            quality=round(q, 4), seed=[seed, 3, i], **draw_degradations(q, rng),
-        )  # fmt: skip
+            clip_id=f"bench_{i:04d}",
+            split="bench",
+            audio_file=path,
+            singer=singer.name,
+            duration=round(float(rng.uniform(*self.dur_range)), 2),
+            tempo=sung_tempo,
+            severity=round(q, 4),
+            seed=[self.seed, 3, i],
+            **draw_degradations(q, rng),
+        )
         plan.score = round(score_clip(plan), 2)
-        plans.append(plan)
+        self.plans.append(plan)
         return plan, labels(plan, match, rng)
 
-    def prompt(tempo, voice) -> str:
-        return f"A {tempo} {rng.choice(GENRES)} song sung by a {voice} voice"
+    def prompt(self) -> tuple[str, str, str]:
+        tempo, voice = str(self.rng.choice(["slow", "fast"])), str(self.rng.choice(["low", "high"]))
+        return f"A {tempo} {self.rng.choice(GENRES)} song sung by a {voice} voice", tempo, voice
 
-    def pick() -> tuple[str, str]:
-        return str(rng.choice(["slow", "fast"])), str(rng.choice(["low", "high"]))
+    def severity(self) -> float:
+        return float(self.rng.uniform(0.05, 0.9))
 
-    for k in range(n_rows):  # PAM: every system on the same prompts
-        system = list(PAM_SYSTEMS)[k % len(PAM_SYSTEMS)]
-        if k % len(PAM_SYSTEMS) == 0:
-            tempo, voice = pick()
-            text = prompt(tempo, voice)
-        path = f"human_eval/music/{system}/{youtube_id(rng)}.wav"
-        _, lab = clip(path, PAM_SYSTEMS[system], tempo, voice)
-        rows.append({"source": "PAM (music)", "split": "test", "audio-path": path,
-                     "prompt": text, **lab})  # fmt: skip
-    for k in range(n_rows):  # MusicEval
-        tempo, voice = pick()
+    def pam_row(self, k: int) -> dict:
+        """PAM: every system on the same prompt; the system sets the mean severity."""
+        systems = list(PAM_SYSTEMS)
+        if k % len(systems) == 0:
+            self.pam_prompt = self.prompt()
+        text, tempo, voice = self.pam_prompt
+        system = systems[k % len(systems)]
+        path = f"human_eval/music/{system}/{youtube_id(self.rng)}.wav"
+        _, lab = self.clip(path, PAM_SYSTEMS[system], tempo, voice)
+        return {"source": "PAM (music)", "split": "test", "audio-path": path, "prompt": text, **lab}
+
+    def musiceval_row(self, k: int) -> dict:
+        text, tempo, voice = self.prompt()
         path = f"MusicEval_data/test_audio/{k}.wav"
-        _, lab = clip(path, float(rng.uniform(0.05, 0.9)), tempo, voice)
-        rows.append({"source": "MusicEval", "split": "test", "audio-path": path,
-                     "prompt": prompt(tempo, voice), **lab})  # fmt: skip
-    for k in range(n_rows):  # Music Arena pairs: preference follows musicality
-        tempo, voice = pick()
+        _, lab = self.clip(path, self.severity(), tempo, voice)
+        return {"source": "MusicEval", "split": "test", "audio-path": path, "prompt": text, **lab}
+
+    def arena_row(self, k: int) -> dict:
+        """Music Arena pair: "A" if A's musicality MOS is higher (no ties)."""
+        text, tempo, voice = self.prompt()
         month = ARENA_MONTHS[k % len(ARENA_MONTHS)]
-        stem = f"MusicArena_data/audio_files/{month}/prebaked-{rng.bytes(6).hex()}"
-        pa, la = clip(f"{stem}-a.mp3", float(rng.uniform(0.05, 0.9)), tempo, voice)
-        pb, lb = clip(f"{stem}-b.mp3", float(rng.uniform(0.05, 0.9)), tempo, voice)
+        stem = f"MusicArena_data/audio_files/{month}/prebaked-{self.rng.bytes(6).hex()}"
+        pa, la = self.clip(f"{stem}-a.mp3", self.severity(), tempo, voice)
+        pb, lb = self.clip(f"{stem}-b.mp3", self.severity(), tempo, voice)
         better_a = (la["musicality"], pa.score) >= (lb["musicality"], pb.score)
-        rows.append({"source": f"Music Arena ['{month}']", "split": "test",
-                     "audio-path": pa.audio_file, "audio2": pb.audio_file,
-                     "prompt": prompt(tempo, voice), "preference": "A" if better_a else "B"})  # fmt: skip
-    for k in range(n_rows):  # CMI-Pref pairs, balanced over the four modalities
-        tempo, voice = pick()
+        return {
+            "source": f"Music Arena ['{month}']",
+            "split": "test",
+            "audio-path": pa.audio_file,
+            "audio2": pb.audio_file,
+            "prompt": text,
+            "preference": "A" if better_a else "B",
+        }
+
+    def cmi_row(self, k: int) -> dict:
+        """CMI-Pref pair; modalities text, text+lyrics, text+ref, text+lyrics+ref in turn."""
+        text, tempo, voice = self.prompt()
         with_lyrics, with_ref = bool(k % 2), bool((k // 2) % 2)
         ref_path, ref_singer = "", None
         if with_ref:  # a reference clip by the singer the prompt asks to imitate
-            ref_singer = choose(voice)
-            ref_path = f"cmi-pref/ref-audio/{rng.bytes(6).hex()}.wav"
-            clip(ref_path, 0.1, tempo, voice, singer=ref_singer, faithful=True)
+            ref_singer = self.choose(voice)
+            ref_path = f"cmi-pref/ref-audio/{self.rng.bytes(6).hex()}.wav"
+            self.clip(ref_path, 0.1, tempo, voice, singer=ref_singer, faithful=True)
+            text += " in the style of the reference"
         sides = []
         for _ in range(2):
-            plan, lab = clip(f"cmi-pref/gen-audio/{rng.bytes(6).hex()}.mp3",
-                             float(rng.uniform(0.05, 0.9)), tempo, voice, singer=ref_singer)  # fmt: skip
+            path = f"cmi-pref/gen-audio/{self.rng.bytes(6).hex()}.mp3"
+            plan, lab = self.clip(path, self.severity(), tempo, voice, singer=ref_singer)
             if ref_singer is not None and plan.singer != ref_singer.name:
-                lab = {**lab, "text-music alignment": max(1.0, lab["text-music alignment"] - 1.0)}
+                lab["text-music alignment"] = max(1.0, lab["text-music alignment"] - 1.0)
             sides.append((plan, lab))
         (pa, la), (pb, lb) = sides
-        text = prompt(tempo, voice) + (" in the style of the reference" if with_ref else "")
-        row = {"source": "cmi-arena-annotation", "split": "test", "audio-path": pa.audio_file,
-               "audio2": pb.audio_file, "prompt": text,
-               "lyrics": lyrics_line(rng) if with_lyrics else "", "ref-audio-path": ref_path}  # fmt: skip
+        a_sys, b_sys = self.rng.choice(len(CMI_SYSTEMS), 2, replace=False)
+        row = {
+            "source": "cmi-arena-annotation",
+            "split": "test",
+            "audio-path": pa.audio_file,
+            "audio2": pb.audio_file,
+            "prompt": text,
+            "lyrics": lyrics_line(self.rng) if with_lyrics else "",
+            "ref-audio-path": ref_path,
+            "model_a": CMI_SYSTEMS[a_sys],
+            "model_b": CMI_SYSTEMS[b_sys],
+            "prompt id": f"p{k:04d}",
+            "user id": f"u{k % 5}",
+        }
         for dim, key in (("musicality", "musicality"), ("alignment", "text-music alignment")):
-            pref, conf = preference(la[key] - lb[key])
-            row[f"preference-{dim}"] = pref
-            row[f"confidence_preference-{dim}"] = conf
-        a_sys, b_sys = rng.choice(len(CMI_SYSTEMS), 2, replace=False)
-        row.update({"model_a": CMI_SYSTEMS[a_sys], "model_b": CMI_SYSTEMS[b_sys],
-                    "prompt id": f"p{k:04d}", "user id": f"u{k % 5}"})  # fmt: skip
-        rows.append(row)
-    return plans, rows
+            row[f"preference-{dim}"], row[f"confidence_preference-{dim}"] = preference(
+                la[key] - lb[key]
+            )
+        return row
 
 
 def labels(plan: ClipPlan, match: dict[str, bool], rng) -> dict[str, float]:
@@ -565,7 +602,7 @@ def fill_gaps(cents: np.ndarray) -> np.ndarray:
 
 
 CSV_FIELDS = ["clip_id", "split", "audio_file", "format", "singer", "voice", "duration", "tempo",
-              "quality", "pitch_cents", "jitter_ms", "snr_db", "breath", "clip_db",
+              "severity", "pitch_cents", "jitter_ms", "snr_db", "breath", "clip_db",
               "penalty_pitch", "penalty_timing", "penalty_noise", "penalty_breath",
               "penalty_clip", "score"]  # fmt: skip
 
@@ -609,12 +646,13 @@ wav, flac, mp3 and m4a.
 ## Clips
 Each clip is a sung melody (pentatonic, "slow" or "fast" tempo): a band-limited sawtooth whose
 pitch follows the notes with portamento and vibrato, shaped by a spectral tilt and a bank of
-five parallel formant resonators (two vowels per clip, mixed differently on each note). Singers differ in pitch range
-(`voice` low/high), vocal-tract scale and personal formant offsets, tilt, and vibrato.
+five parallel formant resonators (two vowels per clip, mixed differently on each note).
+Singers differ in pitch range (`voice` low/high), vocal-tract scale and personal formant
+offsets, tilt, and vibrato.
 
 ## Ground truth
-A clip has an overall severity `quality` q in [0, 1]; each degradation takes its own random share
-s_i = clip(q * u_i, 0, 1), u_i ~ U(0.4, 1.6):
+A clip has an overall `severity` q in [0, 1] (0 = clean); each degradation takes its own
+random share s_i = clip(q * u_i, 0, 1), u_i ~ U(0.4, 1.6):
 
 | degradation | parameter (clips.csv) | at s = 1 | penalty |
 |---|---|---|---|
@@ -636,7 +674,8 @@ and carries no information.
 
 Both are groups files (`[[{{"audio_file", "score", "singer"}}, ...], ...]`), groups of 4-10
 clips, each sorted from high to low; paths are relative to this folder. `clips.csv` has every
-clip's parameters, penalties and score; `meta.json` the singers and weights.
+clip's parameters, penalties and score (benchmark clips too, as split "bench"); `meta.json` the
+singers and weights.
 
 ## Benchmark (`bench.jsonl`, CMI-RewardBench schema, split "test", paths relative here)
 Prompts name a tempo (slow/fast) and a voice (low/high). A clip follows its prompt, or (p = 0.35)
