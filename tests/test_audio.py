@@ -125,6 +125,8 @@ def test_garbage_bytes_fail_fast(tmp_path, ext):
     with pytest.raises(AudioDecodeError) as info:
         load_audio(path, MUQ_SR)
     assert str(path) in str(info.value)
+    with pytest.raises(AudioDecodeError):  # no made-up duration either
+        audio_duration(path)
 
 
 @pytest.mark.timeout(10)

@@ -12,10 +12,13 @@ dropped; the trailing padding is not, so we stop at the stream's declared durati
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import soxr
-import torch
+
+if TYPE_CHECKING:  # torch is imported only when a tensor is resampled
+    import torch
 
 MUQ_SR = 24_000
 CAMPP_SR = 16_000
@@ -121,7 +124,7 @@ def audio_duration(path: str | Path) -> float:
             info = sf.info(str(path))
             if info.frames > 0:
                 return info.frames / info.samplerate
-        except Exception:  # noqa: BLE001 - soundfile's errors vary; PyAV gets a try below
+        except Exception:  # soundfile's errors vary; PyAV gets a try below
             pass
     import av
 
@@ -133,7 +136,7 @@ def audio_duration(path: str | Path) -> float:
                 return seconds
     except AudioError:
         raise
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise AudioDecodeError(path, f"cannot read container: {exc}") from exc
     wav, native_sr = _decode(path, 0.0, None)
     return wav.shape[0] / native_sr
@@ -143,7 +146,7 @@ def resample(wav: np.ndarray | torch.Tensor, orig_sr: int, new_sr: int):
     """Band-limited resampling along the last axis; numpy in -> numpy out, tensor in -> tensor out."""
     if orig_sr == new_sr:
         return wav
-    if isinstance(wav, torch.Tensor):
+    if type(wav).__module__.split(".")[0] == "torch":  # a tensor, without importing torch
         import torchaudio.functional as AF
 
         return AF.resample(wav, orig_sr, new_sr)
@@ -247,13 +250,13 @@ def _decode(path: Path, offset: float, duration: float | None) -> tuple[np.ndarr
             return _decode_soundfile(path, offset, duration)
         except AudioError:
             raise
-        except Exception as exc:  # noqa: BLE001 - fall through to FFmpeg, which reads more
+        except Exception as exc:  # fall through to FFmpeg, which reads more
             sf_error = exc
     try:
         return _decode_pyav(path, offset, duration)
     except AudioError:
         raise
-    except Exception as exc:  # noqa: BLE001 - any FFmpeg failure means unreadable/corrupt
+    except Exception as exc:  # any FFmpeg failure means unreadable/corrupt
         extra = f" (soundfile: {sf_error})" if sf_error else ""
         raise AudioDecodeError(path, f"cannot decode: {exc}{extra}") from exc
 
@@ -372,7 +375,10 @@ def _frame_mono(frame) -> np.ndarray:
 def _audio_stream(container, path: Path):
     if not container.streams.audio:
         raise AudioDecodeError(path, "no audio stream in the file")
-    return container.streams.audio[0]
+    stream = container.streams.audio[0]
+    if not (stream.codec_context.sample_rate or stream.rate):  # FFmpeg probed garbage
+        raise AudioDecodeError(path, "audio stream has no sample rate")
+    return stream
 
 
 def _declared_seconds(container, stream) -> float | None:
