@@ -247,3 +247,9 @@ def test_random_crop():
 def test_bad_arguments(encoded, kw):
     with pytest.raises(ValueError):
         load_audio(encoded["wav"], **kw)
+
+
+def test_shared_tone_files_fixture(tone_files):
+    assert set(tone_files) == {"wav", "flac", "mp3", "m4a", "ogg"}
+    for path in tone_files.values():
+        assert load_audio(path, CAMPP_SR).shape[0] == pytest.approx(2 * CAMPP_SR, abs=2)

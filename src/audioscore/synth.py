@@ -164,10 +164,6 @@ def make_corpus(
         "meta": out / "meta.json",
         "readme": out / "README.md",
     }
-    rng = np.random.default_rng([seed, 7])
-    for split in ("train", "val"):
-        groups = make_groups([p for p in plans if p.split == split], group_size, rng)
-        write_text(paths[split], json.dumps(groups, indent=1) + "\n")
     write_text(
         paths["bench"], "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in bench_rows_)
     )
@@ -181,6 +177,10 @@ def make_corpus(
     }
     write_text(paths["meta"], json.dumps(meta, indent=1) + "\n")
     write_text(paths["readme"], README_TEXT)
+    rng = np.random.default_rng([seed, 7])
+    for split in ("val", "train"):  # train.json last: its presence means the corpus is complete
+        groups = make_groups([p for p in plans if p.split == split], group_size, rng)
+        write_text(paths[split], json.dumps(groups, indent=1) + "\n")
     return paths
 
 
