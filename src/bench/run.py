@@ -8,7 +8,9 @@ one after another with `models=[cmi_rm_tiny,audioscore]` (or a Hydra multirun `-
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -98,6 +100,28 @@ def select_todo(cfg: DictConfig, out: Path) -> tuple[list[BenchRow], int]:
     return todo, len(rows) - len(todo)
 
 
+def pick_threads(cfg: DictConfig, processes: int = 1) -> int | None:
+    """Intra-op threads for CPU scoring; `torch_threads: auto` leaves half the cores to the
+    decoding workers and other processes (oversubscribed OpenMP threads spin and crawl)."""
+    want = cfg.get("torch_threads", "auto")
+    if want in (None, "none") or resolve_device(str(cfg.get("device") or "cpu")) != "cpu":
+        return None
+    if want == "auto":
+        return max(1, (os.cpu_count() or 1) // (2 * max(processes, 1)))
+    return int(want)
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None):
+    old = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
 def score_local(
     cfg: DictConfig,
     model: Any,
@@ -175,7 +199,7 @@ def run(
     elif batches:
         if model is None:
             model, score_kwargs = build_model(cfg)
-        with ResultWriter(results) as writer:
+        with ResultWriter(results) as writer, torch_threads(pick_threads(cfg)):
             counts = score_local(cfg, model, score_kwargs or {}, batches, writer)
     all_rows = compact(results, part_files(out))
     wall = time.perf_counter() - t0

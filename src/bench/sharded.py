@@ -59,8 +59,10 @@ class BenchPredictModule(L.LightningModule):
         out_dir: str,
         model_name: str,
         bf16: bool = True,
+        threads: int | None = None,
     ):
         super().__init__()
+        self.threads = threads
         self.model_cfg, self.score_kwargs = model_cfg, dict(score_kwargs or {})
         self.max_dur, self.out_dir, self.model_name, self.bf16 = max_dur, out_dir, model_name, bf16
         self._rm = [
@@ -82,6 +84,8 @@ class BenchPredictModule(L.LightningModule):
             self._rm[0], kw = build_reward_model(cfg)
             self.score_kwargs = {**(kw or {}), **self.score_kwargs}
         self.writer = ResultWriter(Path(self.out_dir) / f"results.rank{self.global_rank}.jsonl")
+        if self.threads:
+            torch.set_num_threads(self.threads)  # per rank: ranks share the machine's cores
 
     def transfer_batch_to_device(
         self, batch: Any, device: torch.device, dataloader_idx: int
@@ -113,7 +117,7 @@ def score_sharded(
     out: Path,
 ) -> dict[str, Any]:
     """Run predict over `cfg.trainer` devices; returns counts read back from the part files."""
-    from bench.run import extra_score_kwargs, prepare_model_cfg
+    from bench.run import extra_score_kwargs, pick_threads, prepare_model_cfg
     from bench.store import iter_records
 
     model_cfg = OmegaConf.to_container(prepare_model_cfg(cfg), resolve=True)
@@ -126,6 +130,7 @@ def score_sharded(
         str(out),
         str(cfg.model.name),
         bool(cfg.get("bf16", True)),
+        pick_threads(cfg, int(cfg.trainer.get("devices", 1))),
     )
     tcfg = OmegaConf.to_container(cfg.trainer, resolve=True)
     if tcfg.get("strategy", "auto") == "auto":  # fork on CPU: no re-import of the caller
