@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import lightning as L
@@ -14,6 +15,9 @@ from torch import nn
 
 from audioscore.metrics import group_metrics
 from audioscore.models.components.grl import SingerAdversary, dann_lambda
+
+# the MuQ backbone is kept in eval mode on purpose (BatchNorm, dropout, layerdrop)
+warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
 
 
 def to_container(cfg: Any) -> Any:

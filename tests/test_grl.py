@@ -1,0 +1,60 @@
+"""Gradient reversal: DANN schedule, sign of the adversary gradient, GRL experiment logging."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from test_train import make_cfg
+
+from audioscore.models.components.grl import SingerAdversary, dann_lambda, reverse_grad
+from audioscore.train import train
+
+
+def test_reverse_grad_is_identity_forward_and_flips_backward():
+    x = torch.randn(3, 4, requires_grad=True)
+    y = reverse_grad(x, 0.7)
+    assert torch.equal(y, x)
+    (y * torch.arange(4.0)).sum().backward()
+    torch.testing.assert_close(x.grad, -0.7 * torch.arange(4.0).expand(3, 4))
+
+
+def test_dann_schedule():
+    assert dann_lambda(0.0, 0.5) == 0.0
+    assert dann_lambda(1.0, 0.5) == pytest.approx(0.5 * (2 / (1 + math.exp(-10)) - 1))
+    assert dann_lambda(0.1, 1.0) == pytest.approx(2 / (1 + math.exp(-1)) - 1)
+    values = [dann_lambda(p / 10) for p in range(11)]
+    assert values == sorted(values) and dann_lambda(2.0) == dann_lambda(1.0)
+
+
+def test_adversary_learns_while_features_unlearn():
+    """total = task + adv: the adversary descends adv, the features get -lambda x that gradient."""
+    torch.manual_seed(0)
+    adv = SingerAdversary(6, 3, hidden_dim=8, dropout=0.0)
+    adv.grl.lambd = 0.25
+    pooled = torch.randn(5, 6, requires_grad=True)
+    target = torch.tensor([0, 1, 2, 0, 1])
+    torch.nn.functional.cross_entropy(adv(pooled), target).backward()
+    reversed_grad = pooled.grad.clone()
+    adv_grads = [p.grad.clone() for p in adv.parameters()]
+
+    pooled.grad = None
+    adv.zero_grad()
+    torch.nn.functional.cross_entropy(adv.mlp(pooled), target).backward()  # no GRL
+    torch.testing.assert_close(reversed_grad, -0.25 * pooled.grad)
+    for g, p in zip(adv_grads, adv.parameters(), strict=True):
+        torch.testing.assert_close(g, p.grad)  # the adversary itself is not reversed
+
+
+def test_grl_experiment_logs_adversary_metrics(tmp_path, synth_corpus):
+    cfg = make_cfg(tmp_path, synth_corpus, "export=false", experiment="muq_lora_grl")
+    metrics, objects = train(cfg)
+    model = objects["model"]
+    assert model.adversary is not None
+    assert model.adversary.mlp[-1].out_features == objects["datamodule"].num_singers == 4
+    for key in ("train/adv_loss", "train/grl_lambda", "val/adv_acc", "val/srcc"):
+        assert key in metrics
+    # lambda follows the schedule at the last step taken (2 steps planned)
+    assert metrics["train/grl_lambda"] == pytest.approx(dann_lambda(1 / 2, 0.5), rel=1e-4)
+    assert 0.0 <= metrics["val/adv_acc"] <= 1.0

@@ -1,0 +1,125 @@
+"""audioscore.train end to end on the tiny config: logging, export, resume, init_from, DDP."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, open_dict
+from safetensors.torch import load_file
+
+from audioscore.export import load_scorer
+from audioscore.models.components.muq_encoder import build_tiny_muq_dir
+from audioscore.train import load_init_weights, train
+
+CONF = str(Path(__file__).resolve().parents[1] / "conf")
+FAST = [
+    "debug=tiny",
+    "logger=csv",
+    "data.num_workers=0",
+    "data.crop_seconds=2.0",
+    "data.groups_per_batch=2",
+    "data.max_group_size=4",
+    "data.steps_per_epoch=2",
+    "trainer.max_epochs=1",
+    "trainer.log_every_n_steps=1",
+    "trainer.enable_progress_bar=false",
+    "trainer.num_sanity_val_steps=0",
+]
+
+
+def make_cfg(out: Path, corpus: dict, *overrides: str, experiment: str = "muq_lora") -> DictConfig:
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        cfg = compose(
+            "train",
+            overrides=[
+                f"experiment={experiment}",
+                f"data.root={corpus['root']}",
+                *FAST,
+                *overrides,
+            ],
+        )
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(out)
+    return cfg
+
+
+def read_csv_rows(run_dir: Path) -> list[dict]:
+    (path,) = run_dir.glob("csv/**/metrics.csv")
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_train_logs_checkpoints_and_exports(tmp_path, synth_corpus, monkeypatch):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    cfg = make_cfg(tmp_path, synth_corpus, "logger=default", "trainer.max_epochs=2")
+    metrics, objects = train(cfg)
+    for key in ("train/loss", "val/srcc", "val/ktau", "val/pair_acc"):
+        assert key in metrics and -1.0 <= metrics[key] or key == "train/loss"
+    assert (tmp_path / ".hydra" / "config.yaml").is_file()
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+    rows = read_csv_rows(tmp_path)
+    assert any(r.get("val/srcc") for r in rows) and any(r.get("train/loss") for r in rows)
+    assert list(tmp_path.glob("wandb/offline-run-*"))  # wandb ran offline without a key
+    # the export reloads without Lightning and scores like the trained net
+    model = load_scorer(objects["export_dir"])
+    clip = synth_corpus["root"] / "audio"
+    files = sorted(str(p) for p in clip.rglob("*.wav"))[:2]
+    scores = model.score_batch(files, 2, None)
+    assert scores.shape == (2, 2) and torch.isfinite(torch.tensor(scores[:, 1])).all()
+
+
+def test_resume_continues_and_lora_only_checkpoints(tmp_path, synth_corpus):
+    tiny = build_tiny_muq_dir(tmp_path / "tiny_muq")
+    common = [f"model.net.encoder.pretrained={tiny}", "save_full_encoder=false"]
+    _, first = train(make_cfg(tmp_path / "a", synth_corpus, *common))
+    last = tmp_path / "a" / "checkpoints" / "last.ckpt"
+    state = torch.load(last, map_location="cpu", weights_only=True)["state_dict"]
+    assert any("lora_B" in k for k in state) and not any("base_layer" in k for k in state)
+    assert first["trainer"].global_step == 2
+
+    cfg = make_cfg(
+        tmp_path / "b", synth_corpus, *common, "trainer.max_epochs=2", f"ckpt_path={last}"
+    )
+    _, second = train(cfg)
+    assert second["trainer"].global_step == 4
+    steps = [int(r["step"]) for r in read_csv_rows(tmp_path / "b") if r.get("train/loss")]
+    assert steps and min(steps) >= 2  # only the second epoch ran here
+    weights = load_file(str(second["export_dir"] / "model.safetensors"))
+    assert not any("base_layer" in k for k in weights)  # LoRA-only export, base from `pretrained`
+    assert load_scorer(second["export_dir"]).net.encoder.pretrained == str(tiny)
+
+
+def test_init_from_copies_exported_weights(tmp_path, synth_corpus):
+    _, objects = train(make_cfg(tmp_path / "a", synth_corpus))
+    export = load_file(str(objects["export_dir"] / "model.safetensors"))
+    import hydra
+
+    fresh = hydra.utils.instantiate(make_cfg(tmp_path / "b", synth_corpus, "seed=123").model)
+    load_init_weights(fresh.net, str(objects["export_dir"]))
+    own = fresh.net.state_dict()
+    assert all(torch.equal(own[k], v) for k, v in export.items())
+    other = hydra.utils.instantiate(
+        make_cfg(tmp_path / "c", synth_corpus, "model.net.head.hidden_dim=8").model
+    )
+    with pytest.raises(ValueError, match="shape mismatch"):
+        load_init_weights(other.net, str(objects["export_dir"]))
+
+
+@pytest.mark.parametrize("loss", ["pairwise", "regression"])
+def test_alternative_losses_train(tmp_path, synth_corpus, loss):
+    metrics, objects = train(make_cfg(tmp_path, synth_corpus, f"loss={loss}", "export=false"))
+    assert torch.isfinite(torch.tensor(metrics["train/loss"]))
+    if loss == "regression":  # standardised with the training scores
+        assert float(objects["model"].loss_fn.std) > 1.0
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes(tmp_path, synth_corpus):
+    cfg = make_cfg(tmp_path, synth_corpus, "trainer=ddp_sim", "trainer.max_epochs=1")
+    metrics, objects = train(cfg)
+    assert objects["trainer"].world_size == 2
+    assert "val/srcc" in metrics and (tmp_path / "export" / "model.safetensors").is_file()
