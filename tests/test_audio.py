@@ -253,3 +253,33 @@ def test_shared_tone_files_fixture(tone_files):
     assert set(tone_files) == {"wav", "flac", "mp3", "m4a", "ogg"}
     for path in tone_files.values():
         assert load_audio(path, CAMPP_SR).shape[0] == pytest.approx(2 * CAMPP_SR, abs=2)
+
+
+def write_stereo_pyav(path, left: np.ndarray, right: np.ndarray, sr: int, codec: str, fmt: str):
+    """Stereo file through FFmpeg (the shape of real user uploads: 44.1 kHz stereo m4a)."""
+    import av
+
+    with av.open(str(path), "w", format=fmt) as container:
+        stream = container.add_stream(codec, rate=sr)
+        stream.layout = "stereo"
+        data = np.stack([left, right]).astype(np.float32)  # [2, T] planar
+        for i in range(0, data.shape[1], 4096):
+            frame = av.AudioFrame.from_ndarray(
+                np.ascontiguousarray(data[:, i : i + 4096]), format="fltp", layout="stereo"
+            )
+            frame.sample_rate, frame.pts = sr, i
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+
+
+@pytest.mark.parametrize("codec, fmt, ext", [("aac", "ipod", "m4a"), ("pcm_s16le", "wav", "wav")])
+def test_stereo_through_ffmpeg_is_mixed_to_mono(tmp_path, codec, fmt, ext):
+    from audioscore import audio
+
+    left = make_tone()
+    path = tmp_path / f"stereo.{ext}"
+    write_stereo_pyav(path, left, np.zeros_like(left), SRC_SR, codec, fmt)
+    wav, rate = audio._decode_pyav(path, 0.0, None)  # the FFmpeg path, even for wav
+    assert rate == SRC_SR and abs(wav.shape[0] - left.shape[0]) <= 2
+    gain = np.dot(wav[: left.shape[0]], left) / np.dot(left, left)
+    assert gain == pytest.approx(0.5, abs=0.02)  # mean of the channels
