@@ -222,7 +222,15 @@ def draw_degradations(q: float, rng: np.random.Generator) -> dict[str, float]:
     }
 
 
-def plan_split(split, n, cast, seed, dur_range, formats) -> list[ClipPlan]:
+def plan_split(
+    split: str,
+    n: int,
+    cast: list[Singer],
+    seed: int,
+    dur_range: tuple[float, float],
+    formats: tuple[str, ...],
+) -> list[ClipPlan]:
+    """`n` clip plans for "train" (singer-biased severity) or "val" (severity ~ U(0, 1))."""
     code = {"train": 1, "val": 2}[split]
     rng = np.random.default_rng([seed, code])
     plans = []
@@ -249,7 +257,9 @@ def plan_split(split, n, cast, seed, dur_range, formats) -> list[ClipPlan]:
     return plans
 
 
-def make_groups(plans: list[ClipPlan], size: tuple[int, int], rng) -> list[list[dict]]:
+def make_groups(
+    plans: list[ClipPlan], size: tuple[int, int], rng: np.random.Generator
+) -> list[list[dict]]:
     """Shuffle clips into groups of `size` (inclusive range), each sorted high to low."""
     order = list(rng.permutation(len(plans)))
     groups = []
@@ -267,7 +277,9 @@ def make_groups(plans: list[ClipPlan], size: tuple[int, int], rng) -> list[list[
     return groups
 
 
-def plan_bench(cast, seed, n_rows, dur_range) -> tuple[list[ClipPlan], list[dict]]:
+def plan_bench(
+    cast: list[Singer], seed: int, n_rows: int, dur_range: tuple[float, float]
+) -> tuple[list[ClipPlan], list[dict]]:
     """Clips and CMI-RewardBench rows, `n_rows` per subset (see README_TEXT for the labels)."""
     planner = BenchPlanner(cast, seed, dur_range)
     rows = []
@@ -289,7 +301,15 @@ class BenchPlanner:
         pool = [s for s in self.cast if s.voice == voice and s is not besides] or self.cast
         return pool[int(self.rng.integers(len(pool)))]
 
-    def clip(self, path, severity, tempo, voice, singer=None, faithful=False):
+    def clip(
+        self,
+        path: str,
+        severity: float,
+        tempo: str,
+        voice: str,
+        singer: Singer | None = None,
+        faithful: bool = False,
+    ) -> tuple[ClipPlan, dict[str, float]]:
         """A clip for a prompt (and a wanted singer); returns (plan, MOS labels)."""
         rng = self.rng
         match = {"tempo": True, "voice": True}
@@ -398,7 +418,7 @@ class BenchPlanner:
         return row
 
 
-def labels(plan: ClipPlan, match: dict[str, bool], rng) -> dict[str, float]:
+def labels(plan: ClipPlan, match: dict[str, bool], rng: np.random.Generator) -> dict[str, float]:
     """MOS 1-5: musicality from the ground-truth score, alignment from prompt matches."""
     mus = 1.0 + 4.0 * (plan.score - SCORE_MIN) / (SCORE_MAX - SCORE_MIN) + rng.normal(0, 0.15)
     ali = 1.5 + 3.0 * sum(match.values()) / len(match) + rng.normal(0, 0.2)
@@ -416,12 +436,12 @@ def preference(diff: float) -> tuple[str, str]:
     return ("model_a" if diff > 0 else "model_b"), f"{conf:.1f}"
 
 
-def youtube_id(rng) -> str:
+def youtube_id(rng: np.random.Generator) -> str:
     chars = np.array(list("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"))
     return "".join(rng.choice(chars, 11))
 
 
-def lyrics_line(rng) -> str:
+def lyrics_line(rng: np.random.Generator) -> str:
     syl = ["la", "na", "da", "oh", "ah", "mi", "lo", "ve", "sun", "rain", "home", "sky"]
     return "\n".join(" ".join(rng.choice(syl, 6)) for _ in range(2))
 
@@ -461,7 +481,10 @@ def render_clip(plan: ClipPlan, singer: Singer, sr: int = SR) -> np.ndarray:
     )  # level varies: not a cue; headroom for codecs
 
 
-def compose_melody(plan: ClipPlan, singer: Singer, rng) -> list[tuple[float, float, float]]:
+def compose_melody(
+    plan: ClipPlan, singer: Singer, rng: np.random.Generator
+) -> list[tuple[float, float, float]]:
+    """Notes as (onset s, length s, MIDI pitch): a pentatonic walk, onsets jittered."""
     lo, hi = (0.45, 0.9) if plan.tempo == "slow" else (0.15, 0.32)
     key = singer.base_midi + rng.integers(-3, 4)
     degree, t, notes = int(rng.integers(2, 6)), 0.05, []
@@ -478,7 +501,14 @@ def compose_melody(plan: ClipPlan, singer: Singer, rng) -> list[tuple[float, flo
     return jittered
 
 
-def note_tracks(notes, plan: ClipPlan, singer: Singer, n: int, sr: int, rng):
+def note_tracks(
+    notes: list[tuple[float, float, float]],
+    plan: ClipPlan,
+    singer: Singer,
+    n: int,
+    sr: int,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-sample f0 (Hz), amplitude envelope and vowel mix weight, each [T]."""
     target = np.full(n, np.nan)  # cents relative to MIDI 0
     env = np.zeros(n)
@@ -512,7 +542,15 @@ def adsr(m: int, sr: int) -> np.ndarray:
     return env
 
 
-def sing(f0, env, vowel_mix, breath: float, singer: Singer, sr: int, rng) -> np.ndarray:
+def sing(
+    f0: np.ndarray,
+    env: np.ndarray,
+    vowel_mix: np.ndarray,
+    breath: float,
+    singer: Singer,
+    sr: int,
+    rng: np.random.Generator,
+) -> np.ndarray:
     """Source-filter voice: (tilted PolyBLEP sawtooth + aspiration) -> two vowel filters, mixed."""
     dt = np.minimum(f0 / sr, 0.49)
     phase = np.cumsum(dt) % 1.0
@@ -529,7 +567,9 @@ def sing(f0, env, vowel_mix, breath: float, singer: Singer, sr: int, rng) -> np.
     return (vowel_mix * out_a + (1 - vowel_mix) * out_b) * env
 
 
-def add_noise(voice, env, snr_db: float, sr: int, rng) -> np.ndarray:
+def add_noise(
+    voice: np.ndarray, env: np.ndarray, snr_db: float, sr: int, rng: np.random.Generator
+) -> np.ndarray:
     """Coloured background noise at `snr_db` relative to the voice while it sings."""
     white = rng.standard_normal(len(voice))
     noise = sosfilt(one_pole_sos(800.0, sr), white) * 4 + 0.3 * white + 0.2 * rng.random()
@@ -552,7 +592,9 @@ def polyblep_saw(phase: np.ndarray, dt: np.ndarray) -> np.ndarray:
     return saw
 
 
-def formant_filter(x: np.ndarray, formants, singer: Singer, sr: int) -> np.ndarray:
+def formant_filter(
+    x: np.ndarray, formants: tuple[float, ...], singer: Singer, sr: int
+) -> np.ndarray:
     """Parallel formant bank: band-pass resonators at the singer's scaled formants, summed.
 
     Parallel (not cascaded) so energy above F4 survives: breathiness and noise stay audible
