@@ -69,3 +69,40 @@ def test_duplicate_labels_stay_distinct(tmp_path):
     b = fake_run(tmp_path, "seed1", "muq_lora", [0.2], None)
     res = compare_plans.compare([str(a), str(b)], tmp_path / "out")
     assert [r["run"] for r in res["rows"]] == ["muq_lora", "muq_lora (seed1)"]
+
+
+# --- scripts/probe_singer.py: the probe itself on features with known singer information ---
+spec_p = importlib.util.spec_from_file_location("probe_singer", ROOT / "scripts/probe_singer.py")
+probe_singer = importlib.util.module_from_spec(spec_p)
+sys.modules["probe_singer"] = probe_singer
+spec_p.loader.exec_module(probe_singer)
+
+
+def test_probe_separates_informative_from_blind_features():
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    labels = [f"s{i % 4}" for i in range(80)]
+    y = np.array([i % 4 for i in range(80)])
+    centres = rng.normal(size=(4, 16)) * 3.0
+    informative = centres[y] + rng.normal(size=(80, 16))
+    blind = rng.normal(size=(80, 16))
+    good = probe_singer.fit_probe(informative, labels)
+    bad = probe_singer.fit_probe(blind, labels)
+    assert good["chance"] == bad["chance"] == 0.25
+    assert good["accuracy"] > 0.9 and good["margin"] > 0.6
+    assert bad["margin"] < 0.2
+    assert good["folds"] == 5 and good["dim"] == 16
+
+
+def test_probe_part_selection():
+    import numpy as np
+
+    pooled = np.arange(20.0).reshape(2, 10)
+    assert probe_singer.select_part(pooled, 3, "audio").shape == (2, 7)
+    assert probe_singer.select_part(pooled, 3, "timbre").tolist() == pooled[:, -3:].tolist()
+    assert probe_singer.select_part(pooled, 0, "audio").shape == (2, 10)
+    with pytest.raises(ValueError, match="timbre branch"):
+        probe_singer.select_part(pooled, 0, "timbre")
+    with pytest.raises(ValueError, match="1 clips per singer|>= 2 clips"):
+        probe_singer.fit_probe(np.zeros((3, 2)), ["a", "a", "b"])

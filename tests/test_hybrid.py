@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -93,17 +95,16 @@ def test_frame_level_fusion(campp_file):
     assert abs(in_batch[1].shape[0] - 2 * int(mask[1].sum())) <= 3
 
 
-def test_plan_b_config_composes_and_exports(tmp_path):
-    """experiment=hybrid_campp debug=tiny: net builds from config, export round-trips CAM++."""
-    from pathlib import Path
-
-    import numpy as np
+@pytest.fixture(scope="module")
+def plan_b(tmp_path_factory):
+    """experiment=hybrid_campp debug=tiny composed from conf/, net built, exported."""
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from audioscore.export import export_scorer, load_scorer, prepare_audio
+    from audioscore.export import export_scorer
     from audioscore.models.scorer_module import build_net
 
+    tmp = tmp_path_factory.mktemp("plan_b")
     conf = str(Path(__file__).resolve().parents[1] / "conf")
     with initialize_config_dir(config_dir=conf, version_base="1.3"):
         cfg = compose(
@@ -111,22 +112,29 @@ def test_plan_b_config_composes_and_exports(tmp_path):
             overrides=[
                 "experiment=hybrid_campp",
                 "debug=tiny",
-                f"paths.data_dir={tmp_path}",
-                f"paths.output_dir={tmp_path / 'run'}",
+                f"paths.data_dir={tmp}",
+                f"paths.output_dir={tmp / 'run'}",
             ],
         )
     assert cfg.plan == "B" and cfg.model.net.timbre.tiny
-    net_cfg = OmegaConf.to_container(cfg.model.net, resolve=True)
     torch.manual_seed(0)
-    net = build_net(net_cfg)
-    assert isinstance(net.timbre, CamppEncoder) and net.timbre.out_dim == 32
-    assert (tmp_path / "campp_tiny" / "campp_tiny.bin").is_file()
+    net = build_net(OmegaConf.to_container(cfg.model.net, resolve=True))
     # perturb the CAM++ BatchNorm so the export must carry these exact weights
     with torch.no_grad():
         net.timbre.model.xvector.dense.nonlinear.batchnorm.running_mean.add_(0.5)
     net.eval()
-    out_dir = export_scorer(net, tmp_path / "export")
-    rm = load_scorer(out_dir)
+    return {"net": net, "export": export_scorer(net, tmp / "export"), "tmp": tmp}
+
+
+def test_plan_b_config_builds_and_export_round_trips(plan_b):
+    from hydra.utils import instantiate
+
+    from audioscore.export import load_scorer, prepare_audio
+
+    net = plan_b["net"]
+    assert isinstance(net.timbre, CamppEncoder) and net.timbre.out_dim == 32
+    assert (plan_b["tmp"] / "campp_tiny" / "campp_tiny.bin").is_file()
+    rm = load_scorer(plan_b["export"])
     g = torch.Generator().manual_seed(3)
     wavs = [(0.1 * torch.randn(int(1.5 * 24000), generator=g)).numpy() for _ in range(3)]
     got = rm.score_batch(wavs, batch_size=2)
@@ -136,10 +144,55 @@ def test_plan_b_config_composes_and_exports(tmp_path):
         x = torch.from_numpy(prepared)
         want = net(x, torch.full((3,), x.shape[1]))["score"].numpy()
     np.testing.assert_allclose(got[:, 1], want, atol=1e-4)
+    torch.testing.assert_close(
+        rm.net.timbre.model.xvector.dense.nonlinear.batchnorm.running_mean,
+        net.timbre.model.xvector.dense.nonlinear.batchnorm.running_mean,
+    )
     # the source-free config rebuilds the same encoder from the exported state dict
-    from hydra.utils import instantiate
-
     clone = instantiate(net.timbre.standalone_config())
     clone.load_state_dict(net.timbre.state_dict())
     wav, lengths = batch()
     torch.testing.assert_close(clone(wav, lengths), net.timbre(wav, lengths))
+
+
+def test_probe_singer_on_plan_b_export(plan_b, synth_corpus, tmp_path):
+    """scripts/probe_singer.py end to end: parts, chance level, a bad clip recorded and skipped."""
+    import importlib.util
+    import json
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("probe_singer", root / "scripts/probe_singer.py")
+    probe_singer = importlib.util.module_from_spec(spec)
+    sys.modules["probe_singer"] = probe_singer
+    spec.loader.exec_module(probe_singer)
+
+    groups = json.loads(Path(synth_corpus["train"]).read_text())
+    base = Path(synth_corpus["train"]).parent
+    for g in groups:
+        for item in g:
+            item["audio_file"] = str(base / item["audio_file"])
+    bad = tmp_path / "broken.wav"
+    bad.write_bytes(b"RIFF not really a wav")
+    groups.append([{"audio_file": str(bad), "score": 60.0, "singer": "s00"}])
+    gfile = tmp_path / "groups.json"
+    gfile.write_text(json.dumps(groups))
+    audio = probe_singer.probe(str(plan_b["export"]), str(gfile), part="audio")
+    n_clips = len({i["audio_file"] for g in groups for i in g}) - 1
+    assert audio["n_clips"] == n_clips and len(audio["failures"]) == 1
+    assert "broken.wav" in audio["failures"][0]
+    assert audio["dim"] == plan_b["net"].pooled_dim - 32  # CAM++ dims left out
+    assert audio["chance"] == pytest.approx(max_share(groups))
+    assert 0.0 <= audio["accuracy"] <= 1.0
+    assert audio["margin"] == pytest.approx(audio["accuracy"] - audio["chance"])
+
+
+def max_share(groups) -> float:
+    from collections import Counter
+
+    singers = Counter(
+        i["singer"]
+        for i in {i["audio_file"]: i for g in groups for i in g}.values()
+        if not i["audio_file"].endswith("broken.wav")
+    )
+    return max(singers.values()) / sum(singers.values())

@@ -1,0 +1,168 @@
+"""Linear probe for singer identity on an exported scorer's pooled representation.
+
+    python scripts/probe_singer.py outputs/train/muq_lora/<run>/export data/synth/val.json
+
+Loads the export (`audioscore.export.load_net`), runs the held-out clips of a groups file
+through it exactly as `score_batch` prepares them (centre crop, loudness), collects `pooled`
+[N, P], and fits a standardised logistic regression with stratified k-fold cross-validation.
+Prints accuracy, chance (majority-class rate) and the margin above chance; `--out` also writes
+the result as JSON. A GRL run should leave a much smaller margin than its no-GRL twin.
+
+`--part`: `audio` (default) probes the MuQ part only, i.e. drops the CAM++ dims that plan B
+appends (a frozen speaker embedding identifies singers by design); `all` probes everything;
+`timbre` only the CAM++ dims.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def read_clips(groups_file: str, root: str | None = None) -> list[dict[str, Any]]:
+    """Unique clips with a singer label from a groups file."""
+    from audioscore.data.groups import read_groups
+
+    seen: dict[str, dict[str, Any]] = {}
+    for group in read_groups(groups_file, root=root, require_sorted=False):
+        for item in group:
+            if item.get("singer") is not None:
+                seen.setdefault(item["audio_file"], item)
+    if not seen:
+        raise ValueError(f"{groups_file}: no clip carries a `singer` field; nothing to probe")
+    return list(seen.values())
+
+
+@torch.inference_mode()
+def extract_pooled(
+    export_dir: str, paths: list[str], batch_size: int = 8, device: str = "cpu"
+) -> tuple[np.ndarray, list[int], list[str], int]:
+    """pooled [N_ok, P] for the clips that decode; returns (pooled, ok indices, failures, E)."""
+    from audioscore.audio import AudioError
+    from audioscore.export import equal_length_batches, load_net, prepare_audio
+
+    net, config = load_net(export_dir, device)
+    pre = config.get("preprocess", {})
+    wavs, ok, failures = [], [], []
+    for i, p in enumerate(paths):
+        try:
+            wavs.append(prepare_audio(p, pre.get("max_dur"), pre.get("target_lufs"), "center"))
+            ok.append(i)
+        except (AudioError, OSError, ValueError) as e:  # record and carry on
+            failures.append(f"{p}: {e}")
+    pooled = [None] * len(wavs)
+    for idx in equal_length_batches([len(w) for w in wavs], batch_size):
+        x = torch.from_numpy(np.stack([wavs[j] for j in idx])).to(device)  # [B, T]
+        lengths = torch.full((len(idx),), x.shape[1], dtype=torch.long, device=device)
+        out = net(x, lengths)["pooled"].float().cpu().numpy()  # [B, P]
+        for j, row in zip(idx, out, strict=True):
+            pooled[j] = row
+    timbre = getattr(net, "timbre", None)
+    e_dim = int(getattr(timbre, "out_dim", 0)) if timbre is not None else 0
+    return np.stack(pooled), ok, failures, e_dim
+
+
+def select_part(pooled: np.ndarray, timbre_dim: int, part: str) -> np.ndarray:
+    """The slice of pooled to probe; plan B's head appends the timbre embedding last."""
+    if part == "all" or timbre_dim == 0:
+        if part == "timbre":
+            raise ValueError("--part timbre needs a scorer with a timbre branch")
+        return pooled
+    if part == "audio":
+        return pooled[:, :-timbre_dim]
+    if part == "timbre":
+        return pooled[:, -timbre_dim:]
+    raise ValueError(f"--part must be audio, all or timbre, got {part!r}")
+
+
+def fit_probe(x: np.ndarray, labels: list[str], folds: int = 5, seed: int = 0) -> dict[str, float]:
+    """Cross-validated logistic-regression accuracy vs majority-class chance."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    _, y = np.unique(np.asarray(labels), return_inverse=True)
+    counts = np.bincount(y)
+    folds = int(min(folds, counts.min()))
+    if folds < 2:
+        raise ValueError(f"need >= 2 clips per singer for cross-validation, got counts {counts}")
+    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000, C=1.0))
+    cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    acc = cross_val_score(clf, x, y, cv=cv, scoring="accuracy")
+    chance = float(counts.max() / counts.sum())
+    return {
+        "accuracy": float(acc.mean()),
+        "accuracy_std": float(acc.std()),
+        "chance": chance,
+        "margin": float(acc.mean()) - chance,
+        "folds": folds,
+        "n_clips": int(len(y)),
+        "n_singers": int(len(counts)),
+        "dim": int(x.shape[1]),
+    }
+
+
+def probe(
+    export_dir: str,
+    groups_file: str,
+    *,
+    root: str | None = None,
+    part: str = "audio",
+    folds: int = 5,
+    seed: int = 0,
+    batch_size: int = 8,
+) -> dict[str, Any]:
+    clips = read_clips(groups_file, root)
+    pooled, ok, failures, e_dim = extract_pooled(
+        export_dir, [c["audio_file"] for c in clips], batch_size
+    )
+    x = select_part(pooled, e_dim, part)
+    res = fit_probe(x, [clips[i]["singer"] for i in ok], folds, seed)
+    res.update(export=str(export_dir), groups=str(groups_file), part=part, failures=failures)
+    return res
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("export_dir")
+    ap.add_argument("groups_file", help="held-out clips with `singer` (e.g. data/synth/val.json)")
+    ap.add_argument("--root", default=None, help="folder relative audio paths resolve against")
+    ap.add_argument("--part", default="audio", choices=["audio", "all", "timbre"])
+    ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default=None, help="also write the result as JSON here")
+    args = ap.parse_args(argv)
+    res = probe(
+        args.export_dir,
+        args.groups_file,
+        root=args.root,
+        part=args.part,
+        folds=args.folds,
+        seed=args.seed,
+    )
+    for f in res["failures"]:
+        print(f"skipped {f}", file=sys.stderr)
+    print(
+        f"singer probe ({res['part']}, {res['dim']}-d, {res['n_clips']} clips, "
+        f"{res['n_singers']} singers, {res['folds']}-fold): accuracy {res['accuracy']:.3f} "
+        f"± {res['accuracy_std']:.3f} vs chance {res['chance']:.3f} "
+        f"(margin {res['margin']:+.3f})"
+    )
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_suffix(out.suffix + ".tmp")
+        tmp.write_text(json.dumps(res, indent=2))
+        os.replace(tmp, out)
+
+
+if __name__ == "__main__":
+    main()
