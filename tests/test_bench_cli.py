@@ -56,26 +56,32 @@ def test_default_configs_compose():
         assert real.dataset.jsonl == "data/all_test.jsonl" and real.dataset.root == "data"
 
 
-def test_several_models_in_one_run(toy, tmp_path):
+def test_several_models_in_one_run_on_the_synthetic_corpus(synth_corpus, tmp_path):
+    root = synth_corpus["root"]
     over = [
-        *toy_overrides(toy, tmp_path),
+        *toy_overrides(root, tmp_path),
+        f"dataset.jsonl={synth_corpus['bench']}",
+        "dataset.name=synth",
         "models=[custom,cmi_rm_tiny]",
         # ++: the default model (composed first) lacks these keys; each goes to models having it
         "++model.class_path=bench.baselines:SignalStatsReward",
-        "++model.init_kwargs.sr=16000",
+        "++model.init_kwargs.sr=24000",
         f"model.checkpoint={tmp_path / 'models' / 'tiny'}",  # the tiny CMI-RM is built here
-        "dataset.subsets=[MusicArena]",
-        "end_idx=2",
-        "max_fail_frac=0.5",
+        "max_fail_frac=0",
     ]
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
         cfg = compose("bench", overrides=over)
         assert run_cli(cfg, overrides=over) == 0
+    n_rows = len(Path(synth_corpus["bench"]).read_text().splitlines())
     for name in ("custom", "cmi_rm_tiny"):
-        rows = (tmp_path / name / "toy" / "results.jsonl").read_text().splitlines()
-        assert len(rows) == 2, name
-        assert json.loads(rows[0])["bench_model"] == name
-        assert (tmp_path / name / "toy" / "summary.md").is_file()
+        out = tmp_path / name / "synth"
+        rows = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
+        assert len(rows) == n_rows and {r["bench_model"] for r in rows} == {name}
+        assert all(r["status"] == "ok" for r in rows)
+        summary = json.loads((out / "metrics.json").read_text())["summary"]
+        assert {r["dataset"] for r in summary} == {"PAM", "MusicEval", "MusicArena", "CMI-Pref"}
+        for f in ("metrics_summary.csv", "metrics_detail.csv", "statistics.json", "summary.md"):
+            assert (out / f).stat().st_size > 0, (name, f)
 
 
 def test_cli_exits_nonzero_on_too_many_failures(toy, tmp_path):
