@@ -300,7 +300,12 @@ def run_cli(cfg: DictConfig, overrides: list[str] | None = None) -> int:
 
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="bench")
 def main(cfg: DictConfig) -> None:
-    sys.exit(run_cli(cfg))
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    status = run_cli(cfg)
+    if status and HydraConfig.get().mode != RunMode.MULTIRUN:  # exiting would end a multirun
+        sys.exit(status)
 
 
 if __name__ == "__main__":
