@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from bench.data import SUBSETS, subset_of
+
 Row = dict[str, Any]
 NO_REF_MODALITIES = ("text", "text+lyrics")
 REF_MODALITIES = ("text+ref", "text+lyrics+ref")
@@ -89,20 +91,15 @@ def month_of(row: Row) -> str:
 
 
 def subset_of_result(row: Row) -> str:
-    """Upstream `_infer_benchmark_dataset` (note the month-path fallback for Music Arena)."""
-    source = str(row.get("source", ""))
-    if "PAM" in source:
-        return "PAM"
-    if source in {"MusicEval", "SongEval"}:
-        return "MusicEval"
-    if "Music Arena" in source:
-        return "MusicArena"
-    if source == "cmi-arena-annotation":
-        return "CMI-Pref"
+    """Upstream `_infer_benchmark_dataset`: the loader's rules, then a Music Arena month path,
+    then an existing valid `benchmark_dataset`."""
+    subset = subset_of(row.get("source", ""))
+    if subset is not None:
+        return subset
     if month_of(row) != "unknown":
         return "MusicArena"
     existing = str(row.get("benchmark_dataset", "")).strip()
-    return existing if existing in {"PAM", "MusicEval", "MusicArena", "CMI-Pref"} else "Unknown"
+    return existing if existing in SUBSETS else "Unknown"
 
 
 def modality_of(row: Row) -> str:

@@ -15,6 +15,13 @@ import numpy as np  # noqa: E402
 from bench.metrics import CORR_TASKS, by_subset, norm_pref, numeric_pairs, to_num  # noqa: E402
 
 
+def save(fig: plt.Figure, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def plot_scatter(
     rows: Sequence[dict], subset: str, task: str, gt: str, pred: str, out: Path
 ) -> Path | None:
@@ -27,11 +34,7 @@ def plot_scatter(
     ax.set_xlabel(f"human {gt}")
     ax.set_ylabel(f"predicted {task}")
     ax.set_title(f"{subset} {task} (n={len(x)})")
-    fig.tight_layout()
-    path = out / f"scatter_{subset}_{task}.png"
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save(fig, out / f"scatter_{subset}_{task}.png")
 
 
 def plot_pair_distribution(
@@ -55,11 +58,7 @@ def plot_pair_distribution(
     ax.set_xlabel(f"predicted {suffix}: A - B")
     ax.set_title(f"{subset} {task}")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = out / f"dist_{subset}_{task}.png"
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save(fig, out / f"dist_{subset}_{task}.png")
 
 
 def plot_score_hist(rows: Sequence[dict], subset: str, out: Path) -> Path | None:
@@ -77,11 +76,7 @@ def plot_score_hist(rows: Sequence[dict], subset: str, out: Path) -> Path | None
     for ax, (k, vs) in zip(axes[0], vals.items(), strict=True):
         ax.hist(vs, bins=30)
         ax.set_title(f"{subset}: predicted {k} (n={len(vs)})")
-    fig.tight_layout()
-    path = out / f"hist_{subset}.png"
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save(fig, out / f"hist_{subset}.png")
 
 
 def make_plots(rows: Sequence[dict[str, Any]], out_dir: str | Path) -> list[Path]:
