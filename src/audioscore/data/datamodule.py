@@ -116,8 +116,9 @@ class TrainGroups(Dataset):
         return shuffle_ties(group, rng)
 
     def __getitem__(self, index: int) -> list[dict]:
-        # torch's RNG is seeded per worker and epoch by the DataLoader (and by seed_everything)
-        rng = np.random.default_rng(int(torch.randint(0, 2**62, ()).item()))
+        # torch's RNG is seeded per worker and epoch (and by seed_everything); the index, which
+        # DistributedSampler splits across ranks, keeps DDP ranks from drawing the same groups
+        rng = np.random.default_rng([int(torch.randint(0, 2**62, ()).item()), index])
         for _ in range(10):
             clips = []
             for item in self.sample_group(rng):
