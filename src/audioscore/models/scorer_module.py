@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 import warnings
 from typing import Any
 
@@ -117,6 +118,9 @@ class ScorerLitModule(L.LightningModule):
             dropout=cfg.get("dropout", 0.3),
         )
 
+    def on_train_start(self) -> None:
+        self._t0 = time.monotonic()
+
     # ---- steps ---------------------------------------------------------------------------
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         return self.net(batch["wav"], batch["lengths"], keys=batch.get("keys"))
@@ -189,6 +193,9 @@ class ScorerLitModule(L.LightningModule):
             # NaN (e.g. constant predictions) would break best-checkpoint selection
             value = 0.0 if np.isnan(m[key]) else m[key]
             self.log(f"val/{key}", float(value), prog_bar=key == "srcc", sync_dist=False)
+        if not self.trainer.sanity_checking and hasattr(self, "_t0"):
+            # wall time since fit started (this process): time-to-quality comparisons
+            self.log("time/train_s", time.monotonic() - self._t0)
         if "adv_hit" in pick and pick["adv_known"].sum() > 0:
             acc = float((pick["adv_hit"] * pick["adv_known"]).sum() / pick["adv_known"].sum())
             self.log("val/adv_acc", acc)
