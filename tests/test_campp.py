@@ -12,6 +12,7 @@ from audioscore.models.components.campp import (
     CamppEncoder,
     CamppLoadError,
     build_tiny_campp_encoder,
+    randomise_bn_stats,
     save_random_campp,
 )
 
@@ -67,12 +68,7 @@ def test_parity_with_official_recipe_full_size(tmp_path):
     """Full-size zh-cn architecture (192-d), random weights saved as the hub's .bin would be."""
     torch.manual_seed(0)
     official = official_campp(embedding_size=192).eval()
-    with torch.no_grad():  # non-trivial BatchNorm statistics so loading them matters
-        for name, buf in official.named_buffers():
-            if name.endswith("running_mean"):
-                buf.normal_(0.0, 0.1)
-            elif name.endswith("running_var"):
-                buf.uniform_(0.5, 1.5)
+    randomise_bn_stats(official)  # so that loading the statistics matters
     path = tmp_path / "campplus_cn_common.bin"
     torch.save(official.state_dict(), path)
     enc = CamppEncoder(str(path), in_sr=16000, normalize=False)

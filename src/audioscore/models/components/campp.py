@@ -378,19 +378,22 @@ class CamppEncoder(nn.Module):
         return f"source={self.source!r}, out_dim={self.out_dim}, chunk_s={self.chunk_s}"
 
 
-def save_random_campp(path: str | os.PathLike, seed: int = 0, **arch: Any) -> Path:
-    """Write a randomly initialised CAMPPlus state dict (tiny configs, tests, offline demos).
-
-    BatchNorm statistics are randomised too, so loading them is actually checked.
-    """
-    torch.manual_seed(seed)
-    model = build_campp(**arch)
+def randomise_bn_stats(model: nn.Module) -> None:
+    """Non-trivial BatchNorm running statistics, so that loading them is actually checked."""
     with torch.no_grad():
         for name, buf in model.named_buffers():
             if name.endswith("running_mean"):
                 buf.normal_(0.0, 0.1)
             elif name.endswith("running_var"):
                 buf.uniform_(0.5, 1.5)
+
+
+def save_random_campp(path: str | os.PathLike, seed: int = 0, **arch: Any) -> Path:
+    """Write a randomly initialised CAMPPlus state dict (tiny configs, tests, offline demos)."""
+    with torch.random.fork_rng(devices=[]):  # leave the caller's RNG stream untouched
+        torch.manual_seed(seed)
+        model = build_campp(**arch)
+        randomise_bn_stats(model)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
