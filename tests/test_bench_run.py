@@ -143,3 +143,32 @@ def test_two_cpu_ranks_shard_without_overlap(toy, tmp_path):
     assert a.keys() == b.keys()
     assert all(a[k]["predicted_musicality"] == b[k]["predicted_musicality"] for k in a)
     assert sharded["summary"] == single["summary"]
+
+
+def test_changed_model_or_dataset_row_is_not_reused(tmp_path):
+    root = tmp_path / "data"
+    path = make_toy_bench(root, corrupt=False, missing=False)
+    cfg = make_cfg(root, tmp_path / "out", **{"dataset.subsets": ["PAM"]})
+    _, first = run(cfg)
+    assert len(first["scored_keys"]) == 12
+    _, same = run(cfg)
+    assert same["scored_keys"] == [] and same["skipped_rows"] == 12
+    rows = [json.loads(x) for x in path.read_text().splitlines()]
+    rows[0]["musicality"] = 1.0  # an edited row gets a new key: scored again, old record dropped
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    _, edited = run(cfg)
+    assert len(edited["scored_keys"]) == 1
+    out = read_results(tmp_path / "out" / "signal_stats" / "toy")
+    assert len(out) == 12 and out[0]["musicality"] == 1.0
+    cfg.model.n_fft = 512  # another model setting: nothing reused, nothing stale kept
+    _, other = run(cfg)
+    assert len(other["scored_keys"]) == 12
+    assert (
+        len(
+            {
+                r["bench_fingerprint"]
+                for r in read_results(tmp_path / "out" / "signal_stats" / "toy")
+            }
+        )
+        == 1
+    )

@@ -196,13 +196,16 @@ def score_batch_rows(
     score_kwargs: dict[str, Any],
     model_name: str,
     autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+    extra: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
-    """Decoded batch -> result rows (what both the plain loop and predict_step write)."""
+    """Decoded batch -> result rows (what both the plain loop and predict_step write);
+    `extra` fields (e.g. the run fingerprint) are added to every row."""
     scored = score_decoded(model, decoded, max_dur, score_kwargs, autocast)
     out = []
     for d, sides in zip(decoded, scored, strict=True):
         res = make_result(d["row"], sides, d["notes"], model_name)
         wavs = [x.audio for x in d["sides"].values() if isinstance(x, BatchInput)]
         res["bench_audio_seconds"] = sum(len(w) for w in wavs) / float(model.sr)  # cropped
+        res.update(extra or {})
         out.append(res)
     return out

@@ -9,6 +9,8 @@ one after another with `models=[cmi_rm_tiny,audioscore]` (or a Hydra multirun `-
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import logging
 import os
 import sys
@@ -80,21 +82,43 @@ def part_files(out: Path) -> list[Path]:
     return sorted(out.glob("results.rank*.jsonl"))
 
 
-def select_todo(cfg: DictConfig, out: Path) -> tuple[list[BenchRow], int]:
-    """Rows in the selection that still need scoring, and how many are already done."""
+def fingerprint(cfg: DictConfig) -> str:
+    """What makes scores reusable on resume: the model config (minus device and cache dir),
+    the weights' modification time when `checkpoint` is a path, max_dur and score kwargs."""
+    mcfg = OmegaConf.to_container(prepare_model_cfg(cfg), resolve=True)
+    for k in ("device", "cache_dir"):
+        mcfg.pop(k, None)
+    ckpt = Path(str(mcfg.get("checkpoint") or ""))
+    stamp = 0.0
+    if str(ckpt) not in ("", ".") and ckpt.exists():
+        files = [ckpt] if ckpt.is_file() else [p for p in ckpt.iterdir() if p.is_file()]
+        stamp = max((p.stat().st_mtime for p in files), default=0.0)
+    blob = {"model": mcfg, "weights_mtime": stamp, "max_dur": float(cfg.max_dur)}
+    blob["score_kwargs"] = extra_score_kwargs(cfg)
+    text = json.dumps(blob, sort_keys=True, default=str)
+    return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
+def read_dataset(cfg: DictConfig, whole: bool = False) -> list[BenchRow]:
+    """The dataset's rows after the split filter; unless `whole`, also subsets and the slice."""
     ds = cfg.dataset
-    rows = read_bench(
+    return read_bench(
         ds.jsonl,
         ds.root,
         split=ds.get("split", "test"),
-        subsets=list(ds.subsets) if ds.get("subsets") else None,
-        start_idx=int(cfg.get("start_idx") or 0),
-        end_idx=cfg.get("end_idx"),
+        subsets=None if whole or not ds.get("subsets") else list(ds.subsets),
+        start_idx=0 if whole else int(cfg.get("start_idx") or 0),
+        end_idx=None if whole else cfg.get("end_idx"),
     )
+
+
+def select_todo(cfg: DictConfig, out: Path, fp: str) -> tuple[list[BenchRow], int]:
+    """Rows in the selection that still need scoring, and how many are already done (scored
+    ok by the same model fingerprint)."""
+    rows = read_dataset(cfg)
+    latest = read_latest([out / "results.jsonl", *part_files(out)])
     done = {
-        k
-        for k, r in read_latest([out / "results.jsonl", *part_files(out)]).items()
-        if r.get("status") == "ok"
+        k for k, r in latest.items() if r.get("status") == "ok" and r.get("bench_fingerprint") == fp
     }
     todo = [r for r in rows if r.key not in done]
     return todo, len(rows) - len(todo)
@@ -128,6 +152,7 @@ def score_local(
     score_kwargs: dict[str, Any],
     batches: list[list[BenchRow]],
     writer: ResultWriter,
+    fp: str = "",
 ) -> dict[str, Any]:
     """One process: workers decode ahead, the model scores, each batch is appended durably."""
     device = resolve_device(cfg.get("device", "auto"))
@@ -147,6 +172,7 @@ def score_local(
                 score_kwargs,
                 str(cfg.model.name),
                 autocast=lambda: autocast_for(device, bool(cfg.get("bf16", True))),
+                extra={"bench_fingerprint": fp},
             )
             writer.write(rows)
             for r in rows:
@@ -176,7 +202,8 @@ def run(
         for p in [results, *part_files(out)]:
             p.unlink(missing_ok=True)
     t0 = time.perf_counter()
-    todo, skipped = select_todo(cfg, out)
+    fp = fingerprint(cfg)
+    todo, skipped = select_todo(cfg, out, fp)
     fill_durations(todo)
     batches = make_batches(
         todo,
@@ -193,15 +220,22 @@ def run(
     if batches and devices > 1:
         from bench.sharded import score_sharded
 
-        counts = score_sharded(cfg, model, score_kwargs, batches, out)
+        counts = score_sharded(cfg, model, score_kwargs, batches, out, fp)
         if not counts["is_global_zero"]:  # under plain ddp every rank runs this; rank 0 merges
             return {}, {"is_global_zero": False}
     elif batches:
         if model is None:
             model, score_kwargs = build_model(cfg)
         with ResultWriter(results) as writer, torch_threads(pick_threads(cfg)):
-            counts = score_local(cfg, model, score_kwargs or {}, batches, writer)
-    all_rows = compact(results, part_files(out))
+            counts = score_local(cfg, model, score_kwargs or {}, batches, writer, fp)
+    # one record per row; rows no longer in the dataset file or scored by another model
+    # fingerprint (new weights, other settings) are dropped, so metrics never mix them
+    keys = {r.key for r in read_dataset(cfg, whole=True)}
+    all_rows = compact(
+        results,
+        part_files(out),
+        keep=lambda r: r["bench_row_key"] in keys and r.get("bench_fingerprint") == fp,
+    )
     wall = time.perf_counter() - t0
     run_info = {
         "model": str(cfg.model.name),

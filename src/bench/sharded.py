@@ -60,9 +60,10 @@ class BenchPredictModule(L.LightningModule):
         model_name: str,
         bf16: bool = True,
         threads: int | None = None,
+        fp: str = "",
     ):
         super().__init__()
-        self.threads = threads
+        self.threads, self.fp = threads, fp
         self.model_cfg, self.score_kwargs = model_cfg, dict(score_kwargs or {})
         self.max_dur, self.out_dir, self.model_name, self.bf16 = max_dur, out_dir, model_name, bf16
         self._rm = [
@@ -100,6 +101,7 @@ class BenchPredictModule(L.LightningModule):
             self.score_kwargs,
             self.model_name,
             autocast=lambda: autocast_for(self.device, self.bf16),
+            extra={"bench_fingerprint": self.fp},
         )
         self.writer.write(rows)
         return len(rows)
@@ -115,6 +117,7 @@ def score_sharded(
     score_kwargs: dict[str, Any] | None,
     batches: list[list[BenchRow]],
     out: Path,
+    fp: str = "",
 ) -> dict[str, Any]:
     """Run predict over `cfg.trainer` devices; returns counts read back from the part files."""
     from bench.run import extra_score_kwargs, pick_threads, prepare_model_cfg
@@ -131,6 +134,7 @@ def score_sharded(
         str(cfg.model.name),
         bool(cfg.get("bf16", True)),
         pick_threads(cfg, int(cfg.trainer.get("devices", 1))),
+        fp,
     )
     tcfg = OmegaConf.to_container(cfg.trainer, resolve=True)
     if tcfg.get("strategy", "auto") == "auto":  # fork on CPU: no re-import of the caller

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO, Any
 
@@ -86,11 +86,16 @@ def write_json(path: str | Path, obj: Any) -> None:
     write_atomic(path, json.dumps(obj, ensure_ascii=False, indent=2, default=str) + "\n")
 
 
-def compact(results: str | Path, parts: Iterable[str | Path] = ()) -> list[dict[str, Any]]:
-    """Merge `parts` into `results`: one record per row, in file order; parts are removed."""
+def compact(
+    results: str | Path,
+    parts: Iterable[str | Path] = (),
+    keep: Callable[[dict[str, Any]], bool] | None = None,
+) -> list[dict[str, Any]]:
+    """Merge `parts` into `results`: one record per row (those `keep` accepts), in file
+    order; parts are removed."""
     parts = [Path(p) for p in parts]
-    latest = read_latest([results, *parts])
-    rows = sorted(latest.values(), key=lambda r: (r.get("bench_row_index", 0), r["bench_row_key"]))
+    latest = [r for r in read_latest([results, *parts]).values() if keep is None or keep(r)]
+    rows = sorted(latest, key=lambda r: (r.get("bench_row_index", 0), r["bench_row_key"]))
     write_atomic(results, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     for p in parts:
         p.unlink(missing_ok=True)
