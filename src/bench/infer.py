@@ -26,12 +26,10 @@ def describe_error(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}"
 
 
-def decode_clip(path: str | None, sr: int, max_dur: float | None) -> torch.Tensor:
+def decode_clip(path: str, sr: int, max_dur: float | None) -> torch.Tensor:
     """Mono float32 waveform [T] at `sr`, cropped to the first `max_dur` seconds."""
-    from audioscore.audio import AudioMissingError, load_audio
+    from audioscore.audio import load_audio
 
-    if not path:
-        raise AudioMissingError("", "no audio path in the benchmark row")
     wav = load_audio(path, sr, duration=max_dur if max_dur and max_dur > 0 else None)
     return torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32))  # [T]
 
@@ -46,8 +44,15 @@ def decode_row(row: BenchRow, sr: int, max_dur: float | None) -> dict[str, Any]:
             notes.append(f"ref_audio_error: {describe_error(e)}")
     sides: dict[str, BatchInput | str] = {}
     for side in row.sides:
+        path = row.side_path(side)
+        if not path:
+            field = "audio-path" if side == "a" else "audio2"
+            sides[side] = (
+                f"AudioMissingError: row {row.index}: empty {field!r} in the benchmark file"
+            )
+            continue
         try:
-            wav = decode_clip(row.side_path(side), sr, max_dur)
+            wav = decode_clip(path, sr, max_dur)
             sides[side] = BatchInput(audio=wav, text=row.text, lyrics=row.lyrics, ref_audio=ref)
         except Exception as e:
             sides[side] = describe_error(e)
