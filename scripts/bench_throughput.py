@@ -98,8 +98,11 @@ def measure(overrides: list[str]) -> dict:
         k: info[k] for k in ("audio_seconds", "wall_s", "audio_s_per_s", "scored_rows", "batches")
     }
     loop = one_clip_loop(cfg, model)  # torch's default thread count, as a plain loop runs
-    torch.set_num_threads(pick_threads(cfg) or torch.get_num_threads())
-    loop_tuned = one_clip_loop(cfg, model)  # the same loop with the runner's thread count
+    torch.set_num_threads(pick_threads(cfg) or default_threads)
+    try:
+        loop_tuned = one_clip_loop(cfg, model)  # the same loop with the runner's thread count
+    finally:
+        torch.set_num_threads(default_threads)
     report = {
         "model": str(cfg.model.name),
         "dataset": str(cfg.dataset.name),

@@ -135,3 +135,20 @@ def test_sigkill_mid_run_then_rerun_matches_uninterrupted(toy, tmp_path):
     a = json.loads((tmp_path / "ref" / "custom" / "toy" / "metrics.json").read_text())
     b = json.loads((res.parent / "metrics.json").read_text())
     assert a["summary"] == b["summary"] and a["detail"] == b["detail"]
+
+
+def test_throughput_script_reports_both_loops(toy, tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_throughput", Path(__file__).parents[1] / "scripts" / "bench_throughput.py"
+    )
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    over = ["model=custom", *BASELINE, *toy_overrides(toy, tmp_path), "dataset.subsets=[PAM]"]
+    r = mod.measure(over)
+    assert r["runner"]["audio_seconds"] == pytest.approx(r["one_clip_loop"]["audio_seconds"])
+    assert r["runner"]["audio_s_per_s"] > 0 and r["one_clip_loop"]["clips_ok"] == 12
+    assert r["speedup"] == pytest.approx(
+        r["runner"]["audio_s_per_s"] / r["one_clip_loop"]["audio_s_per_s"]
+    )
