@@ -197,11 +197,16 @@ def equal_length_batches(lengths: Sequence[int], batch_size: int) -> list[list[i
 class ScorerRewardModel(RewardModel):
     """An exported scorer behind the rewards interface: column 1 = vocal score, column 0 = NaN."""
 
-    def __init__(self, checkpoint: str, device: str = "cpu", **kw: Any) -> None:
+    def __init__(
+        self, checkpoint: str, device: str = "cpu", bf16: bool | None = None, **kw: Any
+    ) -> None:
+        """kw: preprocessing overrides (target_lufs, max_dur, crop); bf16=None: autocast on CUDA."""
         self.checkpoint = str(checkpoint)
         self.device = torch.device(device)
+        self.bf16 = self.device.type == "cuda" if bf16 is None else bool(bf16)
         self.net, self.config = load_net(checkpoint, str(self.device))
-        self.preprocess = {**DEFAULT_PREPROCESS, **self.config.get("preprocess", {}), **kw}
+        known = {k: v for k, v in kw.items() if k in DEFAULT_PREPROCESS}
+        self.preprocess = {**DEFAULT_PREPROCESS, **self.config.get("preprocess", {}), **known}
 
     @property
     def sr(self) -> int:
@@ -211,11 +216,10 @@ class ScorerRewardModel(RewardModel):
     def score_waveforms(self, wavs: Sequence[np.ndarray], batch_size: int = 8) -> np.ndarray:
         """Prepared waveforms [T_i] -> scores [N] (batches hold equal-length clips only)."""
         scores = np.full(len(wavs), np.nan, dtype=np.float64)
-        use_bf16 = self.device.type == "cuda"
         for idx in equal_length_batches([len(w) for w in wavs], max(1, batch_size)):
             x = torch.from_numpy(np.stack([wavs[i] for i in idx])).to(self.device)  # [B, T]
             lengths = torch.full((len(idx),), x.shape[1], dtype=torch.long, device=self.device)
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bf16):
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
                 out = self.net(x, lengths)
             scores[idx] = out["score"].float().cpu().numpy()
         return scores

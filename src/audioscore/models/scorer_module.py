@@ -183,10 +183,11 @@ class ScorerLitModule(L.LightningModule):
             return
         cat = {k: torch.cat([o[k] for o in self._val_outputs]) for k in self._val_outputs[0]}
         self._val_outputs.clear()
-        if self.trainer.world_size > 1:  # every rank sees the same number of val items
-            cat = {k: self.all_gather(v).reshape(-1) for k, v in cat.items()}
+        if self.trainer.world_size > 1:
+            cat = self.gather_ranks(cat)
         idx = cat["index"].cpu().numpy()
         _, first = np.unique(idx, return_index=True)  # DistributedSampler pads by repeating
+        first = first[idx[first] >= 0]
         pick = {k: v.cpu().numpy()[first] for k, v in cat.items()}
         m = group_metrics(pick["score"], pick["truth"], pick["group"])
         for key in ("srcc", "ktau", "pair_acc"):
@@ -199,6 +200,16 @@ class ScorerLitModule(L.LightningModule):
         if "adv_hit" in pick and pick["adv_known"].sum() > 0:
             acc = float((pick["adv_hit"] * pick["adv_known"]).sum() / pick["adv_known"].sum())
             self.log("val/adv_acc", acc)
+
+    def gather_ranks(self, cat: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """all_gather needs equal sizes: pad (index -1) up to the longest rank (skipped clips)."""
+        n = torch.tensor([len(cat["index"])], device=self.device)
+        longest = int(self.all_gather(n).max())
+        out = {}
+        for k, v in cat.items():
+            pad = torch.full((longest - len(v),), -1, dtype=v.dtype, device=v.device)
+            out[k] = self.all_gather(torch.cat([v, pad])).reshape(-1)
+        return out
 
     # ---- optimisation --------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
