@@ -75,7 +75,7 @@ def test_batches_by_duration_keep_pairs_together():
     assert all(
         sum(min(d, 120) for r in b for d in r.durations) <= 130 or len(b) == 1 for b in capped
     )
-    in_order = make_batches(rows, batch_size=2, max_dur=120.0, sort_by_duration=False)
+    in_order = make_batches(rows, batch_size=2, max_dur=120.0, batching="file")
     assert [r.index for b in in_order for r in b] == list(range(7))
 
 

@@ -172,3 +172,33 @@ def test_changed_model_or_dataset_row_is_not_reused(tmp_path):
         )
         == 1
     )
+
+
+class RecordingReward(SignalStatsReward):
+    """Remembers which clips each score_batch call saw."""
+
+    def score_batch(self, inputs, batch_size, max_dur, **kw):
+        self.calls.append([(x.text, len(x.audio)) for x in inputs])
+        return super().score_batch(inputs, batch_size, max_dur, **kw)
+
+
+def test_upstream_batching_reproduces_cmi_rewardbench_calls(tmp_path):
+    root = tmp_path / "data"
+    path = make_toy_bench(root, corrupt=False, missing=False)
+    model = RecordingReward(sr=SR)
+    model.calls = []
+    cfg = make_cfg(root, tmp_path / "out", batching="upstream", batch_size=3, num_workers=2)
+    run(cfg, model=model)
+    # upstream: per subset in file order, chunks of 3 rows; side A of a chunk, then its side B
+    rows = [json.loads(x) for x in path.read_text().splitlines()]
+    rows = [r for r in rows if r["split"] == "test" and r["source"] != "other"]
+    want = []
+    for source in ("PAM", "MusicEval", "Music Arena", "cmi-arena"):
+        part = [r for r in rows if r["source"].startswith(source)]
+        for i in range(0, len(part), 3):
+            want.append([r["prompt"] for r in part[i : i + 3]])
+            if "audio2" in part[i]:
+                want.append([r["prompt"] for r in part[i : i + 3]])
+    assert [[text for text, _ in call] for call in model.calls] == want
+    a_len, b_len = model.calls[-2][0][1], model.calls[-1][0][1]
+    assert a_len != b_len  # the two calls of a pair chunk hold different clips (A, then B)

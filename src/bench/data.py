@@ -162,24 +162,33 @@ def fill_durations(rows: list[BenchRow], threads: int = 8) -> None:
         r.durations.append(d)
 
 
+BATCHING = ("duration", "file", "upstream")
+
+
 def make_batches(
     rows: list[BenchRow],
     batch_size: int,
     max_dur: float,
     *,
-    sort_by_duration: bool = True,
+    batching: str = "duration",
     max_batch_seconds: float | None = None,
 ) -> list[list[BenchRow]]:
-    """Group rows so each batch holds at most `batch_size` clips (both sides of a pair together).
+    """Group rows into batches; a row never splits.
 
-    Sorted longest first (similar lengths pad less; out-of-memory shows up on the first batch);
-    `max_batch_seconds` caps the summed cropped audio per batch. A row never splits.
+    duration: longest first (similar lengths pad less; out-of-memory shows up on the first
+    batch), at most `batch_size` clips per batch with both sides of a pair together, and
+    `max_batch_seconds` capping the summed cropped audio. file: the same packing in file order.
+    upstream: CMI-RewardBench's composition, see `make_upstream_batches`.
     """
+    if batching not in BATCHING:
+        raise ValueError(f"batching must be one of {BATCHING}, got {batching!r}")
+    if batching == "upstream":
+        return make_upstream_batches(rows, batch_size)
 
     def cost(r: BenchRow) -> float:
         return sum(min(d, max_dur) if max_dur else d for d in (r.durations or [0.0]))
 
-    order = sorted(rows, key=lambda r: (-cost(r), r.index)) if sort_by_duration else list(rows)
+    order = sorted(rows, key=lambda r: (-cost(r), r.index)) if batching == "duration" else rows
     batches: list[list[BenchRow]] = []
     cur: list[BenchRow] = []
     n_clips, secs = 0, 0.0
@@ -195,4 +204,15 @@ def make_batches(
         n_clips, secs = n_clips + k, secs + c
     if cur:
         batches.append(cur)
+    return batches
+
+
+def make_upstream_batches(rows: list[BenchRow], batch_size: int) -> list[list[BenchRow]]:
+    """`batch_size` rows per batch, per subset in file order, as `inference_benchmark.py`
+    chunks them; the runner scores each batch's side A clips and side B clips as two calls,
+    so every score_batch call sees the batch-mates it sees upstream."""
+    batches = []
+    for subset in SUBSETS:
+        part = [r for r in rows if r.subset == subset]
+        batches += [part[i : i + batch_size] for i in range(0, len(part), batch_size)]
     return batches

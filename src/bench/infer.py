@@ -124,34 +124,44 @@ def score_decoded(
     max_dur: float,
     score_kwargs: dict[str, Any],
     autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+    per_side: bool = False,
 ) -> list[dict[str, SideScore]]:
-    """Score every decodable side of a decoded batch; per row, a SideScore per side."""
+    """Score every decodable side of a decoded batch; per row, a SideScore per side.
+
+    One score_batch call for the batch (`per_side`: one for its A clips, then one for its B
+    clips, as CMI-RewardBench does); a call that raises is retried clip by clip.
+    """
     slots = [(i, s, inp) for i, d in enumerate(decoded) for s, inp in d["sides"].items()]
-    todo = [(i, s, inp) for i, s, inp in slots if isinstance(inp, BatchInput)]
     out: list[dict[str, SideScore]] = [{} for _ in decoded]
     for i, s, inp in slots:
         if not isinstance(inp, BatchInput):
             out[i][s] = {"alignment": None, "musicality": None, "valid": False, "error": inp}
+    todo = [(i, s, inp) for i, s, inp in slots if isinstance(inp, BatchInput)]
+    groups = [[t for t in todo if t[1] == side] for side in ("a", "b")] if per_side else [todo]
 
     def put(i: int, s: str, row: np.ndarray) -> None:
         a, m = to_float(row[ALIGNMENT]), to_float(row[MUSICALITY])
         out[i][s] = {"alignment": a, "musicality": m, "valid": True, "error": ""}
 
-    if not todo:
-        return out
-    try:
-        with autocast():
-            scores = call_model(model, [t[2] for t in todo], max_dur, score_kwargs)
-        for (i, s, _), row in zip(todo, scores, strict=True):
-            put(i, s, row)
-    except Exception:
-        for i, s, inp in todo:  # isolate the bad clip(s): one by one
-            try:
-                with autocast():
-                    put(i, s, call_model(model, [inp], max_dur, score_kwargs)[0])
-            except Exception as e:
-                err = f"score_error: {describe_error(e)}"
-                out[i][s] = {"alignment": None, "musicality": None, "valid": False, "error": err}
+    for group in (g for g in groups if g):
+        try:
+            with autocast():
+                scores = call_model(model, [t[2] for t in group], max_dur, score_kwargs)
+            for (i, s, _), row in zip(group, scores, strict=True):
+                put(i, s, row)
+        except Exception:
+            for i, s, inp in group:  # isolate the bad clip(s): one by one
+                try:
+                    with autocast():
+                        put(i, s, call_model(model, [inp], max_dur, score_kwargs)[0])
+                except Exception as e:
+                    err = f"score_error: {describe_error(e)}"
+                    out[i][s] = {
+                        "alignment": None,
+                        "musicality": None,
+                        "valid": False,
+                        "error": err,
+                    }
     return out
 
 
@@ -202,10 +212,11 @@ def score_batch_rows(
     model_name: str,
     autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
     extra: dict[str, Any] | None = None,
+    per_side: bool = False,
 ) -> list[dict[str, Any]]:
     """Decoded batch -> result rows (what both the plain loop and predict_step write);
     `extra` fields (e.g. the run fingerprint) are added to every row."""
-    scored = score_decoded(model, decoded, max_dur, score_kwargs, autocast)
+    scored = score_decoded(model, decoded, max_dur, score_kwargs, autocast, per_side)
     out = []
     for d, sides in zip(decoded, scored, strict=True):
         res = make_result(d["row"], sides, d["notes"], model_name)

@@ -173,6 +173,7 @@ def score_local(
                 str(cfg.model.name),
                 autocast=lambda: autocast_for(device, bool(cfg.get("bf16", True))),
                 extra={"bench_fingerprint": fp},
+                per_side=cfg.get("batching") == "upstream",
             )
             writer.write(rows)
             for r in rows:
@@ -209,7 +210,7 @@ def run(
         todo,
         int(cfg.batch_size),
         float(cfg.max_dur),
-        sort_by_duration=bool(cfg.get("sort_by_duration", True)),
+        batching=str(cfg.get("batching", "duration")),
         max_batch_seconds=cfg.get("max_batch_seconds"),
     )
     log.info(

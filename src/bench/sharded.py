@@ -61,9 +61,10 @@ class BenchPredictModule(L.LightningModule):
         bf16: bool = True,
         threads: int | None = None,
         fp: str = "",
+        per_side: bool = False,
     ):
         super().__init__()
-        self.threads, self.fp = threads, fp
+        self.threads, self.fp, self.per_side = threads, fp, per_side
         self.model_cfg, self.score_kwargs = model_cfg, dict(score_kwargs or {})
         self.max_dur, self.out_dir, self.model_name, self.bf16 = max_dur, out_dir, model_name, bf16
         self._rm = [
@@ -102,6 +103,7 @@ class BenchPredictModule(L.LightningModule):
             self.model_name,
             autocast=lambda: autocast_for(self.device, self.bf16),
             extra={"bench_fingerprint": self.fp},
+            per_side=self.per_side,
         )
         self.writer.write(rows)
         return len(rows)
@@ -135,6 +137,7 @@ def score_sharded(
         bool(cfg.get("bf16", True)),
         pick_threads(cfg, int(cfg.trainer.get("devices", 1))),
         fp,
+        cfg.get("batching") == "upstream",
     )
     tcfg = OmegaConf.to_container(cfg.trainer, resolve=True)
     if tcfg.get("strategy", "auto") == "auto":  # fork on CPU: no re-import of the caller
