@@ -14,7 +14,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from test_bench_helpers import make_toy_bench
 
-from bench.run import run_cli
+from bench.run import model_cfgs, run_cli
 
 CONF = str(Path(__file__).parents[1] / "conf")
 ENV = {
@@ -56,22 +56,34 @@ def test_default_configs_compose():
         assert real.dataset.jsonl == "data/all_test.jsonl" and real.dataset.root == "data"
 
 
+def test_models_list_sends_model_overrides_to_the_first_model_having_the_key():
+    over = ["models=[audioscore,cmi_rm_tiny]", "model.checkpoint=exp/plan_a", "device=cpu"]
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        cfgs = model_cfgs(compose("bench", overrides=over), overrides=over)
+    assert [c.model.name for c in cfgs] == ["audioscore", "cmi_rm_tiny"]
+    assert cfgs[0].model.checkpoint == "exp/plan_a"
+    assert cfgs[1].model.checkpoint != "exp/plan_a"  # keeps its own
+    assert all(c.device == "cpu" and c.models is None for c in cfgs)
+
+
 def test_several_models_in_one_run_on_the_synthetic_corpus(synth_corpus, tmp_path):
     root = synth_corpus["root"]
+    tiny = tmp_path / "models" / "tiny"  # the tiny CMI-RM is built here
+    models = (
+        "models={custom:{class_path:'bench.baselines:SignalStatsReward',init_kwargs:{sr:24000}},"
+        f"cmi_rm_tiny:{{checkpoint:'{tiny}'}}}}"
+    )
     over = [
         *toy_overrides(root, tmp_path),
         f"dataset.jsonl={synth_corpus['bench']}",
         "dataset.name=synth",
-        "models=[custom,cmi_rm_tiny]",
-        # ++: the default model (composed first) lacks these keys; each goes to models having it
-        "++model.class_path=bench.baselines:SignalStatsReward",
-        "++model.init_kwargs.sr=24000",
-        f"model.checkpoint={tmp_path / 'models' / 'tiny'}",  # the tiny CMI-RM is built here
+        models,
         "max_fail_frac=0",
     ]
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
         cfg = compose("bench", overrides=over)
         assert run_cli(cfg, overrides=over) == 0
+    assert (tiny / "model.safetensors").is_file()
     n_rows = len(Path(synth_corpus["bench"]).read_text().splitlines())
     for name in ("custom", "cmi_rm_tiny"):
         out = tmp_path / name / "synth"

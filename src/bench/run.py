@@ -283,13 +283,17 @@ def task_overrides() -> list[str]:
 
 
 def model_cfgs(cfg: DictConfig, overrides: list[str] | None = None) -> list[DictConfig]:
-    """One full config per model: `models=[a,b]` composes conf/model/<name> for each.
+    """One full config per model in `models` (a list of conf/model names, or a mapping).
 
-    Other overrides apply to every model, except `model.<key>=...` ones, which go only to
-    models whose config has <key> (so `model.class_path=...` reaches `custom` alone).
+    List: `models=[audioscore,cmi_rm_tiny] model.checkpoint=X`: every other override applies
+    to each model, but a `model.<key>=...` override goes to the first listed model whose config
+    has <key> (runner keys such as device, bf16 and cache_dir reach every model anyway).
+    Mapping: `models={plan_a:{config:audioscore,checkpoint:X},cmi_rm_tiny:{}}`: each entry's
+    keys override that model only; `config` (default: the entry's name) picks conf/model/,
+    and the entry's name becomes `model.name` (the output folder).
     """
-    names = list(cfg.get("models") or [])
-    if not names:
+    models = cfg.get("models")
+    if not models:
         return [cfg]
     from hydra import compose
 
@@ -297,12 +301,31 @@ def model_cfgs(cfg: DictConfig, overrides: list[str] | None = None) -> list[Dict
     key = lambda o: o.split("=")[0].lstrip("+~")  # noqa: E731
     shared = [o for o in overrides if key(o).split(".")[0] not in ("models", "model")]
     per_model = [o for o in overrides if key(o).startswith("model.")]
-    out = []
-    for n in names:
-        base = compose("bench", overrides=[*shared, f"model={n}", "models=null"])
-        mine = [o for o in per_model if key(o).split(".")[1] in base.model.keys()]  # ??? too
-        out.append(compose("bench", overrides=[*shared, f"model={n}", "models=null", *mine]))
-    return out
+
+    def base(name: str) -> DictConfig:
+        return compose("bench", overrides=[*shared, f"model={name}", "models=null"])
+
+    if isinstance(models, DictConfig):
+        out = []
+        for label, extra in models.items():
+            extra = OmegaConf.to_container(extra or {}, resolve=True)
+            c = base(str(extra.pop("config", label)))
+            with open_dict(c):
+                c.model = OmegaConf.merge(c.model, {"name": str(label), **extra})
+            out.append(c)
+        return out
+    names = [str(n) for n in models]
+    bases = [base(n) for n in names]
+    mine: list[list[str]] = [[] for _ in names]
+    for o in per_model:
+        field = key(o).split(".")[1]
+        owner = next((i for i, b in enumerate(bases) if field in b.model.keys()), None)  # ??? too
+        if owner is not None:
+            mine[owner].append(o)
+    return [
+        compose("bench", overrides=[*shared, f"model={n}", "models=null", *m]) if m else b
+        for n, b, m in zip(names, bases, mine, strict=True)
+    ]
 
 
 def run_cli(cfg: DictConfig, overrides: list[str] | None = None) -> int:
