@@ -108,3 +108,21 @@ def test_decode_row_reports_each_side(tmp_path):
         d["notes"][0].startswith("ref_audio_error: AudioMissingError")
         and "missing_ref.wav" in d["notes"][0]
     )
+
+
+def test_journal_survives_a_line_cut_by_a_kill(tmp_path):
+    from bench.store import ResultWriter, compact, read_latest
+
+    path = tmp_path / "results.jsonl"
+    with ResultWriter(path) as w:
+        w.write([{"bench_row_key": "k0", "bench_row_index": 0, "status": "error"}])
+    with open(path, "a") as f:
+        f.write('{"bench_row_key": "k1", "bench_row_in')  # the kill
+    with ResultWriter(path) as w:  # the rerun appends after the cut line, not onto it
+        w.write([{"bench_row_key": "k1", "bench_row_index": 1, "status": "ok"}])
+        w.write([{"bench_row_key": "k0", "bench_row_index": 0, "status": "ok"}])
+    latest = read_latest([path])
+    assert {k: r["status"] for k, r in latest.items()} == {"k0": "ok", "k1": "ok"}
+    rows = compact(path, keep=lambda r: r["bench_row_key"] != "gone")
+    assert [r["bench_row_key"] for r in rows] == ["k0", "k1"]
+    assert path.read_text().count("\n") == 2

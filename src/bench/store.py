@@ -26,7 +26,11 @@ class ResultWriter:
 
     def write(self, rows: Iterable[dict[str, Any]]) -> None:
         if self._f is None:
-            self._f = open(self.path, "a", encoding="utf-8")
+            self._f = open(self.path, "a+", encoding="utf-8")
+            if self._f.tell() > 0:  # a kill mid-line leaves a partial last line: end it first
+                self._f.seek(self._f.tell() - 1)
+                if self._f.read(1) != "\n":
+                    self._f.write("\n")
         self._f.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
         self._f.flush()
         os.fsync(self._f.fileno())  # a kill after this loses nothing already written
