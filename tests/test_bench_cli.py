@@ -94,6 +94,11 @@ def test_several_models_in_one_run_on_the_synthetic_corpus(synth_corpus, tmp_pat
         assert {r["dataset"] for r in summary} == {"PAM", "MusicEval", "MusicArena", "CMI-Pref"}
         for f in ("metrics_summary.csv", "metrics_detail.csv", "statistics.json", "summary.md"):
             assert (out / f).stat().st_size > 0, (name, f)
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):  # a rerun reuses every score
+        assert run_cli(compose("bench", overrides=over), overrides=over) == 0
+    for name in ("custom", "cmi_rm_tiny"):
+        run = json.loads((tmp_path / name / "synth" / "statistics.json").read_text())["run"]
+        assert (run["skipped_rows"], run["scored_rows"]) == (n_rows, 0), name
 
 
 def test_cli_exits_nonzero_on_too_many_failures(toy, tmp_path):

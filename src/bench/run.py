@@ -35,10 +35,6 @@ class SimulatedCrash(RuntimeError):
     """Raised by the `crash_after_batches` test hook, as if the process had been killed."""
 
 
-class TooManyFailures(RuntimeError):
-    """More rows failed than `max_fail_frac` allows (outputs are still written)."""
-
-
 def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
@@ -203,6 +199,11 @@ def run(
         for p in [results, *part_files(out)]:
             p.unlink(missing_ok=True)
     t0 = time.perf_counter()
+    devices = int(cfg.trainer.get("devices", 1)) if cfg.get("trainer") else 1
+    ckpt = cfg.model.get("checkpoint")
+    if model is None and (devices == 1 or (ckpt and not Path(str(ckpt)).exists())):
+        # built before the fingerprint, so weights a model writes on first use (tiny) count
+        model, score_kwargs = build_model(cfg)
     fp = fingerprint(cfg)
     todo, skipped = select_todo(cfg, out, fp)
     fill_durations(todo)
@@ -216,7 +217,6 @@ def run(
     log.info(
         "%s: %d rows to score in %d batches, %d already done", out, len(todo), len(batches), skipped
     )
-    devices = int(cfg.trainer.get("devices", 1)) if cfg.get("trainer") else 1
     counts: dict[str, Any] = {"ok": 0, "error": 0, "audio_seconds": 0.0, "scored_keys": []}
     if batches and devices > 1:
         from bench.sharded import score_sharded
@@ -225,8 +225,6 @@ def run(
         if not counts["is_global_zero"]:  # under plain ddp every rank runs this; rank 0 merges
             return {}, {"is_global_zero": False}
     elif batches:
-        if model is None:
-            model, score_kwargs = build_model(cfg)
         with ResultWriter(results) as writer, torch_threads(pick_threads(cfg)):
             counts = score_local(cfg, model, score_kwargs or {}, batches, writer, fp)
     # one record per row; rows no longer in the dataset file or scored by another model
