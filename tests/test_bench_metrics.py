@@ -186,5 +186,12 @@ def test_evaluate_cli_writes_every_file(tmp_path):
     assert list((tmp_path / "plots").glob("scatter_PAM_musicality.png"))
     header = (tmp_path / "metrics_summary.csv").read_text().splitlines()[0]
     assert header.startswith("dataset,task,n,SRCC,LCC,K-Tau,ACC")
+    latex = (tmp_path / "latex.txt").read_text().splitlines()
+    assert len(latex) == 12 and latex[1].startswith(f"{tmp_path.parent.name} & ")
+    pam = {
+        r["task"]: r["SRCC"] for r in json.loads((tmp_path / "metrics.json").read_text())["summary"]
+    }
+    final = latex[5].split(" & ")
+    assert final[1] == f"{(pam['musicality'] + pam['alignment']) / 2:.4f}"
     st = json.loads((tmp_path / "statistics.json").read_text())
     assert st["total_rows"] == len(rows) and st["failed"] == 0

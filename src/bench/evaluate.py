@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from bench.latex import fmt_pct, latex_lines, mean
 from bench.metrics import compute_metrics, select_rows
 from bench.store import read_latest, write_atomic, write_json
 
@@ -89,6 +90,25 @@ def render_summary_md(metrics: dict, stats: dict, title: str, plots: list[str]) 
                 v += f" [{fmt(r[f'{col}_lo'], pct)}, {fmt(r[f'{col}_hi'], pct)}]"
             cells.append(v if col in r else "")
         lines.append(f"| {r['dataset']} | {r['task']} | {r['n']} | " + " | ".join(cells) + " |")
+
+    def val(dataset: str, task: str, col: str) -> float | None:
+        hit = [r for r in metrics["summary"] if (r["dataset"], r["task"]) == (dataset, task)]
+        return hit[0].get(col) if hit else None
+
+    lines += [
+        "",
+        "Final (as upstream): PAM mean SRCC, MusicEval SRCC, Music Arena ACC, CMI-Pref mean ACC",
+        "",
+    ]
+    final = [
+        fmt(mean([val("PAM", "musicality", "SRCC"), val("PAM", "alignment", "SRCC")])),
+        fmt(val("MusicEval", "musicality", "SRCC")),
+        fmt_pct(val("MusicArena", "preference", "ACC")) + "%",
+        fmt_pct(mean([val("CMI-Pref", "alignment", "ACC"), val("CMI-Pref", "musicality", "ACC")]))
+        + "%",
+    ]
+    lines += ["| PAM SRCC | MusicEval SRCC | Music Arena ACC | CMI-Pref ACC |", "|---|---|---|---|"]
+    lines.append("| " + " | ".join(final) + " |")
     if metrics["system_level"]:
         lines += ["", "## PAM system level (mean per generating system)", ""]
         lines += ["| task | systems | SRCC | LCC | K-Tau |", "|---|---|---|---|---|"]
@@ -125,6 +145,7 @@ def evaluate_rows(
     plots: bool = True,
     run_info: dict[str, Any] | None = None,
     title: str = "Benchmark results",
+    variant: str | None = None,
 ) -> dict[str, Any]:
     """Compute metrics for result rows and write every metrics file; returns metrics.json."""
     out = Path(out_dir)
@@ -149,6 +170,8 @@ def evaluate_rows(
     write_atomic(out / "metrics_system.csv", to_csv(metrics["system_level"], SYSTEM_COLS))
     write_json(out / "statistics.json", stats)
     write_atomic(out / "summary.md", render_summary_md(metrics, stats, title, made))
+    variant = variant or out.resolve().parent.name  # outputs/bench/<model>/<dataset>
+    write_atomic(out / "latex.txt", "\n".join(latex_lines(metrics, variant)) + "\n")
     return metrics
 
 
@@ -162,6 +185,7 @@ def evaluate_file(
     latest = read_latest([results])
     rows = sorted(latest.values(), key=lambda r: r.get("bench_row_index", 0))
     title = kw.pop("title", f"Benchmark results: {results.parent}")
+    kw.setdefault("variant", results.resolve().parent.parent.name)  # <model>/<dataset>/results
     return evaluate_rows(rows, out_dir or results.parent, title=title, **kw)
 
 

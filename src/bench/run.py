@@ -259,6 +259,7 @@ def run(
         plots=bool(cfg.get("plots", True)),
         run_info=run_info,
         title=f"{cfg.model.name} on {cfg.dataset.name}",
+        variant=str(cfg.model.name),
     )
     n_fail = sum(r.get("status") == "error" for r in all_rows)
     info = run_info | {
