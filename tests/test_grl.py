@@ -58,3 +58,52 @@ def test_grl_experiment_logs_adversary_metrics(tmp_path, synth_corpus):
     # lambda follows the schedule at the last step taken (2 steps planned)
     assert metrics["train/grl_lambda"] == pytest.approx(dann_lambda(1 / 2, 0.5), rel=1e-4)
     assert 0.0 <= metrics["val/adv_acc"] <= 1.0
+
+
+def test_regress_mode_targets_the_detached_timbre_embedding(tmp_path):
+    """adversary.mode=regress: MSE from the reversed pooled vector to the CAM++ embedding."""
+    from audioscore.models.components.campp import save_random_campp
+    from audioscore.models.scorer_module import ScorerLitModule
+
+    campp = save_random_campp(
+        tmp_path / "campp.bin", embedding_size=16, growth_rate=4, bn_size=2, init_channels=16
+    )
+    net = {
+        "_target_": "audioscore.models.components.scorer.VocalScorer",
+        "encoder": {
+            "_target_": "audioscore.models.components.muq_encoder.MuQEncoder",
+            "pretrained": None,
+            "muq_config": "tiny",
+            "layer": 1,
+            "lora": {"r": 4},
+        },
+        "head": {
+            "_target_": "audioscore.models.components.head.SongEvalHead",
+            "_partial_": True,
+            "hidden_dim": 32,
+            "attn_layers": 1,
+            "heads": 2,
+        },
+        "timbre": {
+            "_target_": "audioscore.models.components.campp.CamppEncoder",
+            "source": str(campp),
+        },
+    }
+    module = ScorerLitModule(
+        net=net,
+        loss={"_target_": "audioscore.losses.ListMLELoss"},
+        optimizer={"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1e-3},
+        adversary={"mode": "regress", "hidden_dim": 8, "dropout": 0.0},
+    )
+    module.build_adversary()
+    assert module.adversary.mlp[-1].out_features == 16
+    module.adversary.grl.lambd = 0.5
+    wav = torch.randn(3, 24_000) * 0.1
+    batch = {"wav": wav, "lengths": torch.full((3,), 24_000)}
+    out = module(batch)
+    loss = module.adversary_loss(out, batch)
+    expected = torch.nn.functional.mse_loss(module.adversary.mlp(out["pooled"]), out["timbre"])
+    torch.testing.assert_close(loss, expected)
+    loss.backward()
+    assert all(p.grad is None for p in module.net.timbre.parameters())  # frozen target
+    assert module.net.head.ffd[0].weight.grad.abs().sum() > 0  # reversed signal reaches the head
