@@ -11,6 +11,9 @@ the result as JSON. A GRL run should leave a much smaller margin than its no-GRL
 `--part`: `audio` (default) probes the MuQ part only, i.e. drops the CAM++ dims that plan B
 appends (a frozen speaker embedding identifies singers by design); `all` probes everything;
 `timbre` only the CAM++ dims.
+
+EXPORT may also be a Lightning checkpoint of a run (e.g. RUN/checkpoints/last.ckpt): it is first
+exported next to the run as RUN/export_<name> from the run's saved config.
 """
 
 from __future__ import annotations
@@ -82,10 +85,15 @@ def select_part(pooled: np.ndarray, timbre_dim: int, part: str) -> np.ndarray:
     raise ValueError(f"--part must be audio, all or timbre, got {part!r}")
 
 
-def fit_probe(x: np.ndarray, labels: list[str], folds: int = 5, seed: int = 0) -> dict[str, float]:
-    """Cross-validated logistic-regression accuracy vs majority-class chance."""
+def fit_probe(
+    x: np.ndarray, labels: list[str], folds: int = 5, seed: int = 0, repeats: int = 10
+) -> dict[str, float]:
+    """Cross-validated logistic-regression accuracy vs majority-class chance.
+
+    With few held-out clips one k-fold split is noisy; `repeats` reshuffled splits are averaged.
+    """
     from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.model_selection import RepeatedStratifiedKFold, cross_val_score
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
@@ -95,7 +103,7 @@ def fit_probe(x: np.ndarray, labels: list[str], folds: int = 5, seed: int = 0) -
     if folds < 2:
         raise ValueError(f"need >= 2 clips per singer for cross-validation, got counts {counts}")
     clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000, C=1.0))
-    cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    cv = RepeatedStratifiedKFold(n_splits=folds, n_repeats=repeats, random_state=seed)
     acc = cross_val_score(clf, x, y, cv=cv, scoring="accuracy")
     chance = float(counts.max() / counts.sum())
     return {
@@ -104,10 +112,34 @@ def fit_probe(x: np.ndarray, labels: list[str], folds: int = 5, seed: int = 0) -
         "chance": chance,
         "margin": float(acc.mean()) - chance,
         "folds": folds,
+        "repeats": repeats,
         "n_clips": int(len(y)),
         "n_singers": int(len(counts)),
         "dim": int(x.shape[1]),
     }
+
+
+def export_checkpoint(ckpt: str | os.PathLike) -> Path:
+    """RUN/checkpoints/X.ckpt -> RUN/export_X (built from RUN/.hydra/config.yaml)."""
+    from omegaconf import OmegaConf
+
+    from audioscore.export import export_scorer
+    from audioscore.models.scorer_module import build_net
+
+    ckpt = Path(ckpt)
+    run_dir = ckpt.parent.parent
+    cfg_file = run_dir / ".hydra" / "config.yaml"
+    if not cfg_file.is_file():
+        raise FileNotFoundError(f"{ckpt}: no run config at {cfg_file}")
+    cfg = OmegaConf.load(cfg_file)
+    net = build_net(OmegaConf.to_container(cfg.model.net, resolve=True))
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+    net.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("net.")})
+    pre = {
+        "target_lufs": cfg.data.get("target_lufs"),
+        "max_dur": cfg.data.get("val_crop_seconds") or cfg.data.get("crop_seconds"),
+    }
+    return export_scorer(net.eval(), run_dir / f"export_{ckpt.stem}", preprocess=pre)
 
 
 def probe(
@@ -118,14 +150,17 @@ def probe(
     part: str = "audio",
     folds: int = 5,
     seed: int = 0,
+    repeats: int = 10,
     batch_size: int = 8,
 ) -> dict[str, Any]:
+    if str(export_dir).endswith(".ckpt"):
+        export_dir = str(export_checkpoint(export_dir))
     clips = read_clips(groups_file, root)
     pooled, ok, failures, e_dim = extract_pooled(
         export_dir, [c["audio_file"] for c in clips], batch_size
     )
     x = select_part(pooled, e_dim, part)
-    res = fit_probe(x, [clips[i]["singer"] for i in ok], folds, seed)
+    res = fit_probe(x, [clips[i]["singer"] for i in ok], folds, seed, repeats)
     res.update(export=str(export_dir), groups=str(groups_file), part=part, failures=failures)
     return res
 
@@ -138,6 +173,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--part", default="audio", choices=["audio", "all", "timbre"])
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--repeats", type=int, default=10, help="reshuffled k-fold repeats")
     ap.add_argument("--out", default=None, help="also write the result as JSON here")
     args = ap.parse_args(argv)
     res = probe(
@@ -147,12 +183,13 @@ def main(argv: list[str] | None = None) -> None:
         part=args.part,
         folds=args.folds,
         seed=args.seed,
+        repeats=args.repeats,
     )
     for f in res["failures"]:
         print(f"skipped {f}", file=sys.stderr)
     print(
         f"singer probe ({res['part']}, {res['dim']}-d, {res['n_clips']} clips, "
-        f"{res['n_singers']} singers, {res['folds']}-fold): accuracy {res['accuracy']:.3f} "
+        f"{res['n_singers']} singers, {res['folds']}-fold x{res['repeats']}): accuracy {res['accuracy']:.3f} "
         f"± {res['accuracy_std']:.3f} vs chance {res['chance']:.3f} "
         f"(margin {res['margin']:+.3f})"
     )
