@@ -133,3 +133,44 @@ def test_ddp_two_cpu_processes(tmp_path, synth_corpus):
     assert "MEMBER: 2/2" in proc.stderr  # Lightning's rank-1 banner: two processes ran
     assert (tmp_path / "export" / "model.safetensors").is_file()
     assert any(r.get("val/srcc") for r in read_csv_rows(tmp_path))
+
+
+def test_datamodule_keeps_order_crops_and_skips_unreadable(tmp_path, synth_corpus):
+    import json
+
+    from audioscore.data.datamodule import GroupsDataModule
+    from audioscore.data.groups import read_groups
+
+    broken = tmp_path / "broken.m4a"
+    broken.write_bytes(b"not audio")
+    groups = read_groups(synth_corpus["train"])
+    for g in groups:  # an unreadable clip in every group, mid-list (score ties its neighbour)
+        g.insert(1, {"audio_file": str(broken), "score": g[0]["score"], "singer": "sX"})
+    (tmp_path / "train.json").write_text(json.dumps(groups))
+    failures = tmp_path / "failures.jsonl"
+    dm = GroupsDataModule(
+        [str(tmp_path / "train.json")],
+        [str(synth_corpus["val"])],
+        crop_seconds=1.5,
+        groups_per_batch=2,
+        max_group_size=20,
+        steps_per_epoch=3,
+        num_workers=0,
+        failures_path=str(failures),
+    )
+    dm.setup("fit")
+    assert dm.num_singers == 5  # 4 singers + sX, mapped to ints
+    batches = list(dm.train_dataloader())
+    assert len(batches) == 3
+    for b in batches:
+        assert b["wav"].shape[1] <= 36_000 and (b["lengths"] <= 36_000).all()
+        assert str(broken) not in b["paths"]
+        for row in b["slots"]:
+            idx = row[row >= 0]
+            assert len(idx) >= 2 and (torch.diff(b["scores"][idx]) <= 0).all()  # best first
+        assert len(set(b["keys"])) == len(b["keys"])
+        assert (b["singer"] >= 0).all()
+    lines = failures.read_text().splitlines()
+    assert lines and all(json.loads(line)["path"] == str(broken) for line in lines)
+    val = next(iter(dm.val_dataloader()))
+    assert {"index", "group", "truth"} <= set(val) and (val["lengths"] <= 36_000).all()
