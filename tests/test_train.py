@@ -114,10 +114,13 @@ def test_init_from_copies_exported_weights(tmp_path, synth_corpus):
 
 @pytest.mark.parametrize("loss", ["pairwise", "regression"])
 def test_alternative_losses_train(tmp_path, synth_corpus, loss):
-    metrics, objects = train(make_cfg(tmp_path, synth_corpus, f"loss={loss}", "export=false"))
+    export = "true" if loss == "regression" else "false"
+    metrics, objects = train(make_cfg(tmp_path, synth_corpus, f"loss={loss}", f"export={export}"))
     assert torch.isfinite(torch.tensor(metrics["train/loss"]))
-    if loss == "regression":  # standardised with the training scores
+    if loss == "regression":  # standardised with the training scores, recorded in the export
         assert float(objects["model"].loss_fn.std) > 1.0
+        meta = load_scorer(objects["export_dir"]).config["meta"]
+        assert meta["score_std"] == pytest.approx(float(objects["model"].loss_fn.std))
 
 
 def test_ddp_two_cpu_processes(tmp_path, synth_corpus):

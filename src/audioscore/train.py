@@ -85,6 +85,9 @@ def export_best(model: Any, ckpt_path: str | None, cfg: DictConfig, out_dir: Pat
         "crop": "center",
     }
     meta = {"experiment": cfg.get("experiment_name"), "plan": cfg.get("plan"), "ckpt": ckpt_path}
+    loss_fn = getattr(model, "loss_fn", None)
+    if hasattr(loss_fn, "fit_stats"):  # regression: score = (raw - mean) / std
+        meta["score_mean"], meta["score_std"] = float(loss_fn.mean), float(loss_fn.std)
     return export_scorer(
         model.net,
         out_dir / "export",
