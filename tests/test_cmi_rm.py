@@ -22,13 +22,7 @@ from rewards.cmi_rm.tiny import build_tiny_cmi_rm  # noqa: E402
 SR = 24000
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # tiny models on a shared 2-core box: extra intra-op threads only spin (12 s vs 0.2 s measured)
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="session")

@@ -18,13 +18,7 @@ from rewards.serve import ScoreHandler, make_server
 SR = 24000
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # tiny models on a shared 2-core box: extra intra-op threads only spin
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class WaveStats(RewardModel):

@@ -19,6 +19,7 @@ import yaml
 from torch import nn
 
 from audioscore.audio import MUQ_MIN_SAMPLES, MUQ_SR, AudioTooShortError, audio_duration
+from audioscore.models.components.scorer import frozen_base_keys
 from rewards.base import MUSICALITY, BatchInput, RewardModel, as_input
 
 log = logging.getLogger(__name__)
@@ -31,17 +32,6 @@ DEFAULT_PREPROCESS = {"target_lufs": -12.0, "max_dur": 30.0, "crop": "center"}
 
 class ExportError(ValueError):
     """An export directory that is missing files, malformed, or does not match its weights."""
-
-
-def _frozen_base_keys(net: nn.Module) -> list[str]:
-    enc = getattr(net, "encoder", None)
-    if (
-        enc is None
-        or getattr(enc, "pretrained", None) is None
-        or not hasattr(enc, "base_state_keys")
-    ):
-        return []
-    return [f"encoder.{k}" for k in enc.base_state_keys()]
 
 
 def _atomic_write(path: Path, write) -> None:
@@ -75,7 +65,7 @@ def export_scorer(
         raise ExportError("export_scorer needs the net's `_target_` config (net_config=...)")
     state = net.state_dict()
     enc = getattr(net, "encoder", None)
-    drop = set(_frozen_base_keys(net))
+    drop = set(frozen_base_keys(net))
     full = save_full_encoder or not drop
     if full:
         drop = set()
@@ -129,7 +119,7 @@ def load_net(path: str | os.PathLike, device: str = "cpu") -> tuple[nn.Module, d
     net = instantiate(config["net"], _convert_="all")
     net._net_config = config["net"]
     missing, unexpected = net.load_state_dict(load_file(str(weights)), strict=False)
-    allowed = set() if config.get("save_full_encoder", True) else set(_frozen_base_keys(net))
+    allowed = set() if config.get("save_full_encoder", True) else set(frozen_base_keys(net))
     bad_missing = [k for k in missing if k not in allowed]
     if unexpected or bad_missing:
         raise ExportError(

@@ -16,6 +16,7 @@ from torch import nn
 
 from audioscore.metrics import group_metrics
 from audioscore.models.components.grl import SingerAdversary, dann_lambda
+from audioscore.models.components.scorer import frozen_base_keys
 
 # the MuQ backbone is kept in eval mode on purpose (BatchNorm, dropout, layerdrop)
 warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
@@ -244,15 +245,3 @@ class ScorerLitModule(L.LightningModule):
                     hidden_dim=self.adv_cfg.get("hidden_dim", 256),
                     dropout=self.adv_cfg.get("dropout", 0.3),
                 )
-
-
-def frozen_base_keys(net: nn.Module, prefix: str = "") -> list[str]:
-    """Keys of pretrained encoder weights that can be rebuilt from the encoder's `pretrained`."""
-    enc = getattr(net, "encoder", None)
-    if (
-        enc is None
-        or getattr(enc, "pretrained", None) is None
-        or not hasattr(enc, "base_state_keys")
-    ):
-        return []
-    return [f"{prefix}encoder.{k}" for k in enc.base_state_keys()]

@@ -53,3 +53,15 @@ class VocalScorer(nn.Module):
         if extra is not None:
             out["timbre"] = extra
         return out
+
+
+def frozen_base_keys(net: nn.Module, prefix: str = "") -> list[str]:
+    """Keys of pretrained encoder weights that can be rebuilt from the encoder's `pretrained`."""
+    enc = getattr(net, "encoder", None)
+    if (
+        enc is None
+        or getattr(enc, "pretrained", None) is None
+        or not hasattr(enc, "base_state_keys")
+    ):
+        return []
+    return [f"{prefix}encoder.{k}" for k in enc.base_state_keys()]
