@@ -28,11 +28,15 @@ for exp in "${EXPS[@]}"; do
 done
 
 for exp in "${EXPS[@]}"; do
-  [ -f "$OUT/$exp/export/config.yaml" ] || continue
+  src="$OUT/$exp/export"
+  if [ ! -f "$src/config.yaml" ]; then  # trained but not exported: probe the best checkpoint
+    src=$(ls "$OUT/$exp"/checkpoints/epoch_*.ckpt 2>/dev/null | tail -1)
+    [ -n "$src" ] || continue
+  fi
   parts=(audio); [[ $exp == hybrid* ]] && parts=(audio all)
   for part in "${parts[@]}"; do
-    echo "== probe $exp ($part)"
-    "$PY" scripts/probe_singer.py "$OUT/$exp/export" "$CORPUS/val.json" --part "$part" \
+    echo "== probe $exp ($part): $src"
+    "$PY" scripts/probe_singer.py "$src" "$CORPUS/val.json" --part "$part" \
       --out "$OUT/probe_${exp}_${part}.json" || failed+=("probe:$exp:$part")
   done
 done
