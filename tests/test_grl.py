@@ -102,7 +102,11 @@ def test_regress_mode_targets_the_detached_timbre_embedding(tmp_path):
     batch = {"wav": wav, "lengths": torch.full((3,), 24_000)}
     out = module(batch)
     loss = module.adversary_loss(out, batch)
-    expected = torch.nn.functional.mse_loss(module.adversary.mlp(out["pooled"]), out["timbre"])
+    # the adversary sees only the MuQ part of `pooled`: the appended CAM++ dims would hand it
+    # the answer (its own target) and the reversed gradient would never reach MuQ
+    muq_part = out["pooled"][:, : module.net.pooled_dim - 16]
+    torch.testing.assert_close(module.adversary_input(out), muq_part)
+    expected = torch.nn.functional.mse_loss(module.adversary.mlp(muq_part), out["timbre"])
     torch.testing.assert_close(loss, expected)
     loss.backward()
     assert all(p.grad is None for p in module.net.timbre.parameters())  # frozen target

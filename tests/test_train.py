@@ -89,6 +89,10 @@ def test_resume_continues_and_lora_only_checkpoints(tmp_path, synth_corpus):
     )
     _, second = train(cfg)
     assert second["trainer"].global_step == 4
+    # last.ckpt is the latest epoch even when val/srcc did not improve (Lightning's save_last
+    # alone would leave it at the best epoch)
+    last_b = torch.load(tmp_path / "b" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last_b["global_step"] == 4
     steps = [int(r["step"]) for r in read_csv_rows(tmp_path / "b") if r.get("train/loss")]
     assert steps and min(steps) >= 2  # only the second epoch ran here
     weights = load_file(str(second["export_dir"] / "model.safetensors"))

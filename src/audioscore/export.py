@@ -73,6 +73,10 @@ def export_scorer(
             # rebuild the backbone from its own config, so loading needs no hub access
             cfg["encoder"]["pretrained"] = None
             cfg["encoder"]["muq_config"] = muq_config_dict(enc.muq)
+    timbre = getattr(net, "timbre", None)
+    if timbre is not None and hasattr(timbre, "standalone_config") and "timbre" in cfg:
+        # plan B: the frozen CAM++ weights travel in the state dict, so no hub id is needed
+        cfg["timbre"] = timbre.standalone_config()
     tensors = {k: v.detach().cpu().clone().contiguous() for k, v in state.items() if k not in drop}
     config = {
         "format": FORMAT,

@@ -99,6 +99,17 @@ class ScorerLitModule(L.LightningModule):
         if self.adv_cfg and self.adversary is None:
             self.build_adversary(num_singers=getattr(dm, "num_singers", 0))
 
+    @property
+    def adversary_dim(self) -> int:
+        """Width of what the adversary sees: `pooled` minus plan B's frozen CAM++ dims."""
+        timbre = getattr(self.net, "timbre", None)
+        return self.net.pooled_dim - (int(timbre.out_dim) if timbre is not None else 0)
+
+    def adversary_input(self, out: dict[str, torch.Tensor]) -> torch.Tensor:
+        # plan B appends the frozen CAM++ embedding last; it is a speaker embedding by design and
+        # nothing upstream of it trains, so only the MuQ part can be made singer-blind
+        return out["pooled"].float()[:, : self.adversary_dim]  # [B, P - E]
+
     def build_adversary(self, num_singers: int = 0) -> None:
         cfg = self.adv_cfg or {}
         mode = cfg.get("mode", "classify")
@@ -113,7 +124,7 @@ class ScorerLitModule(L.LightningModule):
         else:
             raise ValueError(f"adversary.mode must be classify or regress, got {mode!r}")
         self.adversary = SingerAdversary(
-            self.net.pooled_dim,
+            self.adversary_dim,
             out_dim,
             hidden_dim=cfg.get("hidden_dim", 256),
             dropout=cfg.get("dropout", 0.3),
@@ -154,7 +165,7 @@ class ScorerLitModule(L.LightningModule):
         self.adversary.grl.lambd = self.grl_lambda
 
     def adversary_loss(self, out: dict[str, torch.Tensor], batch: dict[str, Any]) -> torch.Tensor:
-        pred = self.adversary(out["pooled"].float())  # [B, C] or [B, E]
+        pred = self.adversary(self.adversary_input(out))  # [B, C] or [B, E]
         if self.adv_cfg.get("mode", "classify") == "classify":
             singer = batch["singer"]  # [B], -1 = unknown
             if not bool((singer >= 0).any()):
@@ -174,7 +185,7 @@ class ScorerLitModule(L.LightningModule):
             "group": batch["group"],
         }
         if self.adversary is not None and self.adv_cfg.get("mode", "classify") == "classify":
-            logits = self.adversary(out["pooled"].float())
+            logits = self.adversary(self.adversary_input(out))
             rec["adv_hit"] = (logits.argmax(-1) == batch["singer"]).float()
             rec["adv_known"] = (batch["singer"] >= 0).float()
         self._val_outputs.append(rec)
@@ -240,7 +251,7 @@ class ScorerLitModule(L.LightningModule):
             if keys:
                 last = checkpoint["state_dict"]["adversary.mlp.3.weight"]
                 self.adversary = SingerAdversary(
-                    self.net.pooled_dim,
+                    self.adversary_dim,
                     int(last.shape[0]),
                     hidden_dim=self.adv_cfg.get("hidden_dim", 256),
                     dropout=self.adv_cfg.get("dropout", 0.3),
