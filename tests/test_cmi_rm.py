@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
+from upstream import UpstreamBatchInput
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
@@ -219,17 +220,6 @@ def test_feature_cache_hits_and_matches(tiny_dir, model, tmp_path, monkeypatch):
     np.testing.assert_allclose(first, model.score_batch(xs, 3, 30.0), atol=1e-5)
 
 
-@dataclasses.dataclass
-class BenchmarkBatchInput:  # CMI-RewardBench core/model_abc.py's input type
-    audio: object
-    text: str = ""
-    lyrics: str = ""
-    ref_audio: object = None
-
-    def to_dict(self):
-        return dataclasses.asdict(self)
-
-
 def test_runs_under_cmi_rewardbench_runner_contract(tiny_dir):
     # inference_benchmark._build_model: Class(**init_kwargs) with checkpoint/device set by default
     init_kwargs = {"mode": "final"}
@@ -237,7 +227,7 @@ def test_runs_under_cmi_rewardbench_runner_contract(tiny_dir):
     init_kwargs.setdefault("device", "cpu")
     m = CMIRewardModel(**init_kwargs)
     assert hasattr(m, "sr") and callable(m.score_batch)
-    rows = [BenchmarkBatchInput(x.audio, x.text, x.lyrics, x.ref_audio) for x in items()[:3]]
+    rows = [UpstreamBatchInput(x.audio, x.text, x.lyrics, x.ref_audio) for x in items()[:3]]
     scores = m.score_batch(rows, batch_size=len(rows), max_dur=120.0)
     ali, mus = [float(scores[j, 0]) for j in range(3)], [float(scores[j, 1]) for j in range(3)]
     ours = CMIRewardModel(tiny_dir).score_batch(items()[:3], 3, 120.0)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +9,7 @@ import pytest
 import soundfile as sf
 import torch
 from omegaconf import OmegaConf
+from upstream import UpstreamBatchInput
 
 from rewards import BatchInput, BenchmarkBatchInput, RewardModel, as_input, is_reward_model
 from rewards.base import ScoreItemError, load_waveform, score_detailed
@@ -22,23 +22,12 @@ REWARD_CONFIGS = ["cmi_rm", "cmi_rm_tiny", "audioscore", "custom", "http"]
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@dataclasses.dataclass
-class UpstreamInput:  # CMI-RewardBench's BenchmarkBatchInput, a separate class with the same fields
-    audio: object
-    text: str = ""
-    lyrics: str = ""
-    ref_audio: object = None
-
-    def to_dict(self):
-        return dataclasses.asdict(self)
-
-
 def test_as_input_accepts_every_form():
     wav = torch.zeros(10)
-    assert as_input(UpstreamInput("a.wav", "t", "l", "r.wav")) == BatchInput(
+    assert as_input(UpstreamBatchInput("a.wav", "t", "l", "r.wav")) == BatchInput(
         "a.wav", "t", "l", "r.wav"
     )
-    assert as_input(UpstreamInput("a.wav", None, None)) == BatchInput("a.wav", "", "", None)
+    assert as_input(UpstreamBatchInput("a.wav", None, None)) == BatchInput("a.wav", "", "", None)
     assert as_input({"audio": "a.wav", "text": "t", "extra": 1}) == BatchInput("a.wav", "t")
     assert as_input("a.wav") == BatchInput("a.wav")
     x = BatchInput(wav, "t")
