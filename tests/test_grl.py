@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from test_scorer_export import net_config
 from test_train import make_cfg
 
 from audioscore.models.components.grl import SingerAdversary, dann_lambda, reverse_grad
@@ -68,27 +69,12 @@ def test_regress_mode_targets_the_detached_timbre_embedding(tmp_path):
     campp = save_random_campp(
         tmp_path / "campp.bin", embedding_size=16, growth_rate=4, bn_size=2, init_channels=16
     )
-    net = {
-        "_target_": "audioscore.models.components.scorer.VocalScorer",
-        "encoder": {
-            "_target_": "audioscore.models.components.muq_encoder.MuQEncoder",
-            "pretrained": None,
-            "muq_config": "tiny",
-            "layer": 1,
-            "lora": {"r": 4},
-        },
-        "head": {
-            "_target_": "audioscore.models.components.head.SongEvalHead",
-            "_partial_": True,
-            "hidden_dim": 32,
-            "attn_layers": 1,
-            "heads": 2,
-        },
-        "timbre": {
+    net = tiny_net(
+        timbre={
             "_target_": "audioscore.models.components.campp.CamppEncoder",
             "source": str(campp),
-        },
-    }
+        }
+    )
     module = ScorerLitModule(
         net=net,
         loss={"_target_": "audioscore.losses.ListMLELoss"},
@@ -111,3 +97,78 @@ def test_regress_mode_targets_the_detached_timbre_embedding(tmp_path):
     loss.backward()
     assert all(p.grad is None for p in module.net.timbre.parameters())  # frozen target
     assert module.net.head.ffd[0].weight.grad.abs().sum() > 0  # reversed signal reaches the head
+
+
+def tiny_net(timbre: dict | None = None) -> dict:
+    """Config of a tiny random plan A (or, with `timbre`, plan B) net."""
+    net = net_config(None)
+    net["encoder"]["muq_config"] = "tiny"  # random, offline
+    if timbre is not None:
+        net["timbre"] = timbre
+    return net
+
+
+def tiny_module(**adversary):
+    from audioscore.models.scorer_module import ScorerLitModule
+
+    net = tiny_net()
+    module = ScorerLitModule(
+        net=net,
+        loss={"_target_": "audioscore.losses.ListMLELoss"},
+        optimizer={"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1e-3},
+        adversary={"mode": "classify", **adversary},
+    )
+    module.build_adversary(num_singers=3)
+    return module
+
+
+def test_orthogonal_adversary_never_pushes_along_the_score_direction():
+    """orthogonal: the reversed gradient on `pooled` has no component along the score weights."""
+    torch.manual_seed(0)
+    module = tiny_module(orthogonal=True, hidden_dim=8, dropout=0.0)
+    module.adversary.grl.lambd = 1.0
+    pooled = torch.randn(6, module.net.pooled_dim, requires_grad=True)
+    x = module.adversary_input({"pooled": pooled})
+    w = module.net.head.fc.weight[0].detach()
+    torch.testing.assert_close(x @ w, torch.zeros(6), atol=1e-5, rtol=0)
+    singer = torch.tensor([0, 1, 2, 0, 1, 2])
+    torch.nn.functional.cross_entropy(module.adversary(x), singer).backward()
+    torch.testing.assert_close(pooled.grad @ w, torch.zeros(6), atol=1e-6, rtol=0)
+    assert pooled.grad.abs().sum() > 0  # the rest of `pooled` still gets the reversed signal
+
+
+def test_adversary_options_linear_norm_and_own_learning_rate():
+    module = tiny_module(hidden_dim=0, norm=True, lr_scale=10.0)
+    adv = module.adversary
+    assert isinstance(adv.norm, torch.nn.BatchNorm1d) and not adv.norm.affine
+    assert [type(m) for m in adv.mlp] == [torch.nn.Linear]  # linear, like the probe
+    # standardised input: rescaling `pooled` does not change the (training-mode) logits
+    adv.train()
+    x = torch.randn(8, module.net.pooled_dim)
+    torch.testing.assert_close(adv(x), adv(100.0 * x), atol=1e-4, rtol=1e-4)
+
+    class _Trainer:
+        estimated_stepping_batches = 10
+
+    module._trainer = _Trainer()
+    module.hparams.scheduler = None
+    opt = module.configure_optimizers()
+    lrs = [g["lr"] for g in opt.param_groups]
+    assert lrs == [pytest.approx(1e-3), pytest.approx(1e-2)]
+    adv_ids = {id(p) for p in adv.parameters()}
+    assert {id(p) for p in opt.param_groups[1]["params"]} == adv_ids
+    assert not adv_ids & {id(p) for p in opt.param_groups[0]["params"]}
+
+
+def test_linear_normalised_adversary_survives_checkpoint_reload():
+    module = tiny_module(hidden_dim=0, norm=True)
+    module.adversary.norm.running_mean.fill_(0.5)
+    state = {"state_dict": module.state_dict()}
+    fresh = tiny_module(hidden_dim=0, norm=True)
+    fresh.adversary = None
+    fresh.on_load_checkpoint(state)
+    fresh.load_state_dict(state["state_dict"])
+    assert fresh.adversary.mlp[-1].out_features == 3
+    torch.testing.assert_close(
+        fresh.adversary.norm.running_mean, module.adversary.norm.running_mean
+    )

@@ -63,8 +63,9 @@ class ScorerLitModule(L.LightningModule):
         loss: `_target_` config of the objective (ListMLE, pairwise logistic, regression).
         optimizer: `_target_` + `_partial_` config of the optimizer.
         scheduler: None or dict(warmup_frac) for warm-up + cosine per step.
-        adversary: None or dict(mode=classify|regress, max_weight, gamma, hidden_dim, dropout):
-            a singer adversary behind a gradient reversal layer on the pooled vector.
+        adversary: None or dict(mode=classify|regress, max_weight, gamma, weight, hidden_dim,
+            dropout, norm, orthogonal, lr_scale): a singer adversary behind a gradient reversal
+            layer on the pooled vector (see `SingerAdversary` and `adversary_input`).
         save_full_encoder: False drops pretrained MuQ base weights from checkpoints/exports.
     """
 
@@ -108,7 +109,14 @@ class ScorerLitModule(L.LightningModule):
     def adversary_input(self, out: dict[str, torch.Tensor]) -> torch.Tensor:
         # plan B appends the frozen CAM++ embedding last; it is a speaker embedding by design and
         # nothing upstream of it trains, so only the MuQ part can be made singer-blind
-        return out["pooled"].float()[:, : self.adversary_dim]  # [B, P - E]
+        x = out["pooled"].float()[:, : self.adversary_dim]  # [B, P - E]
+        if (self.adv_cfg or {}).get("orthogonal", False):
+            # drop the one direction the score reads (score = fc(pooled)): whatever else the
+            # adversary finds there is not needed by the task, so reversing it cannot trade
+            # quality away even when singer and quality are confounded in the training data
+            w = self.net.head.fc.weight[0, : self.adversary_dim].detach().float()  # [P - E]
+            x = x - (x @ w).unsqueeze(-1) * w / w.dot(w).clamp(min=1e-12)  # [B, P - E]
+        return x
 
     def build_adversary(self, num_singers: int = 0) -> None:
         cfg = self.adv_cfg or {}
@@ -123,11 +131,16 @@ class ScorerLitModule(L.LightningModule):
             out_dim = int(self.net.timbre.out_dim)
         else:
             raise ValueError(f"adversary.mode must be classify or regress, got {mode!r}")
-        self.adversary = SingerAdversary(
+        self.adversary = self.make_adversary(out_dim)
+
+    def make_adversary(self, out_dim: int) -> SingerAdversary:
+        cfg = self.adv_cfg or {}
+        return SingerAdversary(
             self.adversary_dim,
             out_dim,
             hidden_dim=cfg.get("hidden_dim", 256),
             dropout=cfg.get("dropout", 0.3),
+            norm=bool(cfg.get("norm", False)),
         )
 
     def on_train_start(self) -> None:
@@ -165,7 +178,7 @@ class ScorerLitModule(L.LightningModule):
         self.adversary.grl.lambd = self.grl_lambda
 
     def adversary_loss(self, out: dict[str, torch.Tensor], batch: dict[str, Any]) -> torch.Tensor:
-        pred = self.adversary(self.adversary_input(out))  # [B, C] or [B, E]
+        pred = self.adversary(self.adversary_input(out))
         if self.adv_cfg.get("mode", "classify") == "classify":
             singer = batch["singer"]  # [B], -1 = unknown
             if not bool((singer >= 0).any()):
@@ -225,9 +238,17 @@ class ScorerLitModule(L.LightningModule):
 
     # ---- optimisation --------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
-        params = [p for p in self.parameters() if p.requires_grad]
         opt_cfg = {k: v for k, v in self.hparams.optimizer.items() if k != "_partial_"}
-        opt = instantiate(opt_cfg, params=params)
+        adv = {id(p) for p in self.adversary.parameters()} if self.adversary is not None else set()
+        params = [p for p in self.parameters() if p.requires_grad and id(p) not in adv]
+        groups = [{"params": params}]
+        if adv:
+            # the adversary restarts its job whenever the encoder moves: a faster learner keeps
+            # the reversed gradient informative within a short schedule
+            scale = float(self.adv_cfg.get("lr_scale", 1.0))
+            adv_params = [p for p in self.adversary.parameters() if p.requires_grad]
+            groups.append({"params": adv_params, "lr": opt_cfg["lr"] * scale})
+        opt = instantiate({**opt_cfg, "_partial_": True})(groups)  # param groups stay plain
         sched_cfg = self.hparams.scheduler
         if not sched_cfg:
             return opt
@@ -247,12 +268,12 @@ class ScorerLitModule(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # the adversary's size depends on the data; build it before weights are restored
         if self.adv_cfg and self.adversary is None:
-            keys = [k for k in checkpoint["state_dict"] if k.startswith("adversary.mlp.")]
-            if keys:
-                last = checkpoint["state_dict"]["adversary.mlp.3.weight"]
-                self.adversary = SingerAdversary(
-                    self.adversary_dim,
-                    int(last.shape[0]),
-                    hidden_dim=self.adv_cfg.get("hidden_dim", 256),
-                    dropout=self.adv_cfg.get("dropout", 0.3),
-                )
+            weights = [k for k in checkpoint["state_dict"] if k.startswith("adversary.mlp.")]
+            if weights:
+                last = max((k for k in weights if k.endswith(".weight")), key=mlp_index)
+                self.adversary = self.make_adversary(int(checkpoint["state_dict"][last].shape[0]))
+
+
+def mlp_index(key: str) -> int:
+    """adversary.mlp.<i>.weight -> i (the last layer gives the adversary's output width)."""
+    return int(key.split(".")[2])

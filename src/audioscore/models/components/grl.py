@@ -42,17 +42,37 @@ class GradientReversal(nn.Module):
 
 
 class SingerAdversary(nn.Module):
-    """GRL -> MLP on the pooled clip vector: singer logits [B, C] or a speaker embedding [B, E]."""
+    """GRL -> (standardise) -> MLP or linear: singer logits [B, C] or a speaker embedding [B, E].
 
-    def __init__(self, in_dim: int, out_dim: int, hidden_dim: int = 256, dropout: float = 0.3):
+    Args:
+        in_dim, out_dim: pooled width in, classes (or embedding width) out.
+        hidden_dim: MLP width; 0 or None makes the adversary linear (the probe's own class).
+        dropout: inside the MLP.
+        norm: standardise the reversed features per dim (BatchNorm without affine) as the linear
+            probe does; without it the encoder can hide singer identity in low-variance dims that
+            an unnormalised adversary under-weights but a standardised probe still reads.
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int,
+        hidden_dim: int | None = 256,
+        dropout: float = 0.3,
+        norm: bool = False,
+    ) -> None:
         super().__init__()
         self.grl = GradientReversal()
-        self.mlp = nn.Sequential(
-            nn.Linear(in_dim, hidden_dim),
-            nn.ReLU(),
-            nn.Dropout(dropout),
-            nn.Linear(hidden_dim, out_dim),
-        )
+        self.norm = nn.BatchNorm1d(in_dim, affine=False) if norm else nn.Identity()
+        if hidden_dim:
+            self.mlp = nn.Sequential(
+                nn.Linear(in_dim, hidden_dim),
+                nn.ReLU(),
+                nn.Dropout(dropout),
+                nn.Linear(hidden_dim, out_dim),
+            )
+        else:
+            self.mlp = nn.Sequential(nn.Linear(in_dim, out_dim))
 
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:
-        return self.mlp(self.grl(pooled))
+        return self.mlp(self.norm(self.grl(pooled)))  # [B, C] or [B, E]
