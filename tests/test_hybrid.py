@@ -95,27 +95,33 @@ def test_frame_level_fusion(campp_file):
     assert abs(in_batch[1].shape[0] - 2 * int(mask[1].sum())) <= 3
 
 
+def compose_tiny(experiment: str, tmp: Path):
+    """`experiment=... debug=tiny` composed from conf/, data and outputs under tmp."""
+    from hydra import compose, initialize_config_dir
+
+    conf = str(Path(__file__).resolve().parents[1] / "conf")
+    with initialize_config_dir(config_dir=conf, version_base="1.3"):
+        return compose(
+            "train",
+            overrides=[
+                f"experiment={experiment}",
+                "debug=tiny",
+                f"paths.data_dir={tmp}",
+                f"paths.output_dir={tmp / 'run'}",
+            ],
+        )
+
+
 @pytest.fixture(scope="module")
 def plan_b(tmp_path_factory):
     """experiment=hybrid_campp debug=tiny composed from conf/, net built, exported."""
-    from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
     from audioscore.export import export_scorer
     from audioscore.models.scorer_module import build_net
 
     tmp = tmp_path_factory.mktemp("plan_b")
-    conf = str(Path(__file__).resolve().parents[1] / "conf")
-    with initialize_config_dir(config_dir=conf, version_base="1.3"):
-        cfg = compose(
-            "train",
-            overrides=[
-                "experiment=hybrid_campp",
-                "debug=tiny",
-                f"paths.data_dir={tmp}",
-                f"paths.output_dir={tmp / 'run'}",
-            ],
-        )
+    cfg = compose_tiny("hybrid_campp", tmp)
     assert cfg.plan == "B" and cfg.model.net.timbre.tiny
     torch.manual_seed(0)
     net = build_net(OmegaConf.to_container(cfg.model.net, resolve=True))
@@ -242,3 +248,106 @@ def test_train_plan_b_end_to_end(tmp_path, synth_corpus):
     files = sorted(str(p) for p in Path(synth_corpus["root"]).rglob("*.wav"))[:2]
     scores = rm.score_batch(files, 2, None)
     assert scores.shape == (2, 2) and np.isfinite(scores[:, 1]).all()
+
+
+def test_frame_features_cached_per_key(campp_file, tmp_path):
+    campp = CamppEncoder(str(campp_file), cache_dir=str(tmp_path / "cache"))
+    wav, lengths = batch((0.8, 2.1), seed=4)
+    want = campp.frame_features(wav, lengths)
+    first = campp.frame_features(wav, lengths, keys=["a:0", "b:0"])
+    assert campp.cache.misses == 2 and campp.cache.hits == 0
+    again = campp.frame_features(wav, lengths, keys=["a:0", "b:0"])
+    assert campp.cache.hits == 2
+    for w, f, a in zip(want, first, again, strict=True):
+        torch.testing.assert_close(f, w, rtol=0, atol=0)
+        torch.testing.assert_close(a, w, rtol=0, atol=0)
+    # embeddings and frames of the same key are separate entries
+    campp(wav, lengths, keys=["a:0", "b:0"])
+    assert campp.cache.misses == 4
+
+
+@pytest.fixture(scope="module")
+def plan_b_frame(tmp_path_factory):
+    """experiment=hybrid_campp_frame debug=tiny composed from conf/, net built, exported."""
+    from omegaconf import OmegaConf
+
+    from audioscore.export import export_scorer
+    from audioscore.models.scorer_module import build_net
+
+    tmp = tmp_path_factory.mktemp("plan_b_frame")
+    cfg = compose_tiny("hybrid_campp_frame", tmp)
+    assert cfg.plan == "B" and cfg.data.crop_grid_seconds == 1.0
+    assert cfg.model.net.encoder.campp.tiny and cfg.model.net.get("timbre") is None
+    torch.manual_seed(0)
+    net = build_net(OmegaConf.to_container(cfg.model.net, resolve=True))
+    with torch.no_grad():  # trained-looking projection and CAM++ stats the export must carry
+        net.encoder.proj.weight.normal_(0.0, 0.5)
+        net.encoder.campp.model.xvector.dense.nonlinear.batchnorm.running_mean.add_(0.5)
+    net.eval()
+    return {"net": net, "export": export_scorer(net, tmp / "export"), "tmp": tmp}
+
+
+def test_plan_b_frame_config_builds_and_export_round_trips(plan_b_frame):
+    from audioscore.export import load_scorer, prepare_audio, read_export_config
+
+    net = plan_b_frame["net"]
+    enc = net.encoder
+    assert isinstance(enc, FrameFusionEncoder) and net.timbre is None
+    assert isinstance(enc.encoder, MuQEncoder) and enc.encoder.has_lora
+    assert enc.out_dim == enc.encoder.out_dim + 64 and net.pooled_dim == 2 * enc.out_dim
+    assert enc.uses_keys  # the tiny CAM++ has a cache: training batches pass their keys
+    cfg = read_export_config(plan_b_frame["export"])
+    assert cfg["net"]["encoder"]["pretrained"] is None  # backbone rebuilt from its own config
+    # CAM++ travels in the state dict: reloading needs neither its hub id nor the tiny file
+    assert cfg["net"]["encoder"]["campp"]["source"] is None
+    tiny = plan_b_frame["tmp"] / "campp_tiny" / "campp_tiny.bin"
+    hidden = tiny.with_suffix(".hidden")
+    tiny.rename(hidden)
+    try:
+        rm = load_scorer(plan_b_frame["export"])
+    finally:
+        hidden.rename(tiny)
+    assert isinstance(rm.net.encoder, FrameFusionEncoder)
+    g = torch.Generator().manual_seed(5)
+    wavs = [(0.1 * torch.randn(int(1.5 * 24000), generator=g)).numpy() for _ in range(3)]
+    got = rm.score_batch(wavs, batch_size=2)
+    assert got.shape == (3, 2) and np.isnan(got[:, 0]).all() and np.isfinite(got[:, 1]).all()
+    prepared = np.stack([prepare_audio(w, None, rm.preprocess["target_lufs"]) for w in wavs])
+    with torch.no_grad():
+        x = torch.from_numpy(prepared)
+        want = net(x, torch.full((3,), x.shape[1]))["score"].numpy()
+    np.testing.assert_allclose(got[:, 1], want, atol=1e-4)
+    assert np.ptp(got[:, 1]) > 0  # the scores depend on the clip
+    torch.testing.assert_close(rm.net.encoder.proj.weight, enc.proj.weight)
+    # save_full_encoder=false drops exactly the MuQ base weights (what `pretrained` rebuilds)
+    from audioscore.models.components.scorer import frozen_base_keys
+
+    assert frozen_base_keys(net) == []  # random tiny MuQ: nothing to rebuild it from
+    enc.encoder.pretrained = "some/hub-id"
+    try:
+        base = frozen_base_keys(net)
+    finally:
+        enc.encoder.pretrained = None
+    state = net.state_dict()
+    assert base and set(base) <= set(state)
+    assert all(k.startswith("encoder.encoder.muq.") and "lora_" not in k for k in base)
+    assert not any(
+        k.startswith("encoder.encoder.muq.")
+        for k in set(state) - set(base) - {k for k in state if "lora_" in k}
+    )
+    torch.testing.assert_close(
+        rm.net.encoder.campp.model.xvector.dense.nonlinear.batchnorm.running_mean,
+        enc.campp.model.xvector.dense.nonlinear.batchnorm.running_mean,
+    )
+
+
+def test_plan_b_frame_keys_reach_campp_cache(plan_b_frame):
+    net = plan_b_frame["net"]
+    wav, lengths = batch((1.0, 1.6), seed=6)
+    with torch.no_grad():
+        plain = net(wav, lengths)["score"]
+        first = net(wav, lengths, keys=["k1", "k2"])["score"]
+        second = net(wav, lengths, keys=["k1", "k2"])["score"]
+    assert net.encoder.campp.cache.hits == 2
+    torch.testing.assert_close(first, plain, rtol=0, atol=0)
+    torch.testing.assert_close(second, plain, rtol=0, atol=0)

@@ -77,6 +77,13 @@ def export_scorer(
     if timbre is not None and hasattr(timbre, "standalone_config") and "timbre" in cfg:
         # plan B: the frozen CAM++ weights travel in the state dict, so no hub id is needed
         cfg["timbre"] = timbre.standalone_config()
+    campp = getattr(enc, "campp", None)  # frame-level fusion keeps CAM++ inside the encoder
+    if (
+        campp is not None
+        and hasattr(campp, "standalone_config")
+        and "campp" in cfg.get("encoder", {})
+    ):
+        cfg["encoder"]["campp"] = campp.standalone_config()
     tensors = {k: v.detach().cpu().clone().contiguous() for k, v in state.items() if k not in drop}
     config = {
         "format": FORMAT,

@@ -4,12 +4,17 @@ A training batch is `groups_per_batch` sub-lists (<= `max_group_size` items, ord
 first) drawn from one or more groups files (sources mixed by `source_weights`), each clip a random
 crop of `crop_seconds` (shorter clips whole), loudness-normalised. Validation scores every item of
 the validation groups on a deterministic centre crop.
+
+With `crop_grid_seconds` set, random crop starts are drawn from a fixed grid per clip instead of
+anywhere, so a clip only ever yields a few distinct training crops and frozen encoders (CAM++,
+frozen MuQ) serve them from the feature cache after the first epochs.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -33,12 +38,31 @@ from audioscore.data.groups import read_groups
 log = logging.getLogger(__name__)
 
 
-class ClipLoader:
-    """Loads one crop of a clip; remembers durations and records failures (append + flush)."""
+def grid_offset(spare: float, grid: float, rng: np.random.Generator) -> float:
+    """A random crop start from the clip's grid: `spare` (seconds a crop can move) split into
+    ceil(spare / grid) equal steps, so both ends are reachable and steps are <= `grid`."""
+    steps = max(1, math.ceil(spare / grid - 1e-9))
+    return spare * int(rng.integers(0, steps + 1)) / steps
 
-    def __init__(self, target_lufs: float | None, failures_path: str | None = None) -> None:
+
+class ClipLoader:
+    """Loads one crop of a clip; remembers durations and records failures (append + flush).
+
+    `crop_grid_s`: None = random crop starts anywhere; a number of seconds = random starts on a
+    fixed per-clip grid (see `grid_offset`), so crops repeat and cached features are reused.
+    """
+
+    def __init__(
+        self,
+        target_lufs: float | None,
+        failures_path: str | None = None,
+        crop_grid_s: float | None = None,
+    ) -> None:
+        if crop_grid_s is not None and not crop_grid_s > 0:
+            raise ValueError(f"data.crop_grid_seconds must be > 0 or null, got {crop_grid_s}")
         self.target_lufs = target_lufs
         self.failures_path = failures_path
+        self.crop_grid_s = crop_grid_s
         self._durations: dict[str, float] = {}
 
     def duration(self, path: str) -> float:
@@ -52,7 +76,12 @@ class ClipLoader:
         if crop_s:
             spare = self.duration(path) - crop_s
             if spare > 0:
-                offset = float(rng.uniform(0.0, spare)) if rng is not None else spare / 2
+                if rng is None:
+                    offset = spare / 2
+                elif self.crop_grid_s:
+                    offset = grid_offset(spare, self.crop_grid_s, rng)
+                else:
+                    offset = float(rng.uniform(0.0, spare))
         wav = load_audio(
             path, MUQ_SR, offset=offset, duration=crop_s or None, min_samples=MUQ_MIN_SAMPLES
         )
@@ -220,6 +249,8 @@ class GroupsDataModule(L.LightningDataModule):
         source_weights: sampling weight per training file (default: its number of items).
         groups_per_batch: global number of sub-groups per step (divided across DDP ranks).
         steps_per_epoch: optimizer steps per epoch (groups are sampled, not enumerated).
+        crop_grid_seconds: None = training crops start anywhere; a number = they start on a
+            fixed per-clip grid with steps of at most this many seconds (cache-friendly).
         failures_path: JSONL where unreadable clips are recorded (training carries on).
     """
 
@@ -232,6 +263,7 @@ class GroupsDataModule(L.LightningDataModule):
         name: str = "corpus",
         source_weights: list[float] | None = None,
         crop_seconds: float = 30.0,
+        crop_grid_seconds: float | None = None,
         val_crop_seconds: float | None = None,
         target_lufs: float | None = -12.0,
         groups_per_batch: int = 4,
@@ -296,7 +328,8 @@ class GroupsDataModule(L.LightningDataModule):
         return float(np.mean(s)), float(np.std(s))
 
     def loader(self) -> ClipLoader:
-        return ClipLoader(self.hparams.target_lufs, self.hparams.failures_path)
+        hp = self.hparams
+        return ClipLoader(hp.target_lufs, hp.failures_path, hp.crop_grid_seconds)
 
     def train_dataloader(self) -> DataLoader:
         hp = self.hparams

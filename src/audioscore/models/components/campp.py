@@ -339,26 +339,43 @@ class CamppEncoder(nn.Module):
         return int(self.model.xvector.out_nonlinear.batchnorm.num_features)
 
     @torch.no_grad()
-    def frame_features(self, wav: torch.Tensor, lengths: torch.Tensor) -> list[torch.Tensor]:
+    def frame_features(
+        self, wav: torch.Tensor, lengths: torch.Tensor, keys: Sequence[str] | None = None
+    ) -> list[torch.Tensor]:
         """Frame-level features before stats pooling, per clip: [T50_i, C] at 50 Hz.
 
         Same chunking as the embedding; chunk frames are concatenated in time and the
         wrapped-around tail is cut off. CAM's context masks are clip/chunk-wide, so these
-        are features of the chunk, not of a local window.
+        are features of the chunk, not of a local window. With `keys` and a cache, stored
+        per key next to the embeddings (same namespace, a "frames" key prefix).
         """
-        chunk = int(self.chunk_s * CAMPP_SR)
-        out = []
+        out: list[torch.Tensor | None] = [None] * wav.shape[0]
+        ckeys: list[str | None] = [None] * wav.shape[0]
+        if self.cache is not None and keys is not None:
+            for i in range(wav.shape[0]):
+                ckeys[i] = self.cache.key("frames", str(keys[i]), int(lengths[i]))
+                hit = self.cache.get(ckeys[i])
+                if hit is not None:
+                    out[i] = hit["frames"].to(wav.device)
         with torch.autocast(wav.device.type, enabled=False):
             for i in range(wav.shape[0]):
-                wav16 = self._to_16k(wav[i, : int(lengths[i])])
-                true_frames = -(-(1 + max(wav16.shape[0] - 400, 0) // 160) // 2)
-                wav16 = self._pad_min(wav16)
-                parts = []
-                for piece in chunk_clip(wav16, chunk):
-                    x = compute_fbank(piece).t().unsqueeze(0)  # [1, 80, F]
-                    parts.append(self.model.xvector[:-2](self.model.head(x))[0])  # [C, F/2]
-                out.append(torch.cat(parts, dim=1)[:, : max(true_frames, 1)].t().float())
-        return out
+                if out[i] is None:
+                    out[i] = self._frames_clip(wav[i, : int(lengths[i])])
+                    if ckeys[i] is not None:
+                        self.cache.put(ckeys[i], {"frames": out[i]})
+        return out  # type: ignore[return-value]
+
+    def _frames_clip(self, wav: torch.Tensor) -> torch.Tensor:
+        """One unpadded clip [T] at `in_sr` -> frame features [T50, C]."""
+        chunk = int(self.chunk_s * CAMPP_SR)
+        wav16 = self._to_16k(wav)
+        true_frames = -(-(1 + max(wav16.shape[0] - 400, 0) // 160) // 2)
+        wav16 = self._pad_min(wav16)
+        parts = []
+        for piece in chunk_clip(wav16, chunk):
+            x = compute_fbank(piece).t().unsqueeze(0)  # [1, 80, F]
+            parts.append(self.model.xvector[:-2](self.model.head(x))[0])  # [C, F/2]
+        return torch.cat(parts, dim=1)[:, : max(true_frames, 1)].t().float()  # [T50, C]
 
     def _to_16k(self, wav: torch.Tensor) -> torch.Tensor:
         wav16 = wav.float()

@@ -2,19 +2,27 @@
 
 Real weights come through `MuQ.from_pretrained(hub id or local dir)`; tests use a tiny random
 MuQ saved with `build_tiny_muq_dir` and loaded through that same call.
+
+A frozen encoder (no LoRA, `train_backbone=False`) runs every clip at its true length and, with
+a `cache_dir` and per-clip keys, stores its features in a `FeatureCache` namespace hashed from
+its weights, config and tap, so epochs and runs on the same crops skip the backbone.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import os
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+
+from audioscore.cache import FeatureCache
 
 MUQ_SR = 24_000
 DEFAULT_PRETRAINED = "OpenMuQ/MuQ-large-msd-iter"
@@ -107,6 +115,8 @@ class MuQEncoder(nn.Module):
         truncate: drop conformer layers above `layer` (same output, less compute).
         lora: None (frozen backbone) or dict(r, alpha, dropout, target_modules).
         train_backbone: also fine-tune the base weights (default False: only LoRA trains).
+        cache_dir: FeatureCache root for a frozen encoder (no LoRA, no backbone training); used
+            when forward() gets `keys`. Ignored while anything in the encoder trains.
     """
 
     def __init__(
@@ -118,9 +128,12 @@ class MuQEncoder(nn.Module):
         muq_config: dict | str | None = None,
         seed: int = 0,
         train_backbone: bool = False,
+        cache_dir: str | None = None,
     ) -> None:
         super().__init__()
         self.pretrained = pretrained
+        self.cache_dir = None if cache_dir is None else str(cache_dir)
+        self._cache: FeatureCache | None = None
         self.train_backbone = train_backbone
         self.muq = load_muq(pretrained, muq_config, seed)
         conformer = self.muq.model.conformer
@@ -142,6 +155,11 @@ class MuQEncoder(nn.Module):
         if lora:
             self._inject_lora(**lora)
         self.muq.eval()
+        # frame count = f(samples): mel hop, then the time strides of the conv stem
+        self.hop_length = int(self.muq.config.hop_length)
+        self.conv_strides = tuple(int(m.conv1.stride[1]) for m in self.muq.model.conv.conv)
+        # new weights (an export, init_from) mean a new cache namespace
+        self.register_load_state_dict_post_hook(self._reset_cache)
 
     def _inject_lora(
         self,
@@ -189,25 +207,141 @@ class MuQEncoder(nn.Module):
             return []
         return [k for k in self.state_dict() if k.startswith("muq.") and "lora_" not in k]
 
-    @staticmethod
-    def frame_lengths(lengths: torch.Tensor, n_samples: int, n_frames: int) -> torch.Tensor:
-        """Valid frames per clip, using MuQ's own sample->frame mask striding."""
-        stride = max(1, int(n_samples / max(n_frames, 1)))
-        return torch.clamp((lengths + stride - 1) // stride, min=1, max=n_frames)
+    # ---- frames and masks ------------------------------------------------------------------
+    def num_frames(self, n_samples: torch.Tensor | int) -> torch.Tensor | int:
+        """Exact MuQ frame count of a clip of `n_samples` samples (tensor or int, elementwise)."""
+        return muq_num_frames(n_samples, self.hop_length, self.conv_strides)
 
+    def frame_lengths(self, lengths: torch.Tensor, n_frames: int) -> torch.Tensor:
+        """Valid frames per clip [B] of a padded batch with `n_frames` frames: each clip's own
+        frame count, i.e. what it would get run alone."""
+        return torch.clamp(self.num_frames(lengths), min=1, max=n_frames)
+
+    # ---- cache -----------------------------------------------------------------------------
+    @property
+    def frozen(self) -> bool:
+        """No trainable parameter: the output is a fixed function of the waveform (cacheable)."""
+        return not any(p.requires_grad for p in self.parameters())
+
+    @property
+    def uses_keys(self) -> bool:
+        """Whether forward() can use per-clip cache keys (frozen and a cache_dir configured)."""
+        return self.cache_dir is not None and self.frozen
+
+    def config_hash(self) -> str:
+        """sha1 over everything that changes the features: weights, MuQ config, tap, truncation."""
+        h = hashlib.sha1(f"muq-features|v1|{self.layer}|{self.tap}|".encode())
+        h.update(json.dumps(muq_config_dict(self.muq), sort_keys=True, default=str).encode())
+        state = self.muq.state_dict()
+        for k in sorted(state):
+            t = state[k].detach().cpu().reshape(-1).contiguous()
+            h.update(f"|{k}:{t.dtype}:{tuple(state[k].shape)}|".encode())
+            h.update(t.view(torch.uint8).numpy().tobytes())
+        return h.hexdigest()
+
+    @property
+    def cache(self) -> FeatureCache | None:
+        """The FeatureCache of this encoder's exact weights; hashed on first use (the weights of
+        an export are only loaded after construction) and again after `load_state_dict`."""
+        if self.cache_dir is None:
+            return None
+        if self._cache is None:
+            self._cache = FeatureCache(self.cache_dir, f"muq-{self.config_hash()[:16]}")
+        return self._cache
+
+    def _reset_cache(self, *_: Any) -> None:
+        self._cache = None
+
+    # ---- forward ---------------------------------------------------------------------------
     def forward(
-        self, wav: torch.Tensor, lengths: torch.Tensor | None = None
+        self,
+        wav: torch.Tensor,
+        lengths: torch.Tensor | None = None,
+        keys: Sequence[str] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """wav [B, T] float, lengths [B] samples -> (features [B, F, D], frame mask [B, F] bool)."""
+        """wav [B, T] float, lengths [B] samples -> (features [B, F, D], frame mask [B, F] bool).
+
+        `keys` (one per clip, identifying its content) are only used by a frozen encoder with a
+        `cache_dir`; see `uses_keys`.
+        """
         B, T = wav.shape
+        if lengths is None:
+            lengths = torch.full((B,), T, device=wav.device, dtype=torch.long)
+        lengths = lengths.to(wav.device)
+        if self.frozen:
+            return self._forward_frozen(wav, lengths, keys)
         attn = None
-        if lengths is not None and bool((lengths < T).any()):
-            attn = torch.arange(T, device=wav.device)[None, :] < lengths[:, None]  # [B, T]
+        if bool((lengths < T).any()):
+            # frame-level mask (MuQ strides a sample-level one by int(T/F), off by one frame for
+            # some lengths); with F entries MuQ's stride is 1 and the mask is used as given
+            n_frames = int(self.num_frames(T))
+            n_valid = self.frame_lengths(lengths, n_frames)
+            attn = torch.arange(n_frames, device=wav.device)[None, :] < n_valid[:, None]  # [B, F]
         out = self.muq(wav.float(), attention_mask=attn, output_hidden_states=True)
         feats = out.hidden_states[self.tap]  # [B, F, D]
         F = feats.shape[1]
-        if lengths is None:
-            lengths = torch.full((B,), T, device=wav.device, dtype=torch.long)
-        n_valid = self.frame_lengths(lengths.to(wav.device), T, F)
+        if F != self.num_frames(T):
+            raise RuntimeError(
+                f"MuQ gave {F} frames for {T} samples, expected {self.num_frames(T)}"
+            )
+        n_valid = self.frame_lengths(lengths, F)
         mask = torch.arange(F, device=wav.device)[None, :] < n_valid[:, None]  # [B, F]
         return feats, mask
+
+    @torch.no_grad()
+    def _forward_frozen(
+        self, wav: torch.Tensor, lengths: torch.Tensor, keys: Sequence[str] | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every clip at its true length (equal lengths batched, never zero padding), so a clip
+        gets the same features alone, padded in a batch, or from the cache."""
+        B = wav.shape[0]
+        n_valid = [int(n) for n in self.num_frames(lengths).tolist()]
+        feats: list[torch.Tensor | None] = [None] * B
+        ckeys: list[str | None] = [None] * B
+        cache = self.cache if keys is not None else None
+        if cache is not None:
+            if len(keys) != B:
+                raise ValueError(f"{len(keys)} cache keys for a batch of {B} clips")
+            # autocast changes the features: bf16 and fp32 results are separate entries
+            dev = wav.device.type
+            amp = str(torch.get_autocast_dtype(dev)) if torch.is_autocast_enabled(dev) else "fp32"
+            for i in range(B):
+                ckeys[i] = cache.key(str(keys[i]), int(lengths[i]), amp)
+                hit = cache.get(ckeys[i])
+                if hit is not None and hit["feats"].shape[0] == n_valid[i]:
+                    feats[i] = hit["feats"].to(wav.device)  # [F_i, D]
+        by_len: dict[int, list[int]] = {}
+        for i in range(B):
+            if feats[i] is None:
+                by_len.setdefault(int(lengths[i]), []).append(i)
+        for n, idx in by_len.items():
+            hidden = self.muq(wav[idx, :n].float(), output_hidden_states=True).hidden_states
+            out = hidden[self.tap]  # [b, F_n, D]
+            for j, i in enumerate(idx):
+                feats[i] = out[j]
+                if ckeys[i] is not None:
+                    cache.put(ckeys[i], {"feats": out[j], "n_frames": torch.tensor([n_valid[i]])})
+        F = max(n_valid)
+        first = feats[0]
+        batch = first.new_zeros(B, F, first.shape[-1])  # [B, F, D], padded frames stay 0
+        for i, f in enumerate(feats):
+            if f.shape[0] != n_valid[i]:
+                raise RuntimeError(f"MuQ gave {f.shape[0]} frames, expected {n_valid[i]}")
+            batch[i, : f.shape[0]] = f.to(batch.dtype)
+        mask = (
+            torch.arange(F, device=wav.device)[None, :]
+            < torch.tensor(n_valid, device=wav.device)[:, None]
+        )  # [B, F]
+        return batch, mask
+
+
+def muq_num_frames(
+    n_samples: torch.Tensor | int, hop_length: int = 240, strides: Sequence[int] = (2, 2)
+) -> torch.Tensor | int:
+    """MuQ frames for `n_samples` samples: the centred STFT gives n // hop + 1 mel frames and MuQ
+    drops the last one, then each conv of the stem (kernel 3, padding 1, time stride s) maps m
+    frames to ceil(m / s). 24 kHz, hop 240, strides (2, 2) -> 25 Hz."""
+    m = n_samples // hop_length
+    for s in strides:
+        m = -(-m // s)
+    return m

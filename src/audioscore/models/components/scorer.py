@@ -13,7 +13,8 @@ class VocalScorer(nn.Module):
 
     Args:
         encoder: `MuQEncoder`-like: forward(wav, lengths) -> (feats [B, F, D], mask [B, F]),
-            with `out_dim`.
+            with `out_dim`. An encoder whose `uses_keys` is true also gets the batch's per-clip
+            cache keys as forward(wav, lengths, keys=...) (a frozen, cached encoder).
         head: an `nn.Module` or a factory `head(in_dim=..., extra_dim=...)` (Hydra `_partial_`),
             so the head's input sizes follow the encoder and timbre branch.
         timbre: optional module with `out_dim` and forward(wav, lengths, keys=None) -> [B, E];
@@ -43,7 +44,10 @@ class VocalScorer(nn.Module):
     ) -> dict[str, torch.Tensor]:
         if lengths is None:
             lengths = torch.full((wav.shape[0],), wav.shape[1], dtype=torch.long, device=wav.device)
-        feats, mask = self.encoder(wav, lengths)  # [B, F, D], [B, F]
+        if keys is not None and getattr(self.encoder, "uses_keys", False):
+            feats, mask = self.encoder(wav, lengths, keys=keys)  # [B, F, D], [B, F]
+        else:  # keys would be ignored, or the encoder does not take them at all
+            feats, mask = self.encoder(wav, lengths)  # [B, F, D], [B, F]
         extra = None
         if self.timbre is not None:
             extra = self.timbre(wav, lengths, keys=keys)  # [B, E]
