@@ -122,7 +122,10 @@ def test_survives_500_429_and_timeouts_losing_nothing(faulty):
     assert dict(FaultyHandler.attempts) == {
         f"clip-{i}": 4 for i in range(len(xs))
     }  # bounded: 4 each
-    assert m.stats == {"requests": 4 * len(xs), "retries": 3 * len(xs)}
+    # every clip ends in one success; a kept-alive connection the server already closed can add
+    # a retried request that never reaches the handler (seen on loaded CI runners)
+    assert m.stats["requests"] == m.stats["retries"] + len(xs)
+    assert 4 * len(xs) <= m.stats["requests"] <= (1 + m.max_retries) * len(xs)
 
 
 def test_batch_equals_alone(faulty):
