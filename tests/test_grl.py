@@ -172,3 +172,24 @@ def test_linear_normalised_adversary_survives_checkpoint_reload():
     torch.testing.assert_close(
         fresh.adversary.norm.running_mean, module.adversary.norm.running_mean
     )
+
+
+def test_adversary_reset_every_epoch_restarts_weights_and_optimizer_state(monkeypatch):
+    module = tiny_module(hidden_dim=8, reset_every_epochs=1)
+    opt = torch.optim.AdamW(module.parameters(), lr=1e-3)
+    with torch.no_grad():
+        for p in module.adversary.parameters():
+            p.fill_(3.0)
+    for p in module.parameters():
+        opt.state[p] = {"step": torch.tensor(1.0)}
+
+    class _Trainer:
+        optimizers = [opt]
+
+    module._trainer = _Trainer()
+    monkeypatch.setattr(type(module), "current_epoch", property(lambda self: 1))
+    module.on_train_epoch_start()
+    assert all(not bool((p == 3.0).all()) for p in module.adversary.parameters())
+    assert not any(p in opt.state for p in module.adversary.parameters())
+    head = next(module.net.head.parameters())
+    assert head in opt.state  # the scorer's own optimizer state is untouched

@@ -146,6 +146,20 @@ class ScorerLitModule(L.LightningModule):
     def on_train_start(self) -> None:
         self._t0 = time.monotonic()
 
+    def on_train_epoch_start(self) -> None:
+        # a fresh adversary cannot be fooled by a relabelling the encoder learned against the old
+        # one: to keep it at chance the features must stop identifying singers
+        every = int((self.adv_cfg or {}).get("reset_every_epochs", 0) or 0)
+        if self.adversary is None or not every or self.current_epoch == 0:
+            return
+        if self.current_epoch % every == 0:
+            for m in self.adversary.modules():
+                if hasattr(m, "reset_parameters") and m is not self.adversary:
+                    m.reset_parameters()
+            for opt in self.trainer.optimizers:
+                for p in self.adversary.parameters():
+                    opt.state.pop(p, None)
+
     # ---- steps ---------------------------------------------------------------------------
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         return self.net(batch["wav"], batch["lengths"], keys=batch.get("keys"))
