@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +129,28 @@ class FeatureCache:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+    def get_or_compute(
+        self,
+        keys: Sequence[str | None],
+        name: str,
+        compute: Callable[[list[int]], Sequence[torch.Tensor]],
+        device: torch.device | str = "cpu",
+    ) -> list[torch.Tensor]:
+        """One tensor per item: cached under `keys[i]` (None = never cached), the misses computed
+        together by `compute(miss indices)` and stored under `name`."""
+        out: list[torch.Tensor | None] = [None] * len(keys)
+        for i, key in enumerate(keys):
+            hit = self.get(key) if key is not None else None
+            if hit is not None:
+                out[i] = hit[name].to(device)
+        todo = [i for i in range(len(keys)) if out[i] is None]
+        if todo:
+            for i, t in zip(todo, compute(todo), strict=True):
+                out[i] = t
+                if keys[i] is not None:
+                    self.put(keys[i], {name: t})
+        return out  # type: ignore[return-value]
 
     def __contains__(self, key: str) -> bool:
         return self.path(key).exists()

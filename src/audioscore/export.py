@@ -73,17 +73,14 @@ def export_scorer(
             # rebuild the backbone from its own config, so loading needs no hub access
             cfg["encoder"]["pretrained"] = None
             cfg["encoder"]["muq_config"] = muq_config_dict(enc.muq)
-    timbre = getattr(net, "timbre", None)
-    if timbre is not None and hasattr(timbre, "standalone_config") and "timbre" in cfg:
-        # plan B: the frozen CAM++ weights travel in the state dict, so no hub id is needed
-        cfg["timbre"] = timbre.standalone_config()
-    campp = getattr(enc, "campp", None)  # frame-level fusion keeps CAM++ inside the encoder
-    if (
-        campp is not None
-        and hasattr(campp, "standalone_config")
-        and "campp" in cfg.get("encoder", {})
+    # plan B: the frozen CAM++ weights travel in the state dict, so no hub id is needed; it sits
+    # at net.timbre (clip level) or, for frame-level fusion, inside the encoder
+    for module, holder, key in (
+        (getattr(net, "timbre", None), cfg, "timbre"),
+        (getattr(enc, "campp", None), cfg.get("encoder", {}), "campp"),
     ):
-        cfg["encoder"]["campp"] = campp.standalone_config()
+        if hasattr(module, "standalone_config") and key in holder:
+            holder[key] = module.standalone_config()
     tensors = {k: v.detach().cpu().clone().contiguous() for k, v in state.items() if k not in drop}
     config = {
         "format": FORMAT,

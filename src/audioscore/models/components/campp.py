@@ -315,23 +315,14 @@ class CamppEncoder(nn.Module):
     def _embed_cached(
         self, wav: torch.Tensor, lengths: torch.Tensor, keys: Sequence[str] | None
     ) -> torch.Tensor:
-        B = wav.shape[0]
-        out: list[torch.Tensor | None] = [None] * B
-        ckeys: list[str | None] = [None] * B
-        if self.cache is not None and keys is not None:
-            for i in range(B):
-                ckeys[i] = self.cache.key(str(keys[i]), int(lengths[i]))
-                hit = self.cache.get(ckeys[i])
-                if hit is not None:
-                    out[i] = hit["emb"].to(wav.device)
-        todo = [i for i in range(B) if out[i] is None]
-        if todo:
-            embs = self.embed_clips([wav[i, : int(lengths[i])] for i in todo])
-            for i, e in zip(todo, embs, strict=True):
-                out[i] = e
-                if ckeys[i] is not None:
-                    self.cache.put(ckeys[i], {"emb": e})
-        return torch.stack(out)  # type: ignore[arg-type]
+        clips = [wav[i, : int(lengths[i])] for i in range(wav.shape[0])]  # true lengths
+        if self.cache is None or keys is None:
+            return self.embed_clips(clips)  # [B, E]
+        ckeys = [self.cache.key(str(k), int(n)) for k, n in zip(keys, lengths, strict=True)]
+        embs = self.cache.get_or_compute(
+            ckeys, "emb", lambda todo: self.embed_clips([clips[i] for i in todo]), wav.device
+        )
+        return torch.stack(embs)  # [B, E]
 
     @property
     def frame_dim(self) -> int:
@@ -349,21 +340,19 @@ class CamppEncoder(nn.Module):
         are features of the chunk, not of a local window. With `keys` and a cache, stored
         per key next to the embeddings (same namespace, a "frames" key prefix).
         """
-        out: list[torch.Tensor | None] = [None] * wav.shape[0]
-        ckeys: list[str | None] = [None] * wav.shape[0]
-        if self.cache is not None and keys is not None:
-            for i in range(wav.shape[0]):
-                ckeys[i] = self.cache.key("frames", str(keys[i]), int(lengths[i]))
-                hit = self.cache.get(ckeys[i])
-                if hit is not None:
-                    out[i] = hit["frames"].to(wav.device)
+        clips = [wav[i, : int(lengths[i])] for i in range(wav.shape[0])]  # true lengths
         with torch.autocast(wav.device.type, enabled=False):
-            for i in range(wav.shape[0]):
-                if out[i] is None:
-                    out[i] = self._frames_clip(wav[i, : int(lengths[i])])
-                    if ckeys[i] is not None:
-                        self.cache.put(ckeys[i], {"frames": out[i]})
-        return out  # type: ignore[return-value]
+            if self.cache is None or keys is None:
+                return [self._frames_clip(c) for c in clips]
+            ckeys = [
+                self.cache.key("frames", str(k), int(n)) for k, n in zip(keys, lengths, strict=True)
+            ]
+            return self.cache.get_or_compute(
+                ckeys,
+                "frames",
+                lambda todo: [self._frames_clip(clips[i]) for i in todo],
+                wav.device,
+            )
 
     def _frames_clip(self, wav: torch.Tensor) -> torch.Tensor:
         """One unpadded clip [T] at `in_sr` -> frame features [T50, C]."""

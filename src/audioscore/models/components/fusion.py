@@ -23,6 +23,7 @@ from torch import nn
 
 from audioscore.models.components.campp import CamppEncoder
 from audioscore.models.components.muq_encoder import MuQEncoder
+from audioscore.models.components.scorer import encode
 
 
 def align_frames(frames: torch.Tensor, n_out: int) -> torch.Tensor:
@@ -82,10 +83,7 @@ class FrameFusionEncoder(nn.Module):
         """wav [B, T], lengths [B] -> (feats [B, F, D + P], mask [B, F])."""
         if lengths is None:
             lengths = torch.full((wav.shape[0],), wav.shape[1], device=wav.device)
-        if keys is not None and getattr(self.encoder, "uses_keys", False):
-            feats, mask = self.encoder(wav, lengths, keys=keys)  # [B, F, D], [B, F]
-        else:
-            feats, mask = self.encoder(wav, lengths)  # [B, F, D], [B, F]
+        feats, mask = encode(self.encoder, wav, lengths, keys)  # [B, F, D], [B, F]
         B, n_frames, _ = feats.shape
         aligned = torch.zeros(B, n_frames, self.campp.frame_dim, device=feats.device)
         for i, fr in enumerate(self.campp.frame_features(wav, lengths, keys=keys)):

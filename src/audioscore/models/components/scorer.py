@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -44,10 +44,7 @@ class VocalScorer(nn.Module):
     ) -> dict[str, torch.Tensor]:
         if lengths is None:
             lengths = torch.full((wav.shape[0],), wav.shape[1], dtype=torch.long, device=wav.device)
-        if keys is not None and getattr(self.encoder, "uses_keys", False):
-            feats, mask = self.encoder(wav, lengths, keys=keys)  # [B, F, D], [B, F]
-        else:  # keys would be ignored, or the encoder does not take them at all
-            feats, mask = self.encoder(wav, lengths)  # [B, F, D], [B, F]
+        feats, mask = encode(self.encoder, wav, lengths, keys)  # [B, F, D], [B, F]
         extra = None
         if self.timbre is not None:
             extra = self.timbre(wav, lengths, keys=keys)  # [B, E]
@@ -57,6 +54,19 @@ class VocalScorer(nn.Module):
         if extra is not None:
             out["timbre"] = extra
         return out
+
+
+def encode(
+    encoder: nn.Module,
+    wav: torch.Tensor,
+    lengths: torch.Tensor,
+    keys: Sequence[str] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """encoder(wav, lengths) -> (feats [B, F, D], mask [B, F]); the per-clip cache keys go along
+    only to an encoder whose `uses_keys` is true (others would ignore them or not take them)."""
+    if keys is not None and getattr(encoder, "uses_keys", False):
+        return encoder(wav, lengths, keys=keys)
+    return encoder(wav, lengths)
 
 
 def frozen_base_keys(net: nn.Module, prefix: str = "") -> list[str]:
