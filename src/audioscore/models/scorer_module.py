@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from audioscore.metrics import group_metrics
-from audioscore.models.components.grl import SingerAdversary, dann_lambda
+from audioscore.models.components.grl import RidgeAdversary, SingerAdversary, dann_lambda
 from audioscore.models.components.scorer import frozen_base_keys
 
 # the MuQ backbone is kept in eval mode on purpose (BatchNorm, dropout, layerdrop)
@@ -85,7 +85,7 @@ class ScorerLitModule(L.LightningModule):
         self.net = build_net(net)
         self.loss_fn = instantiate(loss)
         self.adv_cfg = dict(adversary) if adversary else None
-        self.adversary: SingerAdversary | None = None
+        self.adversary: SingerAdversary | RidgeAdversary | None = None
         self.grl_lambda = 0.0
         self._val_outputs: list[dict[str, torch.Tensor]] = []
         # checkpoints may omit frozen pretrained weights; they are rebuilt from `pretrained`
@@ -133,8 +133,19 @@ class ScorerLitModule(L.LightningModule):
             raise ValueError(f"adversary.mode must be classify or regress, got {mode!r}")
         self.adversary = self.make_adversary(out_dim)
 
-    def make_adversary(self, out_dim: int) -> SingerAdversary:
+    def make_adversary(self, out_dim: int) -> SingerAdversary | RidgeAdversary:
         cfg = self.adv_cfg or {}
+        kind = cfg.get("kind", "mlp")
+        if kind == "ridge":
+            return RidgeAdversary(
+                self.adversary_dim,
+                out_dim,
+                bank=int(cfg.get("bank", 256)),
+                ridge=float(cfg.get("ridge", 0.1)),
+                condition=bool(cfg.get("condition", True)),
+            )
+        if kind != "mlp":
+            raise ValueError(f"adversary.kind must be mlp or ridge, got {kind!r}")
         return SingerAdversary(
             self.adversary_dim,
             out_dim,
@@ -192,8 +203,12 @@ class ScorerLitModule(L.LightningModule):
         self.adversary.grl.lambd = self.grl_lambda
 
     def adversary_loss(self, out: dict[str, torch.Tensor], batch: dict[str, Any]) -> torch.Tensor:
+        classify = self.adv_cfg.get("mode", "classify") == "classify"
+        if isinstance(self.adversary, RidgeAdversary):
+            target = batch["singer"] if classify else out["timbre"].detach()
+            return self.adversary(self.adversary_input(out), target, batch["scores"])
         pred = self.adversary(self.adversary_input(out))
-        if self.adv_cfg.get("mode", "classify") == "classify":
+        if classify:
             singer = batch["singer"]  # [B], -1 = unknown
             if not bool((singer >= 0).any()):
                 return pred.sum() * 0.0  # keeps the graph (DDP) without a signal
@@ -212,7 +227,9 @@ class ScorerLitModule(L.LightningModule):
             "group": batch["group"],
         }
         if self.adversary is not None and self.adv_cfg.get("mode", "classify") == "classify":
-            logits = self.adversary(self.adversary_input(out))
+            x = self.adversary_input(out)
+            ridge = isinstance(self.adversary, RidgeAdversary)
+            logits = self.adversary.predict(x) if ridge else self.adversary(x)
             rec["adv_hit"] = (logits.argmax(-1) == batch["singer"]).float()
             rec["adv_known"] = (batch["singer"] >= 0).float()
         self._val_outputs.append(rec)
