@@ -53,7 +53,7 @@ def test_grl_experiment_logs_adversary_metrics(tmp_path, synth_corpus):
     metrics, objects = train(cfg)
     model = objects["model"]
     assert model.adversary is not None
-    assert model.adversary.mlp[-1].out_features == objects["datamodule"].num_singers == 4
+    assert model.adversary.out_dim == objects["datamodule"].num_singers == 4
     for key in ("train/adv_loss", "train/grl_lambda", "val/adv_acc", "val/srcc"):
         assert key in metrics
     # lambda follows the schedule at the last step taken (2 steps planned)
@@ -79,7 +79,7 @@ def test_regress_mode_targets_the_detached_timbre_embedding(tmp_path):
         net=net,
         loss={"_target_": "audioscore.losses.ListMLELoss"},
         optimizer={"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1e-3},
-        adversary={"mode": "regress", "hidden_dim": 8, "dropout": 0.0},
+        adversary={"mode": "regress", "kind": "mlp", "hidden_dim": 8, "dropout": 0.0},
     )
     module.build_adversary()
     assert module.adversary.mlp[-1].out_features == 16
@@ -116,7 +116,7 @@ def tiny_module(**adversary):
         net=net,
         loss={"_target_": "audioscore.losses.ListMLELoss"},
         optimizer={"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1e-3},
-        adversary={"mode": "classify", **adversary},
+        adversary={"mode": "classify", "kind": "mlp", **adversary},
     )
     module.build_adversary(num_singers=3)
     return module

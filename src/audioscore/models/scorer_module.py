@@ -98,6 +98,8 @@ class ScorerLitModule(L.LightningModule):
             mean, std = dm.score_stats()
             self.loss_fn.fit_stats(mean, std)
         if self.adv_cfg and self.adversary is None:
+            if stage == "fit" and dm is not None:
+                check_scores_for_adversary(self.adv_cfg, dm)
             self.build_adversary(num_singers=getattr(dm, "num_singers", 0))
 
     @property
@@ -135,12 +137,12 @@ class ScorerLitModule(L.LightningModule):
 
     def make_adversary(self, out_dim: int) -> SingerAdversary | RidgeAdversary:
         cfg = self.adv_cfg or {}
-        kind = cfg.get("kind", "mlp")
+        kind = cfg.get("kind", "ridge")
         if kind == "ridge":
             return RidgeAdversary(
                 self.adversary_dim,
                 out_dim,
-                bank=int(cfg.get("bank", 256)),
+                bank=cfg.get("bank"),
                 ridge=float(cfg.get("ridge", 0.1)),
                 condition=bool(cfg.get("condition", True)),
             )
@@ -303,6 +305,20 @@ class ScorerLitModule(L.LightningModule):
             if weights:
                 last = max((k for k in weights if k.endswith(".weight")), key=mlp_index)
                 self.adversary = self.make_adversary(int(checkpoint["state_dict"][last].shape[0]))
+
+
+def check_scores_for_adversary(adv_cfg: dict, dm: Any) -> None:
+    """A score-conditioned ridge adversary leaves out clips without a score: on order-only groups
+    it would silently do nothing, so say so before training starts."""
+    if adv_cfg.get("kind", "ridge") != "ridge" or not adv_cfg.get("condition", True):
+        return
+    try:
+        dm.score_stats()
+    except ValueError as e:
+        raise ValueError(
+            f"model.adversary.condition=true conditions the singer adversary on each clip's score, "
+            f"but {e}; set model.adversary.condition=false for groups that only give an order"
+        ) from e
 
 
 def mlp_index(key: str) -> int:

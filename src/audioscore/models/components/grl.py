@@ -96,7 +96,8 @@ class RidgeAdversary(nn.Module):
 
     Args:
         in_dim, out_dim: feature width in; classes (one-hot targets) or embedding width out.
-        bank: detached rows kept from earlier steps (the fit needs more rows than a batch).
+        bank: detached rows kept from earlier steps (the fit needs more rows than a batch, and
+            more than the feature width); None = max(256, 2 * in_dim).
         ridge: penalty on standardised features, as a fraction of the rows.
         condition: residualise on the true score (rows without a score are left out).
     """
@@ -105,13 +106,14 @@ class RidgeAdversary(nn.Module):
         self,
         in_dim: int,
         out_dim: int,
-        bank: int = 256,
+        bank: int | None = None,
         ridge: float = 0.1,
         condition: bool = True,
     ) -> None:
         super().__init__()
         self.grl = GradientReversal()
         self.out_dim, self.ridge, self.condition = out_dim, float(ridge), bool(condition)
+        bank = int(bank) if bank else max(256, 2 * in_dim)
         # the bank is working memory, rebuilt within a few steps: not part of checkpoints
         self.register_buffer("bank_x", torch.zeros(bank, in_dim), persistent=False)
         self.register_buffer("bank_y", torch.zeros(bank, out_dim), persistent=False)
@@ -131,31 +133,32 @@ class RidgeAdversary(nn.Module):
     ) -> torch.Tensor:
         """x [B, D] (pooled), target [B] ids or [B, E], score [B] -> 1 - R^2 of the refit probe."""
         y, keep = self.targets(target)
+        if self.condition and score is None:
+            raise ValueError("a conditioned ridge adversary needs the clips' scores")
         s = torch.zeros(len(x), device=x.device) if score is None else score.float()
         if self.condition:
             keep = keep & torch.isfinite(s)
         x, y, s = self.grl(x.float())[keep], y[keep], s[keep]
-        if self.training:
-            self.remember(x.detach(), y, s)
         n = self.filled
         xs = torch.cat([x, self.bank_x[:n]])  # [N, D]; current rows first, with gradient
         ys = torch.cat([y, self.bank_y[:n]])  # [N, out]
         ss = torch.cat([s, self.bank_s[:n]])  # [N]
+        if self.training:
+            self.remember(x.detach(), y, s)
         if len(xs) < 4:
             return x.sum() * 0.0  # nothing to fit yet; keeps the graph
-        return unexplained(xs, ys, ss if self.condition else None, self.ridge)
+        with torch.autocast(x.device.type, enabled=False):  # a solve needs float32
+            return unexplained(xs, ys, ss if self.condition else None, self.ridge)
 
     @torch.no_grad()
     def remember(self, x: torch.Tensor, y: torch.Tensor, s: torch.Tensor) -> None:
+        """Ring buffer: the newest rows overwrite the oldest."""
         size = self.bank_x.shape[0]
-        for i in range(min(len(x), size)):
-            self.bank_x[self.next], self.bank_y[self.next], self.bank_s[self.next] = (
-                x[i],
-                y[i],
-                s[i],
-            )
-            self.next = (self.next + 1) % size
-            self.filled = min(self.filled + 1, size)
+        k = min(len(x), size)
+        idx = (self.next + torch.arange(k, device=x.device)) % size
+        self.bank_x[idx], self.bank_y[idx], self.bank_s[idx] = x[-k:], y[-k:], s[-k:]
+        self.next = (self.next + k) % size
+        self.filled = min(self.filled + k, size)
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor) -> torch.Tensor:
@@ -165,8 +168,9 @@ class RidgeAdversary(nn.Module):
             return torch.zeros(len(x), self.out_dim, device=x.device)
         bx, by = self.bank_x[:n], self.bank_y[:n]
         mu, sd = bx.mean(0), bx.std(0).clamp(min=1e-6)
-        w = ridge_fit((bx - mu) / sd, by - by.mean(0), self.ridge)
-        return ((x.float() - mu) / sd) @ w + by.mean(0)
+        with torch.autocast(x.device.type, enabled=False):
+            w = ridge_fit((bx - mu) / sd, by - by.mean(0), self.ridge)  # [D, out]
+            return ((x.float() - mu) / sd) @ w + by.mean(0)
 
 
 def ridge_fit(x: torch.Tensor, y: torch.Tensor, ridge: float) -> torch.Tensor:
@@ -185,9 +189,12 @@ def unexplained(
     if score is not None:
         z = (score - score.mean()) / score.std().clamp(min=1e-6)
         basis = torch.stack([torch.ones_like(z), z, z**2, z**3], dim=1)  # [N, 4]
-        q, _ = torch.linalg.qr(basis)  # [N, 4]
-        x = x - q @ (q.T @ x)  # what the score explains is not the probe's to read
-        y = y - q @ (q.T @ y)
+        inv = torch.linalg.pinv(basis.T @ basis)  # [4, 4]; pinv: constant scores are fine
+
+        def residual(v: torch.Tensor) -> torch.Tensor:
+            return v - basis @ (inv @ (basis.T @ v))  # what the score explains is not the probe's
+
+        x, y = residual(x), residual(y)
     w = ridge_fit(x, y, ridge)  # [D, K]
     total = (y**2).sum().clamp(min=1e-8)
     return ((y - x @ w) ** 2).sum() / total
