@@ -134,6 +134,6 @@ def test_conditioned_adversary_refuses_order_only_training_groups():
             raise ValueError("the training groups carry fewer than 2 scores")
 
     with pytest.raises(ValueError, match="condition=false"):
-        check_scores_for_adversary({"kind": "ridge", "condition": True}, OrderOnly())
-    check_scores_for_adversary({"kind": "ridge", "condition": False}, OrderOnly())
-    check_scores_for_adversary({"kind": "mlp"}, OrderOnly())
+        check_scores_for_adversary(RidgeAdversary(4, 2, condition=True), OrderOnly())
+    check_scores_for_adversary(RidgeAdversary(4, 2, condition=False), OrderOnly())
+    check_scores_for_adversary(tiny_module(kind="mlp").adversary, OrderOnly())

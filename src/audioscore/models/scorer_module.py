@@ -63,9 +63,10 @@ class ScorerLitModule(L.LightningModule):
         loss: `_target_` config of the objective (ListMLE, pairwise logistic, regression).
         optimizer: `_target_` + `_partial_` config of the optimizer.
         scheduler: None or dict(warmup_frac) for warm-up + cosine per step.
-        adversary: None or dict(mode=classify|regress, max_weight, gamma, weight, hidden_dim,
-            dropout, norm, orthogonal, lr_scale): a singer adversary behind a gradient reversal
-            layer on the pooled vector (see `SingerAdversary` and `adversary_input`).
+        adversary: None or dict(kind=ridge|mlp, mode=classify|regress, max_weight, gamma, weight;
+            ridge: condition, bank, ridge; mlp: hidden_dim, dropout, norm, orthogonal, lr_scale,
+            reset_every_epochs): a singer adversary behind a gradient reversal layer on the pooled
+            vector (see `RidgeAdversary`, `SingerAdversary` and `adversary_input`).
         save_full_encoder: False drops pretrained MuQ base weights from checkpoints/exports.
     """
 
@@ -98,9 +99,9 @@ class ScorerLitModule(L.LightningModule):
             mean, std = dm.score_stats()
             self.loss_fn.fit_stats(mean, std)
         if self.adv_cfg and self.adversary is None:
-            if stage == "fit" and dm is not None:
-                check_scores_for_adversary(self.adv_cfg, dm)
             self.build_adversary(num_singers=getattr(dm, "num_singers", 0))
+            if stage == "fit" and dm is not None:
+                check_scores_for_adversary(self.adversary, dm)
 
     @property
     def adversary_dim(self) -> int:
@@ -229,9 +230,7 @@ class ScorerLitModule(L.LightningModule):
             "group": batch["group"],
         }
         if self.adversary is not None and self.adv_cfg.get("mode", "classify") == "classify":
-            x = self.adversary_input(out)
-            ridge = isinstance(self.adversary, RidgeAdversary)
-            logits = self.adversary.predict(x) if ridge else self.adversary(x)
+            logits = self.adversary.predict(self.adversary_input(out))
             rec["adv_hit"] = (logits.argmax(-1) == batch["singer"]).float()
             rec["adv_known"] = (batch["singer"] >= 0).float()
         self._val_outputs.append(rec)
@@ -307,10 +306,10 @@ class ScorerLitModule(L.LightningModule):
                 self.adversary = self.make_adversary(int(checkpoint["state_dict"][last].shape[0]))
 
 
-def check_scores_for_adversary(adv_cfg: dict, dm: Any) -> None:
+def check_scores_for_adversary(adversary: nn.Module | None, dm: Any) -> None:
     """A score-conditioned ridge adversary leaves out clips without a score: on order-only groups
     it would silently do nothing, so say so before training starts."""
-    if adv_cfg.get("kind", "ridge") != "ridge" or not adv_cfg.get("condition", True):
+    if not (isinstance(adversary, RidgeAdversary) and adversary.condition):
         return
     try:
         dm.score_stats()

@@ -77,6 +77,11 @@ class SingerAdversary(nn.Module):
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:
         return self.mlp(self.norm(self.grl(pooled)))  # [B, C] or [B, E]
 
+    @torch.no_grad()
+    def predict(self, pooled: torch.Tensor) -> torch.Tensor:
+        """Logits [B, C] without a graph (val/adv_acc), as `RidgeAdversary.predict`."""
+        return self(pooled)
+
 
 class RidgeAdversary(nn.Module):
     """GRL -> the best linear probe of the singer, refit in closed form at every step.
