@@ -5,7 +5,7 @@ python scripts/bench_throughput.py [model=cmi_rm_tiny] [dataset=synth] [batch_si
 Arguments are bench.yaml overrides. Both sides load the model once and warm it up on one clip
 first; the encoder cache stays off so neither side reuses work. The runner's time is end to
 end (row selection, duration probes, decoding in workers, scoring, durable writes); the loop
-decodes each clip with audioscore.audio.load_audio and calls score_batch on it alone.
+decodes each clip with audiobase.audio.load_audio and calls score_batch on it alone.
 Writes throughput.json next to the runner's outputs and prints a summary.
 """
 
@@ -22,12 +22,12 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from audioscore.audio import load_audio
+from audiobase.audio import load_audio
 from bench.data import read_bench
 from bench.run import build_model, pick_threads, run
 from rewards.base import BatchInput
 
-CONF = str(Path(__file__).resolve().parents[1] / "conf")
+CONF = str(Path(__file__).resolve().parents[1] / "conf" / "bench")
 
 
 def one_clip_loop(cfg: DictConfig, model) -> dict:

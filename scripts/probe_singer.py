@@ -25,6 +25,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import hydra
 import numpy as np
 import torch
 
@@ -48,15 +49,15 @@ def extract_pooled(
     export_dir: str, paths: list[str], batch_size: int = 8, device: str = "cpu"
 ) -> tuple[np.ndarray, list[int], list[str], int]:
     """pooled [N_ok, P] for the clips that decode; returns (pooled, ok indices, failures, E)."""
-    from audioscore.audio import AudioError
-    from audioscore.export import equal_length_batches, load_net, prepare_audio
+    from audiobase.audio import AudioError
+    from audioscore.export import equal_length_batches, load_scorer
 
-    net, config = load_net(export_dir, device)
-    pre = config.get("preprocess", {})
+    scorer = load_scorer(export_dir, device)
+    net = scorer.net
     wavs, ok, failures = [], [], []
     for i, p in enumerate(paths):
         try:
-            wavs.append(prepare_audio(p, pre.get("max_dur"), pre.get("target_lufs"), "center"))
+            wavs.append(scorer.prepare(p))
             ok.append(i)
         except (AudioError, OSError, ValueError) as e:  # record and carry on
             failures.append(f"{p}: {e}")
@@ -135,10 +136,7 @@ def export_checkpoint(ckpt: str | os.PathLike) -> Path:
     net = build_net(OmegaConf.to_container(cfg.model.net, resolve=True))
     state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
     net.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("net.")})
-    pre = {
-        "target_lufs": cfg.data.get("target_lufs"),
-        "max_dur": cfg.data.get("val_crop_seconds") or cfg.data.get("crop_seconds"),
-    }
+    pre = hydra.utils.instantiate(cfg.data.preprocess)
     return export_scorer(net.eval(), run_dir / f"export_{ckpt.stem}", preprocess=pre)
 
 

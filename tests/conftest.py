@@ -37,7 +37,7 @@ def synth_corpus(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def tone_files(tmp_path_factory) -> dict[str, Path]:
     """A 2 s, 24 kHz two-tone clip in every format: {"wav": path, "flac": ..., "mp3", "m4a", "ogg"}."""
-    from audioscore.audio import save_audio
+    from audiobase.audio import save_audio
 
     root = tmp_path_factory.mktemp("tones")
     t = np.arange(48_000) / 24_000

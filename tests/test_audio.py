@@ -1,4 +1,4 @@
-"""audioscore.audio: every format decodes to the right length/rate; every bad input gets its error."""
+"""audiobase.audio: every format decodes to the right length/rate; every bad input gets its error."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from audioscore.audio import (
+from audiobase.audio import (
     CAMPP_SR,
     MUQ_MIN_SAMPLES,
     MUQ_SR,
@@ -274,7 +274,7 @@ def write_stereo_pyav(path, left: np.ndarray, right: np.ndarray, sr: int, codec:
 
 @pytest.mark.parametrize("codec, fmt, ext", [("aac", "ipod", "m4a"), ("pcm_s16le", "wav", "wav")])
 def test_stereo_through_ffmpeg_is_mixed_to_mono(tmp_path, codec, fmt, ext):
-    from audioscore import audio
+    from audiobase import audio
 
     left = make_tone()
     path = tmp_path / f"stereo.{ext}"

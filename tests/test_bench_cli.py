@@ -16,7 +16,7 @@ from test_bench_helpers import make_toy_bench
 
 from bench.run import model_cfgs, run_cli
 
-CONF = str(Path(__file__).parents[1] / "conf")
+CONF = str(Path(__file__).parents[1] / "conf" / "bench")
 ENV = {
     **os.environ,
     "WANDB_MODE": "offline",

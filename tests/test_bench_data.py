@@ -90,6 +90,7 @@ def test_fill_durations_reads_metadata(tmp_path):
 
 
 def test_decode_row_reports_each_side(tmp_path):
+    from audiobase.preprocess import Preprocess
     from bench.infer import decode_row
     from rewards.base import BatchInput
 
@@ -97,12 +98,12 @@ def test_decode_row_reports_each_side(tmp_path):
     good = next(
         r for r in read_bench(tmp_path / "bench.jsonl", tmp_path) if r.raw.get("ref-audio-path")
     )
-    d = decode_row(good, 8000, max_dur=0.3)
+    d = decode_row(good, Preprocess(sr=8000, max_dur=0.3))
     assert isinstance(d["sides"]["a"], BatchInput) and d["sides"]["a"].audio.shape == (2400,)
     assert d["sides"]["b"].ref_audio.shape == (2400,) and d["notes"] == []
     empty = fake_row(7, [0.0])
     empty.audio_a, empty.ref_audio = None, str(tmp_path / "missing_ref.wav")
-    d = decode_row(empty, 8000, max_dur=1.0)
+    d = decode_row(empty, Preprocess(sr=8000, max_dur=1.0))
     assert d["sides"]["a"] == "AudioMissingError: row 7: empty 'audio-path' in the benchmark file"
     assert (
         d["notes"][0].startswith("ref_audio_error: AudioMissingError")

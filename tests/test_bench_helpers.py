@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import OmegaConf
 
-from audioscore.audio import save_audio
+from audiobase.audio import save_audio
 from bench.baselines import SignalStatsReward
 
 SR = 16_000
@@ -138,8 +138,8 @@ def make_toy_bench(root: Path, *, corrupt: bool = True, missing: bool = True) ->
 
 
 def make_cfg(root: Path, out: Path, **over) -> OmegaConf:
-    """A runner config like conf/bench.yaml, with the signal-statistics baseline as `custom`."""
-    cfg = OmegaConf.load(Path(__file__).parents[1] / "conf" / "bench.yaml")
+    """A runner config like conf/bench/bench.yaml, with the signal-statistics baseline as `custom`."""
+    cfg = OmegaConf.load(Path(__file__).parents[1] / "conf" / "bench" / "bench.yaml")
     cfg.pop("defaults")
     cfg.pop("hydra")
     cfg.model = {

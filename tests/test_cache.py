@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from audioscore.cache import CacheError, FeatureCache, file_digest
+from audiobase.cache import CacheError, FeatureCache, file_digest
 
 
 def test_put_get_roundtrip(tmp_path):

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from audioscore.audio import MUQ_SR
-from audioscore.data.datamodule import ClipLoader, GroupsDataModule, grid_offset
+from audiobase.audio import MUQ_SR
+from audioscore.data.datamodule import DEFAULT_PREPROCESS, ClipLoader, GroupsDataModule, grid_offset
 from audioscore.data.groups import read_groups
 
 
@@ -22,7 +22,7 @@ def test_grid_offsets_cover_the_clip_in_steps_of_at_most_grid(spare, grid):
 
 
 def clip_paths(corpus: dict, min_dur: float) -> list[str]:
-    from audioscore.audio import audio_duration
+    from audiobase.audio import audio_duration
 
     items = [it for g in read_groups(corpus["train"]) for it in g]
     paths = [it["audio_file"] for it in items if audio_duration(it["audio_file"]) > min_dur]
@@ -33,10 +33,11 @@ def clip_paths(corpus: dict, min_dur: float) -> list[str]:
 def test_loader_grid_repeats_crops_and_null_is_unchanged(synth_corpus):
     path = clip_paths(synth_corpus, 2.5)[0]
     crop = 1.0
-    gridded = ClipLoader(-12.0, crop_grid_s=0.5)
+    pre = DEFAULT_PREPROCESS.replace(max_dur=crop)
+    gridded = ClipLoader(pre, crop_grid_s=0.5)
     spare = gridded.duration(path) - crop
     rng = np.random.default_rng(1)
-    recs = [gridded.load(path, crop, rng) for _ in range(40)]
+    recs = [gridded.load(path, rng) for _ in range(40)]
     starts = {r["start"] for r in recs}
     allowed = {int(round(o * MUQ_SR)) for o in np.linspace(0, spare, int(np.ceil(spare / 0.5)) + 1)}
     assert starts <= allowed and len(starts) >= 3
@@ -48,15 +49,15 @@ def test_loader_grid_repeats_crops_and_null_is_unchanged(synth_corpus):
             np.testing.assert_array_equal(r["wav"], by_start[r["start"]]["wav"])
         by_start[r["start"]] = r
     # null: continuous starts drawn exactly as before (same RNG stream)
-    free = ClipLoader(-12.0)
+    free = ClipLoader(pre)
     rng_a, rng_b = np.random.default_rng(7), np.random.default_rng(7)
     for _ in range(5):
         want = int(round(float(rng_b.uniform(0.0, spare)) * MUQ_SR))
-        assert free.load(path, crop, rng_a)["start"] == want
+        assert free.load(path, rng_a)["start"] == want
     # validation (rng=None) stays the centre crop with or without the grid
-    assert gridded.load(path, crop, None)["start"] == free.load(path, crop, None)["start"]
+    assert gridded.load(path, None)["start"] == free.load(path, None)["start"]
     with pytest.raises(ValueError, match="crop_grid_seconds"):
-        ClipLoader(-12.0, crop_grid_s=0.0)
+        ClipLoader(pre, crop_grid_s=0.0)
 
 
 def test_datamodule_grid_makes_training_crops_repeat(synth_corpus):
@@ -64,7 +65,7 @@ def test_datamodule_grid_makes_training_crops_repeat(synth_corpus):
         dm = GroupsDataModule(
             [str(synth_corpus["train"])],
             [str(synth_corpus["val"])],
-            crop_seconds=2.0,
+            preprocess=DEFAULT_PREPROCESS.replace(max_dur=2.0),
             crop_grid_seconds=grid,
             groups_per_batch=2,
             max_group_size=6,

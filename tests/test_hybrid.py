@@ -99,7 +99,7 @@ def compose_tiny(experiment: str, tmp: Path):
     """`experiment=... debug=tiny` composed from conf/, data and outputs under tmp."""
     from hydra import compose, initialize_config_dir
 
-    conf = str(Path(__file__).resolve().parents[1] / "conf")
+    conf = str(Path(__file__).resolve().parents[1] / "conf" / "train")
     with initialize_config_dir(config_dir=conf, version_base="1.3"):
         return compose(
             "train",
@@ -135,7 +135,7 @@ def plan_b(tmp_path_factory):
 def test_plan_b_config_builds_and_export_round_trips(plan_b):
     from hydra.utils import instantiate
 
-    from audioscore.export import load_scorer, prepare_audio
+    from rewards.audioscore_rm import load_scorer
 
     net = plan_b["net"]
     assert isinstance(net.timbre, CamppEncoder) and net.timbre.out_dim == 32
@@ -145,7 +145,7 @@ def test_plan_b_config_builds_and_export_round_trips(plan_b):
     wavs = [(0.1 * torch.randn(int(1.5 * 24000), generator=g)).numpy() for _ in range(3)]
     got = rm.score_batch(wavs, batch_size=2)
     assert got.shape == (3, 2) and np.isnan(got[:, 0]).all()
-    prepared = np.stack([prepare_audio(w, None, rm.preprocess["target_lufs"]) for w in wavs])
+    prepared = np.stack([rm.preprocess.apply(w) for w in wavs])
     with torch.no_grad():
         x = torch.from_numpy(prepared)
         want = net(x, torch.full((3,), x.shape[1]))["score"].numpy()
@@ -213,10 +213,10 @@ def test_train_plan_b_end_to_end(tmp_path, synth_corpus):
     from hydra import compose, initialize_config_dir
     from omegaconf import open_dict
 
-    from audioscore.export import load_scorer
     from audioscore.train import train
+    from rewards.audioscore_rm import load_scorer
 
-    conf = str(Path(__file__).resolve().parents[1] / "conf")
+    conf = str(Path(__file__).resolve().parents[1] / "conf" / "train")
     with initialize_config_dir(config_dir=conf, version_base="1.3"):
         cfg = compose(
             "train",
@@ -227,7 +227,7 @@ def test_train_plan_b_end_to_end(tmp_path, synth_corpus):
                 f"data.root={synth_corpus['root']}",
                 f"paths.data_dir={tmp_path / 'data'}",
                 "data.num_workers=0",
-                "data.crop_seconds=2.0",
+                "data.preprocess.max_dur=2.0",
                 "data.groups_per_batch=2",
                 "data.max_group_size=4",
                 "data.steps_per_epoch=2",
@@ -288,7 +288,8 @@ def plan_b_frame(tmp_path_factory):
 
 
 def test_plan_b_frame_config_builds_and_export_round_trips(plan_b_frame):
-    from audioscore.export import load_scorer, prepare_audio, read_export_config
+    from audioscore.export import read_export_config
+    from rewards.audioscore_rm import load_scorer
 
     net = plan_b_frame["net"]
     enc = net.encoder
@@ -312,7 +313,7 @@ def test_plan_b_frame_config_builds_and_export_round_trips(plan_b_frame):
     wavs = [(0.1 * torch.randn(int(1.5 * 24000), generator=g)).numpy() for _ in range(3)]
     got = rm.score_batch(wavs, batch_size=2)
     assert got.shape == (3, 2) and np.isnan(got[:, 0]).all() and np.isfinite(got[:, 1]).all()
-    prepared = np.stack([prepare_audio(w, None, rm.preprocess["target_lufs"]) for w in wavs])
+    prepared = np.stack([rm.preprocess.apply(w) for w in wavs])
     with torch.no_grad():
         x = torch.from_numpy(prepared)
         want = net(x, torch.full((3,), x.shape[1]))["score"].numpy()

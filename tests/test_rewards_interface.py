@@ -11,11 +11,12 @@ import torch
 from omegaconf import OmegaConf
 from upstream import UpstreamBatchInput
 
+from audiobase.audio import AudioDecodeError, AudioTooShortError
 from rewards import BatchInput, BenchmarkBatchInput, RewardModel, as_input, is_reward_model
 from rewards.base import ScoreItemError, load_waveform, score_detailed
 from rewards.build import build_reward_model
 
-CONF = Path(__file__).resolve().parents[1] / "conf" / "model"
+CONF = Path(__file__).resolve().parents[1] / "conf" / "bench" / "model"
 REWARD_CONFIGS = ["cmi_rm", "cmi_rm_tiny", "audioscore", "custom", "http"]
 
 
@@ -45,9 +46,9 @@ def test_load_waveform_forms_and_errors(tmp_path):
     sf.write(path, tone, 48000, subtype="FLOAT")
     loaded = load_waveform(str(path), 24000, max_dur=0.5)
     assert loaded.shape == (12000,)
-    with pytest.raises(ValueError, match="at least 2000"):
+    with pytest.raises(AudioTooShortError, match="at least 2000"):
         load_waveform(torch.zeros(10), 24000, min_samples=2000)
-    with pytest.raises(ValueError, match="NaN"):
+    with pytest.raises(AudioDecodeError, match="NaN"):
         load_waveform(torch.tensor([0.0, float("nan")]), 24000)
     with pytest.raises(TypeError, match="path or a waveform"):
         load_waveform(3.5, 24000)

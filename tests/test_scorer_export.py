@@ -11,11 +11,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from audioscore.audio import AudioError, save_audio
-from audioscore.export import ExportError, export_scorer, load_scorer, prepare_audio
+from audiobase.audio import AudioError, save_audio
+from audioscore.export import DEFAULT_PREPROCESS, ExportError, export_scorer
 from audioscore.models.components.muq_encoder import build_tiny_muq_dir
 from audioscore.models.scorer_module import build_net
 from audioscore.score import main as score_main
+from rewards.audioscore_rm import AudioscoreRewardModel, load_scorer
 from rewards.base import BatchInput, is_reward_model
 
 
@@ -91,7 +92,7 @@ def test_lora_only_and_full_exports_agree(exports, clips, trained_net):
     b = load_scorer(lora).score_batch(wavs, 4, 30.0)[:, 1]
     np.testing.assert_allclose(a, b, atol=1e-5)
     with torch.no_grad():  # and both equal the in-memory net on the same preprocessing
-        prepared = [torch.from_numpy(prepare_audio(w, 30.0, -12.0))[None] for w in clips[0]]
+        prepared = [torch.from_numpy(DEFAULT_PREPROCESS.apply(w))[None] for w in clips[0]]
         ref = [trained_net(x)["score"].item() for x in prepared]
     np.testing.assert_allclose(a, ref, atol=1e-5)
 
@@ -100,7 +101,7 @@ def test_reload_in_fresh_process_scores_identically(exports, clips):
     _, paths = clips
     here = load_scorer(exports[1]).score_batch(paths, 2, 30.0)[:, 1]
     code = (
-        "import json,sys; from audioscore.export import load_scorer;"
+        "import json,sys; from rewards.audioscore_rm import load_scorer;"
         "m = load_scorer(sys.argv[1]);"
         "print(json.dumps(m.score_batch(sys.argv[2:], 2, 30.0)[:, 1].tolist()))"
     )
@@ -115,11 +116,9 @@ def test_reload_in_fresh_process_scores_identically(exports, clips):
 
 
 def test_reward_model_contract(exports):
-    from audioscore.export import ScorerRewardModel
-
-    model = ScorerRewardModel(checkpoint=str(exports[0]), device="cpu")
+    model = AudioscoreRewardModel(checkpoint=str(exports[0]), device="cpu")
     assert is_reward_model(model) and model.sr == 24_000
-    with pytest.raises(AudioError, match="needs at least"):
+    with pytest.raises(AudioError, match="need at least"):
         model.score_batch([torch.zeros(500)], 1, 10.0)
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
-from audioscore.audio import MUQ_SR, load_audio
+from audiobase.audio import MUQ_SR, load_audio
 from audioscore.data import read_groups
 from audioscore.synth import (
     SCORE_MAX,

@@ -14,16 +14,16 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 from safetensors.torch import load_file
 
-from audioscore.export import load_scorer
 from audioscore.models.components.muq_encoder import build_tiny_muq_dir
 from audioscore.train import load_init_weights, train
+from rewards.audioscore_rm import load_scorer
 
-CONF = str(Path(__file__).resolve().parents[1] / "conf")
+CONF = str(Path(__file__).resolve().parents[1] / "conf" / "train")
 FAST = [
     "debug=tiny",
     "logger=csv",
     "data.num_workers=0",
-    "data.crop_seconds=2.0",
+    "data.preprocess.max_dur=2.0",
     "data.groups_per_batch=2",
     "data.max_group_size=4",
     "data.steps_per_epoch=2",
@@ -145,7 +145,7 @@ def test_ddp_two_cpu_processes(tmp_path, synth_corpus):
 def test_datamodule_keeps_order_crops_and_skips_unreadable(tmp_path, synth_corpus):
     import json
 
-    from audioscore.data.datamodule import GroupsDataModule
+    from audioscore.data.datamodule import DEFAULT_PREPROCESS, GroupsDataModule
     from audioscore.data.groups import read_groups
 
     broken = tmp_path / "broken.m4a"
@@ -158,7 +158,7 @@ def test_datamodule_keeps_order_crops_and_skips_unreadable(tmp_path, synth_corpu
     dm = GroupsDataModule(
         [str(tmp_path / "train.json")],
         [str(synth_corpus["val"])],
-        crop_seconds=1.5,
+        preprocess=DEFAULT_PREPROCESS.replace(max_dur=1.5),
         groups_per_batch=2,
         max_group_size=20,
         steps_per_epoch=3,

@@ -18,26 +18,24 @@ import torch
 import yaml
 from torch import nn
 
-from audioscore.audio import MUQ_MIN_SAMPLES, MUQ_SR, AudioTooShortError, audio_duration
+from audiobase.audio import MUQ_MIN_SAMPLES, MUQ_SR
+from audiobase.files import atomic_path, write_text
+from audiobase.preprocess import Preprocess
 from audioscore.models.components.scorer import frozen_base_keys
-from rewards.base import MUSICALITY, BatchInput, RewardModel, as_input
 
 log = logging.getLogger(__name__)
 
 FORMAT = "audioscore-scorer"
 VERSION = 1
 CONFIG_NAME, WEIGHTS_NAME = "config.yaml", "model.safetensors"
-DEFAULT_PREPROCESS = {"target_lufs": -12.0, "max_dur": 30.0, "crop": "center"}
+# the scorer's validation contract: the centre 30 s at -12 LUFS
+DEFAULT_PREPROCESS = Preprocess(
+    sr=MUQ_SR, max_dur=30.0, crop="center", target_lufs=-12.0, min_samples=MUQ_MIN_SAMPLES
+)
 
 
 class ExportError(ValueError):
     """An export directory that is missing files, malformed, or does not match its weights."""
-
-
-def _atomic_write(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    write(tmp)
-    os.replace(tmp, path)
 
 
 def export_scorer(
@@ -46,7 +44,7 @@ def export_scorer(
     *,
     save_full_encoder: bool = True,
     net_config: dict | None = None,
-    preprocess: dict | None = None,
+    preprocess: Preprocess = DEFAULT_PREPROCESS,
     meta: dict | None = None,
 ) -> Path:
     """Write `out_dir/config.yaml` + `out_dir/model.safetensors`; returns `out_dir`.
@@ -85,21 +83,18 @@ def export_scorer(
     config = {
         "format": FORMAT,
         "version": VERSION,
-        "sr": MUQ_SR,
+        "sr": preprocess.sr,
         "save_full_encoder": bool(full),
-        "preprocess": {**DEFAULT_PREPROCESS, **(preprocess or {})},
+        "preprocess": preprocess.to_dict(),
         "net": cfg,
         "meta": meta or {},
     }
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    _atomic_write(
-        out / WEIGHTS_NAME, lambda p: save_file(tensors, str(p), metadata={"format": FORMAT})
-    )
+    with atomic_path(out / WEIGHTS_NAME) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": FORMAT})
     # config last: its presence marks a complete export
-    _atomic_write(
-        out / CONFIG_NAME, lambda p: p.write_text(yaml.safe_dump(config, sort_keys=False))
-    )
+    write_text(out / CONFIG_NAME, yaml.safe_dump(config, sort_keys=False))
     return out
 
 
@@ -137,48 +132,6 @@ def load_net(path: str | os.PathLike, device: str = "cpu") -> tuple[nn.Module, d
     return net.to(device).eval(), config
 
 
-def prepare_audio(
-    audio: Any, max_dur: float | None, target_lufs: float | None, crop: str = "center"
-) -> np.ndarray:
-    """A path (decoded at 24 kHz) or a mono 24 kHz waveform -> the model input [T] float32.
-
-    Cropped to `max_dur` seconds (centre window by default, as in validation) and loudness
-    normalised as in training.
-    """
-    from audioscore.audio import load_audio, loudness_normalize
-
-    n_max = None if not max_dur else int(round(max_dur * MUQ_SR))
-    if isinstance(audio, str | os.PathLike):
-        offset = 0.0
-        if n_max is not None and crop == "center":
-            offset = max(0.0, (audio_duration(audio) - max_dur) / 2)
-        wav = load_audio(
-            audio, MUQ_SR, offset=offset, duration=max_dur or None, min_samples=MUQ_MIN_SAMPLES
-        )
-        name = os.fspath(audio)
-    else:
-        wav = (
-            torch.as_tensor(audio).detach().float().cpu().numpy()
-            if not isinstance(audio, np.ndarray)
-            else audio.astype(np.float32)
-        )
-        if wav.ndim == 2 and wav.shape[0] == 1:
-            wav = wav[0]
-        if wav.ndim != 1:
-            raise ValueError(f"waveform input must be mono [T] at 24 kHz, got shape {wav.shape}")
-        name = "<waveform>"
-        if n_max is not None and wav.shape[0] > n_max:
-            start = (wav.shape[0] - n_max) // 2 if crop == "center" else 0
-            wav = wav[start : start + n_max]
-        if wav.shape[0] < MUQ_MIN_SAMPLES:
-            raise AudioTooShortError(
-                name, f"{wav.shape[0]} samples at 24 kHz, MuQ needs at least {MUQ_MIN_SAMPLES}"
-            )
-    if target_lufs is not None:
-        wav = loudness_normalize(wav, MUQ_SR, target_lufs)
-    return np.ascontiguousarray(wav, dtype=np.float32)
-
-
 def equal_length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
     """Index batches of equal-length clips: no padding enters the encoder, so a clip scores the
     same alone or in a batch (MuQ's conv stem and conformer convs would see padding)."""
@@ -192,26 +145,39 @@ def equal_length_batches(lengths: Sequence[int], batch_size: int) -> list[list[i
     return batches
 
 
-class ScorerRewardModel(RewardModel):
-    """An exported scorer behind the rewards interface: column 1 = vocal score, column 0 = NaN."""
+class Scorer:
+    """An exported scorer: files or waveforms in, one score each out, through its own contract.
+
+    Args:
+        path: the export directory (config.yaml + model.safetensors).
+        device: torch device for the net.
+        bf16: autocast in bfloat16 (None: on CUDA only).
+        **preprocess: overrides of the stored contract (`max_dur`, `crop`, `target_lufs`).
+    """
 
     def __init__(
-        self, checkpoint: str, device: str = "cpu", bf16: bool | None = None, **kw: Any
+        self, path: str | os.PathLike, device: str = "cpu", bf16: bool | None = None, **preprocess
     ) -> None:
-        """kw: preprocessing overrides (target_lufs, max_dur, crop); bf16=None: autocast on CUDA."""
-        self.checkpoint = str(checkpoint)
+        self.path = str(path)
         self.device = torch.device(device)
         self.bf16 = self.device.type == "cuda" if bf16 is None else bool(bf16)
-        self.net, self.config = load_net(checkpoint, str(self.device))
-        known = {k: v for k, v in kw.items() if k in DEFAULT_PREPROCESS}
-        self.preprocess = {**DEFAULT_PREPROCESS, **self.config.get("preprocess", {}), **known}
+        self.net, self.config = load_net(path, str(self.device))
+        self.preprocess = export_preprocess(self.config).replace(**preprocess)
 
     @property
     def sr(self) -> int:
-        return MUQ_SR
+        return self.preprocess.sr
+
+    def prepare(self, audio: Any) -> np.ndarray:
+        """A path or a waveform at `sr` -> the model input [T] (AudioError names a bad file)."""
+        return self.preprocess(audio)
+
+    def score(self, inputs: Sequence[Any], batch_size: int = 8) -> np.ndarray:
+        """Paths or waveforms at `sr` -> scores [N]."""
+        return self.score_prepared([self.prepare(x) for x in inputs], batch_size)
 
     @torch.inference_mode()
-    def score_waveforms(self, wavs: Sequence[np.ndarray], batch_size: int = 8) -> np.ndarray:
+    def score_prepared(self, wavs: Sequence[np.ndarray], batch_size: int = 8) -> np.ndarray:
         """Prepared waveforms [T_i] -> scores [N] (batches hold equal-length clips only)."""
         scores = np.full(len(wavs), np.nan, dtype=np.float64)
         for idx in equal_length_batches([len(w) for w in wavs], max(1, batch_size)):
@@ -222,26 +188,17 @@ class ScorerRewardModel(RewardModel):
             scores[idx] = out["score"].float().cpu().numpy()
         return scores
 
-    def score_batch(
-        self,
-        inputs: list[BatchInput] | list[Any],
-        batch_size: int = 8,
-        max_dur: float | None = None,
-        **kwargs: Any,
-    ) -> np.ndarray:
-        """Score `inputs` (paths or mono 24 kHz waveforms) -> [N, 2]; raises AudioError on bad audio."""
-        max_dur = max_dur if max_dur is not None else self.preprocess["max_dur"]
-        wavs = [
-            prepare_audio(
-                as_input(x).audio, max_dur, self.preprocess["target_lufs"], self.preprocess["crop"]
-            )
-            for x in inputs
-        ]
-        out = np.full((len(inputs), 2), np.nan, dtype=np.float64)
-        out[:, MUSICALITY] = self.score_waveforms(wavs, batch_size)
-        return out
+    def __repr__(self) -> str:
+        return f"Scorer({self.path!r}, {self.preprocess})"
 
 
-def load_scorer(path: str | os.PathLike, device: str = "cpu") -> ScorerRewardModel:
-    """Load an exported scorer directory as a reward model."""
-    return ScorerRewardModel(checkpoint=str(path), device=device)
+def export_preprocess(config: dict) -> Preprocess:
+    """The preprocessing contract an export stores (its `preprocess` section)."""
+    # version-1 exports stored only max_dur, crop and target_lufs
+    stored = {"sr": config.get("sr", MUQ_SR), "min_samples": MUQ_MIN_SAMPLES}
+    return Preprocess.from_dict({**stored, **config["preprocess"]})
+
+
+def load_scorer(path: str | os.PathLike, device: str = "cpu", **preprocess: Any) -> Scorer:
+    """Load an exported scorer directory."""
+    return Scorer(path, device=device, **preprocess)

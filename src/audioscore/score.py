@@ -11,6 +11,9 @@ import sys
 
 import numpy as np
 
+from audiobase.audio import AudioError
+from audioscore.export import ExportError, load_scorer
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m audioscore.score", description=__doc__)
@@ -26,25 +29,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from audioscore.audio import AudioError
-    from audioscore.export import ExportError, load_scorer, prepare_audio
-
     try:
-        model = load_scorer(args.ckpt_dir, device=args.device)
+        model = load_scorer(args.ckpt_dir, device=args.device, max_dur=args.max_dur)
     except (ExportError, OSError) as e:
         print(f"error: cannot load scorer: {e}", file=sys.stderr)
         return 2
-    pre = model.preprocess
-    max_dur = args.max_dur if args.max_dur is not None else pre["max_dur"]
     wavs, good, failed = [], [], 0
     for path in args.files:
         try:
-            wavs.append(prepare_audio(path, max_dur, pre["target_lufs"], pre["crop"]))
+            wavs.append(model.prepare(path))
             good.append(path)
         except (AudioError, ValueError) as e:
             failed += 1
             print(f"error: {e}", file=sys.stderr)
-    scores = model.score_waveforms(wavs, args.batch_size) if wavs else np.zeros(0)
+    scores = model.score_prepared(wavs, args.batch_size) if wavs else np.zeros(0)
     for path, s in zip(good, scores, strict=True):
         print(f"{s:.6f}\t{path}", flush=True)
     return 1 if failed else 0

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from scipy.signal import sosfilt, sosfilt_zi
 
-from audioscore.audio import save_audio
+from audiobase.audio import save_audio
 
 SR = 24_000
 FORMATS = ("wav", "flac", "mp3", "m4a")

@@ -14,6 +14,8 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from audiobase.preprocess import Preprocess
+
 log = logging.getLogger(__name__)
 
 
@@ -70,7 +72,9 @@ def save_run_config(cfg: DictConfig, out_dir: Path) -> None:
         os.replace(tmp, path)
 
 
-def export_best(model: Any, ckpt_path: str | None, cfg: DictConfig, out_dir: Path) -> Path:
+def export_best(
+    model: Any, ckpt_path: str | None, cfg: DictConfig, out_dir: Path, preprocess: Preprocess
+) -> Path:
     """Export the best checkpoint (or the final weights) as a self-contained scorer dir."""
     from audioscore.export import export_scorer
 
@@ -78,12 +82,6 @@ def export_best(model: Any, ckpt_path: str | None, cfg: DictConfig, out_dir: Pat
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
         state = {k[4:]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
         model.net.load_state_dict(state, strict=bool(cfg.save_full_encoder))
-    data = cfg.data
-    preprocess = {
-        "target_lufs": data.get("target_lufs"),
-        "max_dur": data.get("val_crop_seconds") or data.get("crop_seconds"),
-        "crop": "center",
-    }
     meta = {"experiment": cfg.get("experiment_name"), "plan": cfg.get("plan"), "ckpt": ckpt_path}
     loss_fn = getattr(model, "loss_fn", None)
     if hasattr(loss_fn, "fit_stats"):  # regression: score = (raw - mean) / std
@@ -125,13 +123,13 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     if best and getattr(ckpt_cb, "best_model_score", None) is not None:
         metrics["best/val_srcc"] = float(ckpt_cb.best_model_score)
     if cfg.get("export") and trainer.is_global_zero:
-        objects["export_dir"] = export_best(model, best, cfg, out_dir)
+        objects["export_dir"] = export_best(model, best, cfg, out_dir, datamodule.preprocess)
         print(f"exported scorer: {objects['export_dir']}", flush=True)
     print(f"run dir: {out_dir}  best checkpoint: {best}", flush=True)
     return metrics, objects
 
 
-@hydra.main(config_path="../../conf", config_name="train", version_base="1.3")
+@hydra.main(config_path="../../conf/train", config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
     metrics, _ = train(cfg)
     return metrics.get("val/srcc")

@@ -32,7 +32,7 @@ class SignalStatsReward(RewardModel):
     def load(self, x: Any, max_dur: float) -> torch.Tensor:
         """Waveform [T] at self.sr from a tensor/array or a file path (cropped to max_dur)."""
         if isinstance(x, (str, bytes)) or hasattr(x, "__fspath__"):
-            from audioscore.audio import load_audio
+            from audiobase.audio import load_audio
 
             x = load_audio(x, self.sr, duration=max_dur if max_dur and max_dur > 0 else None)
         wav = torch.as_tensor(np.asarray(x), dtype=torch.float32).reshape(-1)

@@ -143,7 +143,7 @@ def probe_duration(path: str | None) -> float:
     """Container duration in seconds; 0 when unknown (the worker then reports the real error)."""
     if not path:
         return 0.0
-    from audioscore.audio import audio_duration
+    from audiobase.audio import audio_duration
 
     try:
         return float(audio_duration(path))

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from audiobase.preprocess import Preprocess
 from bench.data import BenchRow
 from rewards.base import ALIGNMENT, MUSICALITY, BatchInput
 
@@ -26,20 +27,26 @@ def describe_error(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}"
 
 
-def decode_clip(path: str, sr: int, max_dur: float | None) -> torch.Tensor:
-    """Mono float32 waveform [T] at `sr`, cropped to the first `max_dur` seconds."""
-    from audioscore.audio import load_audio
-
-    wav = load_audio(path, sr, duration=max_dur if max_dur and max_dur > 0 else None)
-    return torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32))  # [T]
+def decode_clip(path: str, pre: Preprocess) -> torch.Tensor:
+    """The model input [T] for one file, prepared by the model's contract."""
+    return torch.from_numpy(pre.load(path))  # [T]
 
 
-def decode_row(row: BenchRow, sr: int, max_dur: float | None) -> dict[str, Any]:
+def model_preprocess(model: Any, max_dur: float | None) -> Preprocess:
+    """What `model` sees: its own contract (an exported scorer's) when it has one, else the
+    runner's: the first `max_dur` seconds at the model's `sr` (CMI-RewardBench's crop)."""
+    own = getattr(model, "preprocess", None)
+    if isinstance(own, Preprocess):
+        return own
+    return Preprocess(sr=int(model.sr), max_dur=max_dur if max_dur and max_dur > 0 else None)
+
+
+def decode_row(row: BenchRow, pre: Preprocess) -> dict[str, Any]:
     """Everything a row needs for scoring: one BatchInput (or an error) per side."""
     ref, notes = None, []
     if row.ref_audio:
         try:
-            ref = decode_clip(row.ref_audio, sr, max_dur)
+            ref = decode_clip(row.ref_audio, pre)
         except Exception as e:  # like CMI-RewardBench: score without the ref, note why
             notes.append(f"ref_audio_error: {describe_error(e)}")
     sides: dict[str, BatchInput | str] = {}
@@ -52,7 +59,7 @@ def decode_row(row: BenchRow, sr: int, max_dur: float | None) -> dict[str, Any]:
             )
             continue
         try:
-            wav = decode_clip(path, sr, max_dur)
+            wav = decode_clip(path, pre)
             sides[side] = BatchInput(audio=wav, text=row.text, lyrics=row.lyrics, ref_audio=ref)
         except Exception as e:
             sides[side] = describe_error(e)
@@ -62,14 +69,14 @@ def decode_row(row: BenchRow, sr: int, max_dur: float | None) -> dict[str, Any]:
 class BatchDecodeDataset(Dataset):
     """Item i = batch i, decoded; lets DataLoader workers decode ahead of the model."""
 
-    def __init__(self, batches: list[list[BenchRow]], sr: int, max_dur: float | None):
-        self.batches, self.sr, self.max_dur = batches, sr, max_dur
+    def __init__(self, batches: list[list[BenchRow]], pre: Preprocess):
+        self.batches, self.pre = batches, pre
 
     def __len__(self) -> int:
         return len(self.batches)
 
     def __getitem__(self, i: int) -> list[dict[str, Any]]:
-        return [decode_row(r, self.sr, self.max_dur) for r in self.batches[i]]
+        return [decode_row(r, self.pre) for r in self.batches[i]]
 
 
 def keep_as_is(x: Any) -> Any:
@@ -79,8 +86,7 @@ def keep_as_is(x: Any) -> Any:
 
 def make_loader(
     batches: list[list[BenchRow]],
-    sr: int,
-    max_dur: float | None,
+    pre: Preprocess,
     num_workers: int = 2,
     sampler: Any = None,
 ) -> DataLoader:
@@ -88,7 +94,7 @@ def make_loader(
     kw: dict[str, Any] = {"num_workers": num_workers, "collate_fn": keep_as_is}
     if num_workers > 0:
         kw |= {"prefetch_factor": 2, "persistent_workers": False}
-    ds = BatchDecodeDataset(batches, sr, max_dur)
+    ds = BatchDecodeDataset(batches, pre)
     return DataLoader(ds, batch_size=None, shuffle=False, sampler=sampler, **kw)
 
 

@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from bench.data import BenchRow, fill_durations, make_batches, read_bench
 from bench.evaluate import evaluate_rows
-from bench.infer import autocast_for, make_loader, score_batch_rows
+from bench.infer import autocast_for, make_loader, model_preprocess, score_batch_rows
 from bench.store import ResultWriter, compact, read_latest
 
 log = logging.getLogger(__name__)
@@ -152,7 +152,8 @@ def score_local(
 ) -> dict[str, Any]:
     """One process: workers decode ahead, the model scores, each batch is appended durably."""
     device = resolve_device(cfg.get("device", "auto"))
-    loader = make_loader(batches, int(model.sr), cfg.max_dur, int(cfg.num_workers))
+    pre = model_preprocess(model, cfg.max_dur)
+    loader = make_loader(batches, pre, int(cfg.num_workers))
     n_rows = sum(len(b) for b in batches)
     counts = {"ok": 0, "error": 0, "audio_seconds": 0.0, "scored_keys": []}
     t0 = time.perf_counter()
@@ -164,7 +165,7 @@ def score_local(
             rows = score_batch_rows(
                 model,
                 decoded,
-                float(cfg.max_dur),
+                pre.max_dur,
                 score_kwargs,
                 str(cfg.model.name),
                 autocast=lambda: autocast_for(device, bool(cfg.get("bf16", True))),
@@ -355,7 +356,7 @@ def run_cli(cfg: DictConfig, overrides: list[str] | None = None) -> int:
     return status
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="bench")
+@hydra.main(version_base="1.3", config_path="../../conf/bench", config_name="bench")
 def main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode

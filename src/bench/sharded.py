@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DistributedSampler
 
 from bench.data import BenchRow
-from bench.infer import autocast_for, make_loader, score_batch_rows
+from bench.infer import autocast_for, make_loader, model_preprocess, score_batch_rows
 from bench.store import ResultWriter
 
 
@@ -40,11 +40,12 @@ class BenchDataModule(L.LightningDataModule):
 
     def predict_dataloader(self):
         t = self.trainer
-        sr = int(t.lightning_module.reward_model.sr)  # built in the module's setup, on this rank
+        # the model is built in the module's setup, on this rank
+        pre = model_preprocess(t.lightning_module.reward_model, self.max_dur)
         sampler = ShardSampler(
             self.batches, num_replicas=t.world_size, rank=t.global_rank, shuffle=False
         )
-        return make_loader(self.batches, sr, self.max_dur, self.num_workers, sampler=sampler)
+        return make_loader(self.batches, pre, self.num_workers, sampler=sampler)
 
 
 class BenchPredictModule(L.LightningModule):
@@ -98,7 +99,7 @@ class BenchPredictModule(L.LightningModule):
         rows = score_batch_rows(
             self.reward_model,
             batch,
-            self.max_dur,
+            model_preprocess(self.reward_model, self.max_dur).max_dur,
             self.score_kwargs,
             self.model_name,
             autocast=lambda: autocast_for(self.device, self.bf16),

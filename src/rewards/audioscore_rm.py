@@ -2,26 +2,77 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from audioscore.export import ScorerRewardModel
+import numpy as np
+
+from audiobase.preprocess import Preprocess
+from audioscore.export import Scorer
+from rewards.base import MUSICALITY, BatchInput, RewardModel, as_input
 
 
-class AudioscoreRewardModel(ScorerRewardModel):
-    """An exported scorer dir (config.yaml + model.safetensors), built from `conf/model/audioscore.yaml`.
+class AudioscoreRewardModel(RewardModel):
+    """An exported scorer dir (config.yaml + model.safetensors), built from `conf/reward/audioscore.yaml`.
 
-    Scores: column 0 (alignment) NaN, column 1 the scorer's musicality/quality score.
-    kwargs: preprocessing overrides, as `ScorerRewardModel`.
+    Column 1 (musicality) is the scorer's vocal-quality score; column 0 (alignment) is NaN.
+    The export's preprocessing contract decides what audio the net sees; `max_dur`, `crop` and
+    `target_lufs` given here override it for this model. The runner's `max_dur` argument to
+    `score_batch` does not: the same file gets the same score from every route.
     """
 
-    def __init__(self, checkpoint: str | Path, device: str = "cpu", **kwargs: Any) -> None:
+    def __init__(
+        self,
+        checkpoint: str | Path,
+        device: str = "cpu",
+        bf16: bool | None = None,
+        max_dur: float | None = None,
+        crop: str | None = None,
+        target_lufs: float | None = None,
+    ) -> None:
         path = Path(checkpoint)
         if not path.exists():
             raise FileNotFoundError(
-                f"{path}: exported scorer not found (run audioscore.train + export first)"
+                f"{path}: exported scorer not found (run audioscore.train, which exports)"
             )
-        super().__init__(str(path), device=device, **kwargs)
+        self.checkpoint = str(path)
+        self.scorer = Scorer(
+            path, device, bf16, max_dur=max_dur, crop=crop, target_lufs=target_lufs
+        )
+
+    @property
+    def sr(self) -> int:
+        return self.scorer.sr
+
+    @property
+    def preprocess(self) -> Preprocess:
+        return self.scorer.preprocess
+
+    @property
+    def net(self) -> Any:
+        return self.scorer.net
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.scorer.config
+
+    def score_batch(
+        self,
+        inputs: Sequence[BatchInput | Any],
+        batch_size: int = 8,
+        max_dur: float | None = None,
+        **kwargs: Any,
+    ) -> np.ndarray:
+        """Paths or waveforms at `sr` -> [N, 2]; raises AudioError naming a bad file."""
+        out = np.full((len(inputs), 2), np.nan, dtype=np.float64)
+        out[:, MUSICALITY] = self.scorer.score([as_input(x).audio for x in inputs], batch_size)
+        return out
 
     def __repr__(self) -> str:
         return f"AudioscoreRewardModel({self.checkpoint!r})"
+
+
+def load_scorer(path: str | Path, device: str = "cpu", **preprocess: Any) -> AudioscoreRewardModel:
+    """An exported scorer directory as a reward model."""
+    return AudioscoreRewardModel(path, device=device, **preprocess)

@@ -12,6 +12,9 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+import torch
+
+from audiobase.preprocess import Preprocess
 
 ALIGNMENT, MUSICALITY = 0, 1  # column indices of score_batch's output
 
@@ -85,34 +88,11 @@ def _is_array(x: Any) -> bool:
 def load_waveform(x: Any, sr: int, max_dur: float | None = None, *, min_samples: int = 0):
     """A path (decoded and resampled to `sr`) or a waveform already at `sr` -> 1-D float32 tensor.
 
-    Waveforms may be [T], [1, T] or [C, T] (channels averaged), torch or numpy. Cropped to
-    `max_dur` seconds. Raises `audioscore.audio.AudioError` (names the file) or ValueError/TypeError.
+    Waveforms may be [T], [1, T] or [C, T] (channels averaged), torch or numpy; the first
+    `max_dur` seconds are kept (CMI-RewardBench's crop). Raises `AudioError` naming the file.
     """
-    import os
-
-    import torch
-
-    if isinstance(x, str | os.PathLike):
-        from audioscore.audio import load_audio
-
-        wav = load_audio(x, sr=sr, duration=max_dur, min_samples=min_samples)
-        return torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32))
-    if isinstance(x, np.ndarray):
-        x = torch.from_numpy(np.ascontiguousarray(x))
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"audio must be a path or a waveform tensor, got {type(x).__name__}")
-    wav = x.detach().float().cpu()
-    if wav.ndim == 2:
-        wav = wav[0] if wav.shape[0] == 1 else wav.mean(dim=0)
-    if wav.ndim != 1:
-        raise ValueError(f"waveform must be [T] or [C, T], got shape {tuple(x.shape)}")
-    if max_dur is not None:
-        wav = wav[: int(max_dur * sr)]
-    if wav.numel() < max(min_samples, 1):
-        raise ValueError(f"waveform has {wav.numel()} samples, need at least {max(min_samples, 1)}")
-    if not torch.isfinite(wav).all():
-        raise ValueError("waveform contains NaN or Inf")
-    return wav
+    pre = Preprocess(sr=sr, max_dur=max_dur or None, crop="start", min_samples=min_samples)
+    return torch.from_numpy(pre(x))
 
 
 def score_detailed(

@@ -2,7 +2,7 @@
 
     python -m rewards.serve --model cmi_rm_tiny [--set key=value ...] [--host 127.0.0.1] [--port 8000]
 
-`--model` is a name under conf/model/ or a yaml path; `--set` overrides its keys (dot-list).
+`--model` is a name under conf/bench/model/ or a yaml path; `--set` overrides its keys (dot-list).
 Endpoints: `POST /score` (one clip, see rewards.http) and `GET /health` -> {"sr", "model"}.
 With `--api-key-env VAR`, requests must carry `Authorization: Bearer $VAR`.
 Requests are scored one at a time (the model is shared); the listener is threaded.
@@ -29,7 +29,7 @@ from rewards.http import decode_wav_base64
 log = logging.getLogger(__name__)
 
 MAX_BODY = 512 * 1024 * 1024
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf" / "model"
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf" / "bench" / "model"
 
 
 class ScoreHandler(BaseHTTPRequestHandler):
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--model", required=True, help="conf/model name or yaml path")
+    p.add_argument("--model", required=True, help="conf/bench/model name or yaml path")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)

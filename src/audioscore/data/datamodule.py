@@ -2,8 +2,9 @@
 
 A training batch is `groups_per_batch` sub-lists (<= `max_group_size` items, order kept, best
 first) drawn from one or more groups files (sources mixed by `source_weights`), each clip a random
-crop of `crop_seconds` (shorter clips whole), loudness-normalised. Validation scores every item of
-the validation groups on a deterministic centre crop.
+random window of the contract's `max_dur` (shorter clips whole), prepared by the data's
+`Preprocess` contract. Validation scores every item of the validation groups through the
+same contract's own (centre) window, which the export stores for inference.
 
 With `crop_grid_seconds` set, random crop starts are drawn from a fixed grid per clip instead of
 anywhere, so a clip only ever yields a few distinct training crops and frozen encoders (CAM++,
@@ -24,18 +25,18 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from audioscore.audio import (
-    MUQ_MIN_SAMPLES,
-    MUQ_SR,
-    AudioError,
-    audio_duration,
-    load_audio,
-    loudness_normalize,
-)
-from audioscore.cache import file_digest
+from audiobase.audio import MUQ_MIN_SAMPLES, MUQ_SR, AudioError, audio_duration
+from audiobase.cache import file_digest
+from audiobase.preprocess import Preprocess
 from audioscore.data.groups import read_groups
 
 log = logging.getLogger(__name__)
+
+# 30 s windows at -12 LUFS, as the original recipe: random ones in training, the centre one in
+# validation (and, through the export, at inference)
+DEFAULT_PREPROCESS = Preprocess(
+    sr=MUQ_SR, max_dur=30.0, crop="center", target_lufs=-12.0, min_samples=MUQ_MIN_SAMPLES
+)
 
 
 def grid_offset(spare: float, grid: float, rng: np.random.Generator) -> float:
@@ -46,7 +47,8 @@ def grid_offset(spare: float, grid: float, rng: np.random.Generator) -> float:
 
 
 class ClipLoader:
-    """Loads one crop of a clip; remembers durations and records failures (append + flush).
+    """Loads one crop of a clip through the preprocessing contract; remembers durations and
+    records failures (append + flush).
 
     `crop_grid_s`: None = random crop starts anywhere; a number of seconds = random starts on a
     fixed per-clip grid (see `grid_offset`), so crops repeat and cached features are reused.
@@ -54,13 +56,13 @@ class ClipLoader:
 
     def __init__(
         self,
-        target_lufs: float | None,
+        preprocess: Preprocess,
         failures_path: str | None = None,
         crop_grid_s: float | None = None,
     ) -> None:
         if crop_grid_s is not None and not crop_grid_s > 0:
             raise ValueError(f"data.crop_grid_seconds must be > 0 or null, got {crop_grid_s}")
-        self.target_lufs = target_lufs
+        self.pre = preprocess
         self.failures_path = failures_path
         self.crop_grid_s = crop_grid_s
         self._durations: dict[str, float] = {}
@@ -70,26 +72,20 @@ class ClipLoader:
             self._durations[path] = audio_duration(path)
         return self._durations[path]
 
-    def load(self, path: str, crop_s: float | None, rng: np.random.Generator | None) -> dict:
-        """rng=None -> centre crop (validation); returns wav [T], start (samples), key."""
-        offset = 0.0
-        if crop_s:
-            spare = self.duration(path) - crop_s
-            if spare > 0:
-                if rng is None:
-                    offset = spare / 2
-                elif self.crop_grid_s:
-                    offset = grid_offset(spare, self.crop_grid_s, rng)
-                else:
-                    offset = float(rng.uniform(0.0, spare))
-        wav = load_audio(
-            path, MUQ_SR, offset=offset, duration=crop_s or None, min_samples=MUQ_MIN_SAMPLES
-        )
-        if self.target_lufs is not None:
-            wav = loudness_normalize(wav, MUQ_SR, self.target_lufs)
-        start = int(round(offset * MUQ_SR))
+    def load(self, path: str, rng: np.random.Generator | None) -> dict:
+        """rng=None -> the contract's own window (validation); else a random window of the same
+        length (training). Returns wav [T], start (samples), key."""
+        spare = self.duration(path) - self.pre.max_dur if self.pre.max_dur else 0.0
+        if rng is None or spare <= 0:
+            offset = self.pre.window(self.duration(path))
+        elif self.crop_grid_s:
+            offset = grid_offset(spare, self.crop_grid_s, rng)
+        else:
+            offset = float(rng.uniform(0.0, spare))
+        wav = self.pre.load(path, offset=offset)
+        start = int(round(offset * self.pre.sr))
         # cache key for frozen encoders: file content + crop + preprocessing
-        key = f"{file_digest(path)}:{start}:{wav.shape[0]}:{self.target_lufs}"
+        key = f"{file_digest(path)}:{start}:{wav.shape[0]}:{self.pre.target_lufs}"
         return {"wav": wav, "start": start, "key": key}
 
     def record_failure(self, path: str, err: Exception) -> None:
@@ -123,12 +119,11 @@ class TrainGroups(Dataset):
         sources: list[list[list[dict]]],
         weights: list[float],
         loader: ClipLoader,
-        crop_s: float,
         max_group_size: int,
         length: int,
         singer_ids: dict[str, int],
     ) -> None:
-        self.sources, self.loader, self.crop_s = sources, loader, crop_s
+        self.sources, self.loader = sources, loader
         self.weights = np.asarray(weights, float) / np.sum(weights)
         self.max_group_size, self.length, self.singer_ids = max_group_size, length, singer_ids
 
@@ -152,7 +147,7 @@ class TrainGroups(Dataset):
             clips = []
             for item in self.sample_group(rng):
                 try:
-                    clip = self.loader.load(item["audio_file"], self.crop_s, rng)
+                    clip = self.loader.load(item["audio_file"], rng)
                 except AudioError as e:
                     self.loader.record_failure(item["audio_file"], e)
                     continue
@@ -165,14 +160,14 @@ class TrainGroups(Dataset):
 class ValItems(Dataset):
     """Every item of the validation groups, centre-cropped; None for unreadable clips."""
 
-    def __init__(self, groups: list[list[dict]], loader: ClipLoader, crop_s: float, singer_ids):
+    def __init__(self, groups: list[list[dict]], loader: ClipLoader, singer_ids: dict[str, int]):
         self.items = []
         for g, group in enumerate(groups):
             for pos, item in enumerate(group):
                 s = item.get("score")
                 truth = float(s) if s is not None else -float(pos)  # no scores: order is truth
                 self.items.append((g, truth, item))
-        self.loader, self.crop_s, self.singer_ids = loader, crop_s, singer_ids
+        self.loader, self.singer_ids = loader, singer_ids
 
     def __len__(self) -> int:
         return len(self.items)
@@ -180,7 +175,7 @@ class ValItems(Dataset):
     def __getitem__(self, index: int) -> dict | None:
         g, truth, item = self.items[index]
         try:
-            clip = self.loader.load(item["audio_file"], self.crop_s, None)
+            clip = self.loader.load(item["audio_file"], None)
         except AudioError as e:
             self.loader.record_failure(item["audio_file"], e)
             return None
@@ -262,10 +257,8 @@ class GroupsDataModule(L.LightningDataModule):
         audio_root: str | None = None,
         name: str = "corpus",
         source_weights: list[float] | None = None,
-        crop_seconds: float = 30.0,
+        preprocess: Preprocess = DEFAULT_PREPROCESS,
         crop_grid_seconds: float | None = None,
-        val_crop_seconds: float | None = None,
-        target_lufs: float | None = -12.0,
         groups_per_batch: int = 4,
         max_group_size: int = 8,
         steps_per_epoch: int = 100,
@@ -275,7 +268,8 @@ class GroupsDataModule(L.LightningDataModule):
         failures_path: str | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(logger=False)
+        self.save_hyperparameters(logger=False, ignore=["preprocess"])
+        self.preprocess = preprocess
         self.train_groups: list[list[list[dict]]] = []
         self.val_groups: list[list[dict]] = []
         self.singer_ids: dict[str, int] = {}
@@ -329,7 +323,7 @@ class GroupsDataModule(L.LightningDataModule):
 
     def loader(self) -> ClipLoader:
         hp = self.hparams
-        return ClipLoader(hp.target_lufs, hp.failures_path, hp.crop_grid_seconds)
+        return ClipLoader(self.preprocess, hp.failures_path, hp.crop_grid_seconds)
 
     def train_dataloader(self) -> DataLoader:
         hp = self.hparams
@@ -340,7 +334,6 @@ class GroupsDataModule(L.LightningDataModule):
             self.train_groups,
             weights,
             self.loader(),
-            hp.crop_seconds,
             hp.max_group_size,
             hp.steps_per_epoch * hp.groups_per_batch,
             self.singer_ids,
@@ -357,8 +350,7 @@ class GroupsDataModule(L.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         hp = self.hparams
-        crop = hp.val_crop_seconds or hp.crop_seconds
-        ds = ValItems(self.val_groups, self.loader(), crop, self.singer_ids)
+        ds = ValItems(self.val_groups, self.loader(), self.singer_ids)
         return DataLoader(
             ds,
             batch_size=hp.val_batch_size,

@@ -35,7 +35,7 @@ from rewards.cmi_rm.model import CMIRewardNet
 log = logging.getLogger(__name__)
 
 CHUNK_SECONDS = 30.0
-MUQ_MIN_SAMPLES = 1025  # shorter inputs break MuQ's conv stem (audioscore.audio.MUQ_MIN_SAMPLES)
+MUQ_MIN_SAMPLES = 1025  # shorter inputs break MuQ's conv stem (audiobase.audio.MUQ_MIN_SAMPLES)
 
 
 @dataclass
@@ -97,7 +97,7 @@ class CMIRewardModel(RewardModel):
         mode: "final" or "standard" (see module docstring).
         config: explicit config.yaml path (else found next to the weights).
         upstream_compat: reproduce upstream's batch-dependent behaviour exactly.
-        cache_dir: optional `audioscore.cache.FeatureCache` root for audio-tower outputs.
+        cache_dir: optional `audiobase.cache.FeatureCache` root for audio-tower outputs.
         bf16: bfloat16 autocast on CUDA (ignored on CPU).
         tiny: build a small random CMI-RM at `checkpoint` first if nothing is there (tests, demo).
     """
@@ -133,7 +133,7 @@ class CMIRewardModel(RewardModel):
         self.checkpoint = str(weights)
         self._cache = None
         if cache_dir is not None:
-            from audioscore.cache import FeatureCache
+            from audiobase.cache import FeatureCache
 
             self._cache = FeatureCache(cache_dir, namespace="cmi_rm_audio")
         self._encoder_id: str | None = None

@@ -23,7 +23,7 @@ import torchaudio.compliance.kaldi as kaldi
 import torchaudio.functional as taf
 from torch import nn
 
-from audioscore.cache import FeatureCache
+from audiobase.cache import FeatureCache
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from audioscore.cache import FeatureCache
+from audiobase.cache import FeatureCache
 
 MUQ_SR = 24_000
 DEFAULT_PRETRAINED = "OpenMuQ/MuQ-large-msd-iter"
