@@ -31,8 +31,11 @@ test: $(STAMP)  ## fast test suite (no GPU, no network)
 test-full: $(STAMP)  ## everything, including slow end-to-end runs
 	$(BIN)/python -m pytest -m "not gpu" -q
 
-lint: $(STAMP)  ## ruff lint + format check
-	$(BIN)/ruff check src tests scripts && $(BIN)/ruff format --check src tests scripts
+lint: $(STAMP)  ## ruff lint + format check, layer contracts (import-linter), mypy on src/
+	$(BIN)/ruff check src tests scripts
+	$(BIN)/ruff format --check src tests scripts
+	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 format: $(STAMP)  ## ruff format + autofix
 	$(BIN)/ruff format src tests scripts && $(BIN)/ruff check --fix src tests scripts

@@ -24,7 +24,8 @@ from omegaconf import DictConfig
 
 from audiobase.audio import load_audio
 from bench.data import read_bench
-from bench.run import build_model, pick_threads, run
+from bench.models import build_model, pick_threads
+from bench.run import run
 from rewards.base import BatchInput
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf" / "bench")

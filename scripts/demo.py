@@ -74,14 +74,15 @@ def main() -> None:
         [PY, "scripts/compare_plans.py", *map(str, runs.values()), "--out", str(out / "compare")],
     )
     bench_root = out / "bench"
+    os.environ["AUDIOSCORE_CHECKPOINT"] = str(runs["plan_a"] / "export")  # model=audioscore's
     run_step(
         "benchmark plan A scorer + tiny CMI-RM",
         [
             PY,
             "-m",
             "bench.run",
-            "models=[audioscore,cmi_rm_tiny]",
-            f"model.checkpoint={runs['plan_a'] / 'export'}",
+            "-m",
+            "model=audioscore,cmi_rm_tiny",
             f"dataset.jsonl={corpus / 'bench.jsonl'}",
             f"dataset.root={corpus}",
             f"output_root={bench_root}",

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from audiobase.files import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -80,7 +81,7 @@ def main() -> int:
         "best": best,
         "validations": vals,
     }
-    (run_dir / "benchmark.json").write_text(json.dumps(report, indent=1))
+    write_json(run_dir / "benchmark.json", report)
     best_s = f"{best['val/srcc']:.3f}" if best else "none"
     reached = f"at {hit['time/train_s']:.0f} s" if hit else "no"
     print(f"best val/srcc {best_s}; target {args.target} reached: {reached} ({run_dir})")

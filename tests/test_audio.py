@@ -24,7 +24,6 @@ from audiobase.audio import (
     audio_duration,
     load_audio,
     loudness_normalize,
-    random_crop,
     resample,
     save_audio,
 )
@@ -228,17 +227,6 @@ def test_loudness_normalize_leaves_silence_alone():
     silent = np.zeros(MUQ_SR, np.float32)
     out = loudness_normalize(silent, MUQ_SR)
     assert np.all(np.isfinite(out)) and not np.any(out)
-
-
-def test_random_crop():
-    wav = np.arange(100, dtype=np.float32)
-    a = random_crop(wav, 30, np.random.default_rng(1))
-    b = random_crop(wav, 30, np.random.default_rng(1))
-    assert a.shape == (30,) and np.array_equal(a, b)
-    assert np.array_equal(np.diff(a), np.ones(29))  # contiguous window
-    starts = {int(random_crop(wav, 30, np.random.default_rng(s))[0]) for s in range(20)}
-    assert len(starts) > 5 and max(starts) <= 70
-    assert np.array_equal(random_crop(wav, 200, np.random.default_rng(0)), wav)
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""conf/bench.yaml composition, several models in one run, the `python -m bench.run` CLI."""
+"""conf/bench composition, the `python -m bench.run` CLI, several models as a Hydra multirun."""
 
 from __future__ import annotations
 
@@ -11,10 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers.bench import make_toy_bench
 from hydra import compose, initialize_config_dir
-from test_bench_helpers import make_toy_bench
-
-from bench.run import model_cfgs, run_cli
 
 CONF = str(Path(__file__).parents[1] / "conf" / "bench")
 ENV = {
@@ -56,49 +54,29 @@ def test_default_configs_compose():
         assert real.dataset.jsonl == "data/all_test.jsonl" and real.dataset.root == "data"
 
 
-def test_models_list_sends_model_overrides_to_the_first_model_having_the_key():
-    over = ["models=[audioscore,cmi_rm_tiny]", "model.checkpoint=exp/plan_a", "device=cpu"]
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        cfgs = model_cfgs(compose("bench", overrides=over), overrides=over)
-    assert [c.model.name for c in cfgs] == ["audioscore", "cmi_rm_tiny"]
-    assert cfgs[0].model.checkpoint == "exp/plan_a"
-    assert cfgs[1].model.checkpoint != "exp/plan_a"  # keeps its own
-    assert all(c.device == "cpu" and c.models is None for c in cfgs)
+def test_multirun_runs_each_model_with_the_shared_overrides(toy, tmp_path):
+    """`-m model=a,b`: each model in turn, every other override applied to both; the exit
+    status is the worst job's (3: too many failed rows) once all have run."""
+    cmd = [sys.executable, "-m", "bench.run", "-m", "model=signal_stats,cmi_rm_tiny"]
+    cmd += [*toy_overrides(toy, tmp_path / "out"), "max_fail_frac=0.01", "n_boot=7"]
+    p = subprocess.run(cmd, env=ENV, cwd=tmp_path, capture_output=True, text=True)
+    assert p.returncode == 3, p.stderr[-2000:]
+    assert (tmp_path / "outputs/models/cmi_rm_tiny/model.safetensors").is_file()  # built here
+    for name in ("signal_stats", "cmi_rm_tiny"):
+        out = tmp_path / "out" / name / "toy"
+        stats = json.loads((out / "statistics.json").read_text())
+        assert stats["failed"] == 2 and stats["run"]["scored_rows"] == 33, name
+        assert stats["run"]["config"]["model"]["name"] == name
+        assert json.loads((out / "metrics.json").read_text())["bootstrap"]["n_boot"] == 7
+    assert p.stdout.index("signal_stats/toy:") < p.stdout.index("cmi_rm_tiny/toy:")
 
 
-def test_several_models_in_one_run_on_the_synthetic_corpus(synth_corpus, tmp_path):
-    root = synth_corpus["root"]
-    tiny = tmp_path / "models" / "tiny"  # the tiny CMI-RM is built here
-    models = (
-        "models={custom:{class_path:'bench.baselines:SignalStatsReward',init_kwargs:{sr:24000}},"
-        f"cmi_rm_tiny:{{checkpoint:'{tiny}'}}}}"
-    )
-    over = [
-        *toy_overrides(root, tmp_path),
-        f"dataset.jsonl={synth_corpus['bench']}",
-        "dataset.name=synth",
-        models,
-        "max_fail_frac=0",
-    ]
+def test_audioscore_default_is_the_demo_export(monkeypatch):
+    monkeypatch.delenv("AUDIOSCORE_CHECKPOINT", raising=False)
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        cfg = compose("bench", overrides=over)
-        assert run_cli(cfg, overrides=over) == 0
-    assert (tiny / "model.safetensors").is_file()
-    n_rows = len(Path(synth_corpus["bench"]).read_text().splitlines())
-    for name in ("custom", "cmi_rm_tiny"):
-        out = tmp_path / name / "synth"
-        rows = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
-        assert len(rows) == n_rows and {r["bench_model"] for r in rows} == {name}
-        assert all(r["status"] == "ok" for r in rows)
-        summary = json.loads((out / "metrics.json").read_text())["summary"]
-        assert {r["dataset"] for r in summary} == {"PAM", "MusicEval", "MusicArena", "CMI-Pref"}
-        for f in ("metrics_summary.csv", "metrics_detail.csv", "statistics.json", "summary.md"):
-            assert (out / f).stat().st_size > 0, (name, f)
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):  # a rerun reuses every score
-        assert run_cli(compose("bench", overrides=over), overrides=over) == 0
-    for name in ("custom", "cmi_rm_tiny"):
-        run = json.loads((tmp_path / name / "synth" / "statistics.json").read_text())["run"]
-        assert (run["skipped_rows"], run["scored_rows"]) == (n_rows, 0), name
+        cfg = compose("bench", overrides=["model=audioscore", "model.max_dur=30"])
+    assert cfg.model.checkpoint == "outputs/demo/plan_a/export"  # scripts/demo.py's plan A
+    assert cfg.model.max_dur == 30  # the scorer's own crop (AudioscoreRewardModel kwarg)
 
 
 def test_cli_exits_nonzero_on_too_many_failures(toy, tmp_path):
@@ -131,7 +109,7 @@ def test_sigkill_mid_run_then_rerun_matches_uninterrupted(toy, tmp_path):
     base = [sys.executable, "-m", "bench.run", "model=custom", *BASELINE, "batch_size=2"]
     ref = subprocess.run(base + toy_overrides(toy, tmp_path / "ref") + ["max_fail_frac=1"], env=ENV)
     assert ref.returncode == 0
-    slow = ["model.class_path=test_bench_helpers:SlowSignalStats", "+model.init_kwargs.delay_s=0.3"]
+    slow = ["model.class_path=helpers.bench:SlowSignalStats", "+model.init_kwargs.delay_s=0.3"]
     over = toy_overrides(toy, tmp_path / "kill") + ["max_fail_frac=1", *slow]  # time to kill
     proc = subprocess.Popen(
         base + over, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -155,15 +133,13 @@ def test_sigkill_mid_run_then_rerun_matches_uninterrupted(toy, tmp_path):
 
 
 def test_throughput_script_reports_both_loops(toy, tmp_path):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(
-        "bench_throughput", Path(__file__).parents[1] / "scripts" / "bench_throughput.py"
-    )
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
     over = ["model=custom", *BASELINE, *toy_overrides(toy, tmp_path), "dataset.subsets=[PAM]"]
-    r = mod.measure(over)
+    script = Path(__file__).parents[1] / "scripts" / "bench_throughput.py"
+    p = subprocess.run(
+        [sys.executable, str(script), *over], env=ENV, capture_output=True, text=True
+    )
+    assert p.returncode == 0, p.stderr[-2000:]
+    r = json.loads((tmp_path / "custom" / "toy" / "throughput.json").read_text())
     assert r["runner"]["audio_seconds"] == pytest.approx(r["one_clip_loop"]["audio_seconds"])
     assert r["runner"]["audio_s_per_s"] > 0 and r["one_clip_loop"]["clips_ok"] == 12
     assert r["speedup"] == pytest.approx(

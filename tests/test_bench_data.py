@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_bench_helpers import make_toy_bench
+from helpers.bench import make_toy_bench
 
 from bench.data import (
     BenchDataError,
@@ -127,3 +127,11 @@ def test_journal_survives_a_line_cut_by_a_kill(tmp_path):
     rows = compact(path, keep=lambda r: r["bench_row_key"] != "gone")
     assert [r["bench_row_key"] for r in rows] == ["k0", "k1"]
     assert path.read_text().count("\n") == 2
+
+
+def test_toy_bench_layout(tmp_path):
+    path = make_toy_bench(tmp_path)
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert len(rows) == 12 + 5 + 6 + 8 + 4
+    assert (tmp_path / rows[0]["audio-path"]).is_file()
+    assert not (tmp_path / "MusicEval_data/test_audio/nope.wav").exists()

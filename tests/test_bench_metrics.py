@@ -10,6 +10,7 @@ from scipy import stats
 
 from bench.evaluate import main as evaluate_main
 from bench.metrics import (
+    bootstrap_ci,
     compute_metrics,
     confidence_group,
     correlate,
@@ -194,3 +195,16 @@ def test_evaluate_cli_writes_every_file(tmp_path):
     assert final[1] == f"{(pam['musicality'] + pam['alignment']) / 2:.4f}"
     st = json.loads((tmp_path / "statistics.json").read_text())
     assert st["total_rows"] == len(rows) and st["failed"] == 0
+
+
+def test_bootstrap_ci_is_scipys_percentile_interval():
+    rng = np.random.default_rng(0)
+    s = rng.normal(size=41)
+    lo, hi = bootstrap_ci((s,), np.mean, n_boot=300, seed=5)
+    ref = stats.bootstrap(
+        (s,), np.mean, n_resamples=300, method="percentile", rng=np.random.default_rng(5)
+    ).confidence_interval
+    assert (lo, hi) == pytest.approx((ref.low, ref.high), abs=1e-12)
+    x, y = np.array([1.0, 2.0, 3.0]), np.array([1.0, 3.0, 2.0])  # many constant resamples
+    lo, hi = bootstrap_ci((x, y), lambda a, b: correlate(a, b, "spearman"), 200, 0)
+    assert lo is not None and -1 <= lo <= hi <= 1

@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
-from test_bench_helpers import SR, make_cfg, make_toy_bench
+from helpers.bench import SR, DyingSignalStats, SimulatedKill, make_cfg, make_toy_bench
+from helpers.routes import make_tiny_export
+from omegaconf import OmegaConf
 
+from audiobase.audio import AudioTooShortError
+from audiobase.preprocess import Preprocess
 from bench.baselines import SignalStatsReward
-from bench.run import SimulatedCrash, run, run_cli
+from bench.run import run, run_cli
 
 os.environ.setdefault("WANDB_MODE", "offline")
+CONF = Path(__file__).parents[1] / "conf" / "bench"
 OUTPUTS = [
     "results.jsonl",
     "metrics.json",
@@ -63,14 +69,13 @@ def test_run_writes_outputs_and_records_bad_audio(toy, tmp_path):
 
 def test_killed_run_resumes_to_the_same_metrics(toy, tmp_path):
     full, _ = run(make_cfg(toy, tmp_path / "full"))
-    cfg = make_cfg(toy, tmp_path / "resumed", crash_after_batches=2)
-    with pytest.raises(SimulatedCrash):
-        run(cfg)
+    cfg = make_cfg(toy, tmp_path / "resumed")
+    with pytest.raises(SimulatedKill):  # the same model and config, dying in its third batch
+        run(cfg, model=DyingSignalStats(after=2, sr=SR))
     out = tmp_path / "resumed" / "signal_stats" / "toy"
     first = read_results(out)
     assert 0 < len(first) < 33  # at most batch_size clips per batch, two batches written
     assert sum(len([k for k in ("audio-path", "audio2") if k in r]) for r in first) <= 8
-    cfg.crash_after_batches = None
     resumed, info = run(cfg)
     assert not {r["bench_row_key"] for r in first} & set(info["scored_keys"])  # nothing twice
     assert info["skipped_rows"] == len(first)
@@ -143,6 +148,8 @@ def test_two_cpu_ranks_shard_without_overlap(toy, tmp_path):
     assert a.keys() == b.keys()
     assert all(a[k]["predicted_musicality"] == b[k]["predicted_musicality"] for k in a)
     assert sharded["summary"] == single["summary"]
+    _, retry = run(cfg)  # the two failed rows: one batch, so one rank idles
+    assert len(retry["scored_keys"]) == 2 and retry["skipped_rows"] == 31
 
 
 def test_changed_model_or_dataset_row_is_not_reused(tmp_path):
@@ -202,3 +209,49 @@ def test_upstream_batching_reproduces_cmi_rewardbench_calls(tmp_path):
     assert [[text for text, _ in call] for call in model.calls] == want
     a_len, b_len = model.calls[-2][0][1], model.calls[-1][0][1]
     assert a_len != b_len  # the two calls of a pair chunk hold different clips (A, then B)
+
+
+class ContractReward(SignalStatsReward):
+    """The baseline with its own preprocessing contract, as an exported scorer has one."""
+
+    def __init__(self, max_dur: float, **kw):
+        super().__init__(**kw)
+        self.preprocess = Preprocess(sr=self.sr, max_dur=max_dur)
+
+
+def test_a_model_contract_decides_its_input_and_the_fingerprint(toy, tmp_path):
+    cfg = make_cfg(toy, tmp_path, **{"dataset.subsets": ["PAM"]})
+    _, first = run(cfg, model=ContractReward(max_dur=1.0, sr=SR))
+    assert len(first["scored_keys"]) == 12
+    cfg.max_dur = 10.0  # the runner's crop does not apply to a model with its own contract
+    _, same = run(cfg, model=ContractReward(max_dur=1.0, sr=SR))
+    assert same["scored_keys"] == [] and same["skipped_rows"] == 12
+    _, shorter = run(cfg, model=ContractReward(max_dur=0.5, sr=SR))  # a new contract: rescored
+    assert len(shorter["scored_keys"]) == 12
+    rows = read_results(tmp_path / "signal_stats" / "toy")
+    assert max(r["bench_audio_seconds"] for r in rows) == pytest.approx(0.5)
+
+
+def test_baseline_prepares_audio_through_the_contract():
+    model = SignalStatsReward(sr=SR, n_fft=1024)
+    long = np.random.default_rng(0).standard_normal(3 * SR).astype(np.float32)
+    assert model.load(long, max_dur=1.0).shape == (SR,)  # the first max_dur seconds
+    with pytest.raises(AudioTooShortError):
+        model.score_batch([long[:500]], batch_size=1, max_dur=30.0)
+
+
+def test_audioscore_export_keeps_its_contract_unless_model_max_dur_is_set(toy, tmp_path):
+    export = make_tiny_export(tmp_path, Preprocess(sr=24_000, max_dur=1.0, crop="center"))
+    cfg = make_cfg(toy, tmp_path / "out", **{"dataset.subsets": ["PAM"]})
+    cfg.model = OmegaConf.load(CONF / "model" / "audioscore.yaml")
+    cfg.model.checkpoint = str(export)
+    _, first = run(cfg)
+    assert len(first["scored_keys"]) == 12
+    cfg.max_dur = 0.3  # the runner's crop: not this model's
+    _, same = run(cfg)
+    assert same["scored_keys"] == []
+    cfg.model.max_dur = 0.5  # the user's override for this model: a new contract, rescored
+    _, shorter = run(cfg)
+    assert len(shorter["scored_keys"]) == 12
+    rows = read_results(tmp_path / "out" / "audioscore" / "toy")
+    assert max(r["bench_audio_seconds"] for r in rows) == pytest.approx(0.5)

@@ -8,8 +8,8 @@ import os
 import numpy as np
 import pytest
 import torch
+from helpers.upstream import UpstreamBatchInput
 from safetensors.torch import load_file, save_file
-from upstream import UpstreamBatchInput
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")

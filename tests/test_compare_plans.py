@@ -1,20 +1,17 @@
-"""scripts/compare_plans.py on synthetic CSVLogger run directories."""
+"""audioscore.compare (scripts/compare_plans.py) on synthetic CSVLogger run directories, and
+the singer probe of audioscore.probe (scripts/probe_singer.py)."""
 
 from __future__ import annotations
 
 import csv
-import importlib.util
-import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("compare_plans", ROOT / "scripts/compare_plans.py")
-compare_plans = importlib.util.module_from_spec(spec)
-sys.modules["compare_plans"] = compare_plans  # dataclasses look their module up there
-spec.loader.exec_module(compare_plans)
+from audioscore import compare as compare_plans
+from audioscore import probe as probe_singer
 
 
 def fake_run(root: Path, name: str, experiment: str, srcc: list[float], adv: list[float] | None):
@@ -71,16 +68,10 @@ def test_duplicate_labels_stay_distinct(tmp_path):
     assert [r["run"] for r in res["rows"]] == ["muq_lora", "muq_lora (seed1)"]
 
 
-# --- scripts/probe_singer.py: the probe itself on features with known singer information ---
-spec_p = importlib.util.spec_from_file_location("probe_singer", ROOT / "scripts/probe_singer.py")
-probe_singer = importlib.util.module_from_spec(spec_p)
-sys.modules["probe_singer"] = probe_singer
-spec_p.loader.exec_module(probe_singer)
+# --- audioscore.probe: the probe itself on features with known singer information ---
 
 
 def test_probe_separates_informative_from_blind_features():
-    import numpy as np
-
     rng = np.random.default_rng(0)
     labels = [f"s{i % 4}" for i in range(80)]
     y = np.array([i % 4 for i in range(80)])
@@ -96,8 +87,6 @@ def test_probe_separates_informative_from_blind_features():
 
 
 def test_probe_part_selection():
-    import numpy as np
-
     pooled = np.arange(20.0).reshape(2, 10)
     assert probe_singer.select_part(pooled, 3, "audio").shape == (2, 7)
     assert probe_singer.select_part(pooled, 3, "timbre").tolist() == pooled[:, -3:].tolist()

@@ -6,11 +6,12 @@ import math
 
 import pytest
 import torch
-from test_scorer_export import net_config
-from test_train import make_cfg
+from helpers.train import adversary_config, make_cfg, tiny_module
 
 from audioscore.models.components.grl import SingerAdversary, dann_lambda, reverse_grad
 from audioscore.train import train
+
+MLP = {"hidden_dim": 8, "dropout": 0.0}  # tiny and deterministic
 
 
 def test_reverse_grad_is_identity_forward_and_flips_backward():
@@ -22,17 +23,18 @@ def test_reverse_grad_is_identity_forward_and_flips_backward():
 
 
 def test_dann_schedule():
-    assert dann_lambda(0.0, 0.5) == 0.0
-    assert dann_lambda(1.0, 0.5) == pytest.approx(0.5 * (2 / (1 + math.exp(-10)) - 1))
-    assert dann_lambda(0.1, 1.0) == pytest.approx(2 / (1 + math.exp(-1)) - 1)
-    values = [dann_lambda(p / 10) for p in range(11)]
-    assert values == sorted(values) and dann_lambda(2.0) == dann_lambda(1.0)
+    assert dann_lambda(0.0, 0.5, 10.0) == 0.0
+    assert dann_lambda(1.0, 0.5, 10.0) == pytest.approx(0.5 * (2 / (1 + math.exp(-10)) - 1))
+    assert dann_lambda(0.1, 1.0, 10.0) == pytest.approx(2 / (1 + math.exp(-1)) - 1)
+    values = [dann_lambda(p / 10, 1.0, 10.0) for p in range(11)]
+    assert values == sorted(values) and dann_lambda(2.0, 1.0, 10.0) == dann_lambda(1.0, 1.0, 10.0)
 
 
 def test_adversary_learns_while_features_unlearn():
     """total = task + adv: the adversary descends adv, the features get -lambda x that gradient."""
     torch.manual_seed(0)
-    adv = SingerAdversary(6, 3, hidden_dim=8, dropout=0.0)
+    cfg = {k: v for k, v in adversary_config("mlp", **MLP).items() if not k.startswith("_")}
+    adv = SingerAdversary(6, num_singers=3, **cfg)
     adv.grl.lambd = 0.25
     pooled = torch.randn(5, 6, requires_grad=True)
     target = torch.tensor([0, 1, 2, 0, 1])
@@ -56,30 +58,26 @@ def test_grl_experiment_logs_adversary_metrics(tmp_path, synth_corpus):
     assert model.adversary.out_dim == objects["datamodule"].num_singers == 4
     for key in ("train/adv_loss", "train/grl_lambda", "val/adv_acc", "val/srcc"):
         assert key in metrics
-    # lambda follows the schedule at the last step taken (2 steps planned)
-    assert metrics["train/grl_lambda"] == pytest.approx(dann_lambda(1 / 2, 0.5), rel=1e-4)
+    # lambda follows the yaml's schedule at the last step taken (2 steps planned)
+    adv = model.adversary
+    assert (adv.max_weight, adv.gamma, adv.weight) == (0.5, 10.0, 5.0)  # adversary/ridge.yaml
+    assert metrics["train/grl_lambda"] == pytest.approx(dann_lambda(1 / 2, 0.5, 10.0), rel=1e-4)
     assert 0.0 <= metrics["val/adv_acc"] <= 1.0
 
 
 def test_regress_mode_targets_the_detached_timbre_embedding(tmp_path):
     """adversary.mode=regress: MSE from the reversed pooled vector to the CAM++ embedding."""
     from audioscore.models.components.campp import save_random_campp
-    from audioscore.models.scorer_module import ScorerLitModule
 
     campp = save_random_campp(
         tmp_path / "campp.bin", embedding_size=16, growth_rate=4, bn_size=2, init_channels=16
     )
-    net = tiny_net(
+    module = tiny_module(
+        adversary_config("mlp", mode="regress", **MLP),
         timbre={
             "_target_": "audioscore.models.components.campp.CamppEncoder",
             "source": str(campp),
-        }
-    )
-    module = ScorerLitModule(
-        net=net,
-        loss={"_target_": "audioscore.losses.ListMLELoss"},
-        optimizer={"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1e-3},
-        adversary={"mode": "regress", "kind": "mlp", "hidden_dim": 8, "dropout": 0.0},
+        },
     )
     module.build_adversary()
     assert module.adversary.mlp[-1].out_features == 16
@@ -99,25 +97,9 @@ def test_regress_mode_targets_the_detached_timbre_embedding(tmp_path):
     assert module.net.head.ffd[0].weight.grad.abs().sum() > 0  # reversed signal reaches the head
 
 
-def tiny_net(timbre: dict | None = None) -> dict:
-    """Config of a tiny random plan A (or, with `timbre`, plan B) net."""
-    net = net_config(None)
-    net["encoder"]["muq_config"] = "tiny"  # random, offline
-    if timbre is not None:
-        net["timbre"] = timbre
-    return net
-
-
-def tiny_module(**adversary):
-    from audioscore.models.scorer_module import ScorerLitModule
-
-    net = tiny_net()
-    module = ScorerLitModule(
-        net=net,
-        loss={"_target_": "audioscore.losses.ListMLELoss"},
-        optimizer={"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1e-3},
-        adversary={"mode": "classify", "kind": "mlp", **adversary},
-    )
+def mlp_module(**options):
+    """A tiny module with an mlp adversary for 3 singers."""
+    module = tiny_module(adversary_config("mlp", **{**MLP, **options}))
     module.build_adversary(num_singers=3)
     return module
 
@@ -125,7 +107,7 @@ def tiny_module(**adversary):
 def test_orthogonal_adversary_never_pushes_along_the_score_direction():
     """orthogonal: the reversed gradient on `pooled` has no component along the score weights."""
     torch.manual_seed(0)
-    module = tiny_module(orthogonal=True, hidden_dim=8, dropout=0.0)
+    module = mlp_module(orthogonal=True)
     module.adversary.grl.lambd = 1.0
     pooled = torch.randn(6, module.net.pooled_dim, requires_grad=True)
     x = module.adversary_input({"pooled": pooled})
@@ -138,7 +120,7 @@ def test_orthogonal_adversary_never_pushes_along_the_score_direction():
 
 
 def test_adversary_options_linear_norm_and_own_learning_rate():
-    module = tiny_module(hidden_dim=0, norm=True, lr_scale=10.0)
+    module = mlp_module(hidden_dim=0, norm=True, lr_scale=10.0)
     adv = module.adversary
     assert isinstance(adv.norm, torch.nn.BatchNorm1d) and not adv.norm.affine
     assert [type(m) for m in adv.mlp] == [torch.nn.Linear]  # linear, like the probe
@@ -151,7 +133,7 @@ def test_adversary_options_linear_norm_and_own_learning_rate():
         estimated_stepping_batches = 10
 
     module._trainer = _Trainer()
-    module.hparams.scheduler = None
+    module.make_scheduler = None
     opt = module.configure_optimizers()
     lrs = [g["lr"] for g in opt.param_groups]
     assert lrs == [pytest.approx(1e-3), pytest.approx(1e-2)]
@@ -161,13 +143,12 @@ def test_adversary_options_linear_norm_and_own_learning_rate():
 
 
 def test_linear_normalised_adversary_survives_checkpoint_reload():
-    module = tiny_module(hidden_dim=0, norm=True)
+    """As on resume: setup() builds the adversary from the data, then the weights load."""
+    module = mlp_module(hidden_dim=0, norm=True)
     module.adversary.norm.running_mean.fill_(0.5)
-    state = {"state_dict": module.state_dict()}
-    fresh = tiny_module(hidden_dim=0, norm=True)
-    fresh.adversary = None
-    fresh.on_load_checkpoint(state)
-    fresh.load_state_dict(state["state_dict"])
+    state = module.state_dict()
+    fresh = mlp_module(hidden_dim=0, norm=True)
+    fresh.load_state_dict(state)
     assert fresh.adversary.mlp[-1].out_features == 3
     torch.testing.assert_close(
         fresh.adversary.norm.running_mean, module.adversary.norm.running_mean
@@ -175,7 +156,7 @@ def test_linear_normalised_adversary_survives_checkpoint_reload():
 
 
 def test_adversary_reset_every_epoch_restarts_weights_and_optimizer_state(monkeypatch):
-    module = tiny_module(hidden_dim=8, reset_every_epochs=1)
+    module = mlp_module(reset_every_epochs=1)
     opt = torch.optim.AdamW(module.parameters(), lr=1e-3)
     with torch.no_grad():
         for p in module.adversary.parameters():

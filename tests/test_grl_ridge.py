@@ -6,9 +6,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from test_grl import tiny_module
+from helpers.train import adversary_config, tiny_module
 
 from audioscore.models.components.grl import RidgeAdversary, unexplained
+
+
+def ridge(in_dim: int, num_singers: int = 0, timbre_dim: int = 0, **kw) -> RidgeAdversary:
+    """A RidgeAdversary with conf/train/adversary/ridge.yaml's settings and `kw` overrides."""
+    cfg = {k: v for k, v in adversary_config("ridge", **kw).items() if not k.startswith("_")}
+    return RidgeAdversary(in_dim, num_singers, timbre_dim, **cfg)
 
 
 def singers_and_scores(n: int = 240, singers: int = 6, seed: int = 0):
@@ -64,7 +70,7 @@ def test_reversed_gradient_removes_the_singer_and_conditioning_keeps_quality(con
 
     def train(lambd: float) -> tuple[float, float]:
         feats = torch.nn.Parameter(torch.cat([quality, timbre], 1))  # [N, 8]
-        adv = RidgeAdversary(8, 6, condition=condition).eval()  # eval: fit on the rows given
+        adv = ridge(8, 6, condition=condition).eval()  # eval: fit on the rows given
         adv.grl.lambd = lambd
         opt = torch.optim.Adam([feats], lr=0.05)
         for _ in range(150):
@@ -85,27 +91,29 @@ def test_reversed_gradient_removes_the_singer_and_conditioning_keeps_quality(con
 
 
 def test_bank_is_a_ring_buffer_of_the_newest_rows():
-    adv = RidgeAdversary(3, 2, bank=5, condition=False).train()
+    adv = ridge(3, 2, bank=5, condition=False).train()
     for step in range(3):
         x = torch.full((2, 3), float(step))
         adv(x, torch.tensor([0, 1]))
     assert adv.filled == 5
     kept = sorted(adv.bank_x[:, 0].tolist())
     assert kept == [0.0, 1.0, 1.0, 2.0, 2.0]  # the oldest row (step 0) was overwritten
-    assert RidgeAdversary(64, 2).bank_x.shape[0] == 256  # default: max(256, 2 x width)
-    assert RidgeAdversary(300, 2).bank_x.shape[0] == 600
+    assert ridge(64, 2).bank_x.shape[0] == 256  # bank: null = max(256, 2 x width)
+    assert ridge(300, 2).bank_x.shape[0] == 600
     # regress mode: the targets are speaker embeddings [B, E] instead of singer ids
     emb = torch.randn(6, 4)
-    loss = RidgeAdversary(3, 4, condition=False).train()(torch.randn(6, 3), emb)
+    adv = ridge(3, timbre_dim=4, mode="regress", condition=False).train()
+    loss = adv(torch.randn(6, 3), emb)
     assert 0.0 <= float(loss) <= 1.0
     with pytest.raises(ValueError, match="scores"):
-        RidgeAdversary(3, 2)(torch.zeros(2, 3), torch.tensor([0, 1]))
+        ridge(3, 2)(torch.zeros(2, 3), torch.tensor([0, 1]))
 
 
 def test_ridge_kind_in_the_lightning_module():
     """Loss in [0, 1] from the batch's singers and scores; val accuracy from the bank's probe."""
     torch.manual_seed(0)
-    module = tiny_module(kind="ridge", bank=64)
+    module = tiny_module(adversary_config("ridge", bank=64))
+    module.build_adversary(num_singers=3)
     adv = module.adversary
     assert isinstance(adv, RidgeAdversary) and not list(adv.parameters())
     adv.grl.lambd = 0.5
@@ -134,6 +142,8 @@ def test_conditioned_adversary_refuses_order_only_training_groups():
             raise ValueError("the training groups carry fewer than 2 scores")
 
     with pytest.raises(ValueError, match="condition=false"):
-        check_scores_for_adversary(RidgeAdversary(4, 2, condition=True), OrderOnly())
-    check_scores_for_adversary(RidgeAdversary(4, 2, condition=False), OrderOnly())
-    check_scores_for_adversary(tiny_module(kind="mlp").adversary, OrderOnly())
+        check_scores_for_adversary(ridge(4, 2, condition=True), OrderOnly())
+    check_scores_for_adversary(ridge(4, 2, condition=False), OrderOnly())
+    mlp = tiny_module(adversary_config("mlp"))
+    mlp.build_adversary(num_singers=2)
+    check_scores_for_adversary(mlp.adversary, OrderOnly())

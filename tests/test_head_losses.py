@@ -17,7 +17,13 @@ from audioscore.losses import (
     listmle_loss,
     pairwise_logistic_loss,
 )
-from audioscore.metrics import group_metrics, kendall_tau, pairwise_accuracy, spearman
+from audioscore.metrics import (
+    GroupRanking,
+    group_metrics,
+    kendall_tau,
+    pairwise_accuracy,
+    spearman,
+)
 from audioscore.models.components.head import SongEvalHead
 
 
@@ -119,3 +125,26 @@ def test_group_metrics_are_within_groups():
     assert m["srcc"] == pytest.approx(1.0) and m["ktau"] == pytest.approx(1.0)
     assert m["pair_acc"] == pytest.approx(1.0)
     assert m["srcc_pooled"] < 0
+
+
+def test_group_ranking_counts_each_clip_once_and_scores_the_adversary():
+    """Validation gathering: DistributedSampler repeats clips to pad ranks; they count once."""
+    metric = GroupRanking()
+    index = torch.tensor([0, 1, 2, 3])
+    score = torch.tensor([3.0, 1.0, 2.0, 0.5])
+    truth = torch.tensor([3.0, 2.0, 1.0, 0.0])  # group 0 ranked wrongly once, group 1 right
+    group = torch.tensor([0, 0, 0, 1])
+    hit = torch.tensor([True, False, True, True])
+    known = torch.tensor([True, True, True, False])
+    metric.update(index[:3], score[:3], truth[:3], group[:3], hit[:3], known[:3])
+    # the next "rank" repeats clip 0 with a different (padded) prediction: the first one counts
+    metric.update(index[[3, 0]], torch.tensor([0.5, -9.0]), truth[[3, 0]], group[[3, 0]],
+                  hit[[3, 0]], known[[3, 0]])  # fmt: skip
+    got = metric.compute()
+    want = group_metrics(score.numpy(), truth.numpy(), group.numpy())
+    for key in ("srcc", "ktau", "pair_acc"):
+        assert got[key] == pytest.approx(want[key])
+    assert got["adv_acc"] == pytest.approx(2 / 3)  # clip 3 has no known singer
+    metric.reset()
+    metric.update(index, score, truth, group)  # no adversary: no adv_acc
+    assert "adv_acc" not in metric.compute()

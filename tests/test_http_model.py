@@ -9,10 +9,12 @@ from collections import Counter
 
 import numpy as np
 import pytest
+import requests
 import torch
 
+from audiobase.preprocess import Preprocess
 from rewards.base import BatchInput, RewardModel, ScoreItemError
-from rewards.http import HTTPRewardModel, HTTPScoreError
+from rewards.http import HTTPRewardModel, HTTPScoreError, encode_wav_base64
 from rewards.serve import ScoreHandler, make_server
 
 SR = 24000
@@ -33,6 +35,19 @@ class WaveStats(RewardModel):
             ref = 0.0 if x.ref_audio is None else float(torch.as_tensor(x.ref_audio).pow(2).mean())
             rows.append([len(x.text) + ref, float(wav.abs().mean())])
         return np.asarray(rows)
+
+
+class Contracted(WaveStats):
+    """WaveStats with its own preprocessing contract (as an exported scorer has)."""
+
+    preprocess = Preprocess(sr=SR, max_dur=1.0, crop="center", target_lufs=-20.0)
+
+
+class NoInfoHandler(ScoreHandler):
+    """A scoring service without the /health route."""
+
+    def do_GET(self):  # noqa: N802
+        self.send_json(404, {"error": "no such route"})
 
 
 class FaultyHandler(ScoreHandler):
@@ -122,10 +137,11 @@ def test_survives_500_429_and_timeouts_losing_nothing(faulty):
     assert dict(FaultyHandler.attempts) == {
         f"clip-{i}": 4 for i in range(len(xs))
     }  # bounded: 4 each
-    # every clip ends in one success; a kept-alive connection the server already closed can add
-    # a retried request that never reaches the handler (seen on loaded CI runners)
-    assert m.stats["requests"] == m.stats["retries"] + len(xs)
-    assert 4 * len(xs) <= m.stats["requests"] <= (1 + m.max_retries) * len(xs)
+    # every clip ends in one success, after one GET /health for the model's contract; a
+    # kept-alive connection the server already closed can add a retried request that never
+    # reaches the handler (seen on loaded CI runners)
+    assert m.stats["requests"] == m.stats["retries"] + len(xs) + 1
+    assert 4 * len(xs) + 1 <= m.stats["requests"] <= (1 + m.max_retries) * len(xs) + 1
 
 
 def test_batch_equals_alone(faulty):
@@ -196,9 +212,65 @@ def test_rate_limit_spaces_requests():
 
 def test_connection_refused_is_retried_then_reported():
     m = HTTPRewardModel("http://127.0.0.1:9/score", max_retries=1, backoff_base=0.01, timeout=0.5)
-    with pytest.raises(ScoreItemError, match="gave up after 2 attempts"):
+    with pytest.raises(ScoreItemError, match="model info from .*/health: gave up after 2 attempts"):
         m.score_batch(clips(1), 1, 30.0)
-    assert m.stats["requests"] == 2
+    assert m.stats["requests"] == 2  # the contract is asked for once per call, not per item
+    _, errors = m.score_batch_detailed(clips(3), 3, 30.0)
+    assert all("gave up after 2 attempts" in e for e in errors) and m.stats["requests"] == 4
+
+
+def test_health_publishes_the_contract_and_the_client_follows_it():
+    server, url = serve(Contracted())
+    try:
+        info = requests.get(url.replace("/score", "/health"), timeout=10).json()
+        assert info == {
+            "sr": SR,
+            "model": "Contracted",
+            "preprocess": Contracted.preprocess.to_dict(),
+        }
+        m = HTTPRewardModel(url, max_retries=0)
+        assert m.stats["requests"] == 0  # nothing asked before first use
+        assert m.preprocess == Contracted.preprocess and m.sr == SR
+        xs = clips(4)  # 1-3 s: the 1 s centre crop matters
+        remote = m.score_batch(xs, 4, 120.0)
+        pre = Contracted.preprocess
+        prepared = [
+            BatchInput(pre(x.audio), x.text, "", None if x.ref_audio is None else pre(x.ref_audio))
+            for x in xs
+        ]
+        local = Contracted().score_batch(prepared, 4, pre.max_dur)
+        np.testing.assert_allclose(remote, local, rtol=1e-5)
+        assert m.stats["requests"] == 1 + len(xs)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_request_max_dur_reaches_only_models_without_a_contract():
+    ramp = np.linspace(0.0, 1.0, 3 * SR, dtype=np.float32)  # a crop's mean |x| gives its length
+    body = {"audio": encode_wav_base64(ramp, SR), "text": "", "max_dur": 0.25}
+    for model, seconds in ((WaveStats(), 0.25), (Contracted(), 1.0)):
+        server, url = serve(model)
+        try:
+            got = requests.post(url, json=body, timeout=10).json()["musicality"]
+        finally:
+            server.shutdown()
+            server.server_close()
+        assert got == pytest.approx(float(ramp[: int(seconds * SR)].mean()), rel=1e-5)
+
+
+def test_server_without_info_route_means_no_contract():
+    server, url = serve(WaveStats(), NoInfoHandler)
+    try:
+        m = HTTPRewardModel(url, sr=SR, max_retries=0)
+        assert m.preprocess is None and m.sr == SR
+        xs = clips(2)
+        np.testing.assert_allclose(
+            m.score_batch(xs, 2, 1.5), WaveStats().score_batch(xs, 2, 1.5), rtol=1e-6
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_parser_hooks_and_errors():

@@ -3,17 +3,27 @@
 from __future__ import annotations
 
 import functools
+import json
+import math
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from helpers.train import compose_tiny, compose_train
+from hydra.utils import instantiate
+from omegaconf import OmegaConf, open_dict
 
+from audioscore.export import export_scorer, read_export_config
 from audioscore.models.components.campp import CamppEncoder, save_random_campp
-from audioscore.models.components.fusion import FrameFusionEncoder, align_frames
+from audioscore.models.components.fusion import FrameTimbre, align_frames
 from audioscore.models.components.head import SongEvalHead
 from audioscore.models.components.muq_encoder import MuQEncoder, tiny_muq_config
-from audioscore.models.components.scorer import VocalScorer
+from audioscore.models.components.scorer import VocalScorer, frozen_base_keys
+from audioscore.probe import probe
+from audioscore.train import train
+from rewards.audioscore_rm import load_scorer
 
 TINY_CAMPP = {"embedding_size": 16, "growth_rate": 4, "bn_size": 2, "init_channels": 16}
 
@@ -75,16 +85,16 @@ def test_align_frames():
 def test_frame_level_fusion(campp_file):
     torch.manual_seed(0)
     campp = CamppEncoder(str(campp_file))
-    enc = FrameFusionEncoder(tiny_muq(), campp, proj_dim=8)
-    assert enc.out_dim == 32 + 8
-    net = VocalScorer(enc, tiny_head())
+    frames = FrameTimbre(campp, proj_dim=8)
+    net = VocalScorer(tiny_muq(), tiny_head(), frame_timbre=frames)
+    assert net.pooled_dim == 2 * (32 + 8)  # the head sees MuQ frames + projected CAM++ frames
     wav, lengths = batch((0.8, 2.1), seed=1)
-    feats, mask = enc(wav, lengths)
-    assert feats.shape[-1] == 40 and mask.shape == feats.shape[:2]
+    _, mask = net.encoder(wav, lengths)
+    assert frames(wav, lengths, mask).shape == (*mask.shape, 8)
     assert mask[0].sum() < mask[1].sum()
     out = net(wav, lengths)
     out["score"].sum().backward()
-    assert enc.proj.weight.grad is not None and enc.proj.weight.grad.abs().sum() > 0
+    assert frames.proj.weight.grad is not None and frames.proj.weight.grad.abs().sum() > 0
     assert all(p.grad is None for p in campp.parameters())
     # CAM++ frames of an item are the same alone as padded in the batch (true-length fbank)
     alone = campp.frame_features(wav[:1, : lengths[0]], lengths[:1])[0]
@@ -95,48 +105,24 @@ def test_frame_level_fusion(campp_file):
     assert abs(in_batch[1].shape[0] - 2 * int(mask[1].sum())) <= 3
 
 
-def compose_tiny(experiment: str, tmp: Path):
-    """`experiment=... debug=tiny` composed from conf/, data and outputs under tmp."""
-    from hydra import compose, initialize_config_dir
-
-    conf = str(Path(__file__).resolve().parents[1] / "conf" / "train")
-    with initialize_config_dir(config_dir=conf, version_base="1.3"):
-        return compose(
-            "train",
-            overrides=[
-                f"experiment={experiment}",
-                "debug=tiny",
-                f"paths.data_dir={tmp}",
-                f"paths.output_dir={tmp / 'run'}",
-            ],
-        )
-
-
 @pytest.fixture(scope="module")
 def plan_b(tmp_path_factory):
     """experiment=hybrid_campp debug=tiny composed from conf/, net built, exported."""
-    from omegaconf import OmegaConf
-
-    from audioscore.export import export_scorer
-    from audioscore.models.scorer_module import build_net
-
     tmp = tmp_path_factory.mktemp("plan_b")
     cfg = compose_tiny("hybrid_campp", tmp)
     assert cfg.plan == "B" and cfg.model.net.timbre.tiny
     torch.manual_seed(0)
-    net = build_net(OmegaConf.to_container(cfg.model.net, resolve=True))
+    net_config = OmegaConf.to_container(cfg.model.net, resolve=True)
+    net = instantiate(net_config, _convert_="all")
     # perturb the CAM++ BatchNorm so the export must carry these exact weights
     with torch.no_grad():
         net.timbre.model.xvector.dense.nonlinear.batchnorm.running_mean.add_(0.5)
     net.eval()
-    return {"net": net, "export": export_scorer(net, tmp / "export"), "tmp": tmp}
+    export = export_scorer(net, tmp / "export", net_config=net_config)
+    return {"net": net, "export": export, "tmp": tmp}
 
 
 def test_plan_b_config_builds_and_export_round_trips(plan_b):
-    from hydra.utils import instantiate
-
-    from rewards.audioscore_rm import load_scorer
-
     net = plan_b["net"]
     assert isinstance(net.timbre, CamppEncoder) and net.timbre.out_dim == 32
     assert (plan_b["tmp"] / "campp_tiny" / "campp_tiny.bin").is_file()
@@ -162,17 +148,7 @@ def test_plan_b_config_builds_and_export_round_trips(plan_b):
 
 
 def test_probe_singer_on_plan_b_export(plan_b, synth_corpus, tmp_path):
-    """scripts/probe_singer.py end to end: parts, chance level, a bad clip recorded and skipped."""
-    import importlib.util
-    import json
-    import sys
-
-    root = Path(__file__).resolve().parents[1]
-    spec = importlib.util.spec_from_file_location("probe_singer", root / "scripts/probe_singer.py")
-    probe_singer = importlib.util.module_from_spec(spec)
-    sys.modules["probe_singer"] = probe_singer
-    spec.loader.exec_module(probe_singer)
-
+    """audioscore.probe end to end: parts, chance level, a bad clip recorded and skipped."""
     groups = json.loads(Path(synth_corpus["train"]).read_text())
     base = Path(synth_corpus["train"]).parent
     for g in groups:
@@ -183,7 +159,7 @@ def test_probe_singer_on_plan_b_export(plan_b, synth_corpus, tmp_path):
     groups.append([{"audio_file": str(bad), "score": 60.0, "singer": "s00"}])
     gfile = tmp_path / "groups.json"
     gfile.write_text(json.dumps(groups))
-    audio = probe_singer.probe(str(plan_b["export"]), str(gfile), part="audio")
+    audio = probe(str(plan_b["export"]), str(gfile), part="audio")
     n_clips = len({i["audio_file"] for g in groups for i in g}) - 1
     assert audio["n_clips"] == n_clips and len(audio["failures"]) == 1
     assert "broken.wav" in audio["failures"][0]
@@ -194,8 +170,6 @@ def test_probe_singer_on_plan_b_export(plan_b, synth_corpus, tmp_path):
 
 
 def max_share(groups) -> float:
-    from collections import Counter
-
     singers = Counter(
         i["singer"]
         for i in {i["audio_file"]: i for g in groups for i in g}.values()
@@ -208,34 +182,21 @@ def max_share(groups) -> float:
 def test_train_plan_b_end_to_end(tmp_path, synth_corpus):
     """python -m audioscore.train experiment=hybrid_campp_grl debug=tiny, shrunk: trains, fills
     the CAM++ feature cache, exports, and the export scores files."""
-    import math
-
-    from hydra import compose, initialize_config_dir
-    from omegaconf import open_dict
-
-    from audioscore.train import train
-    from rewards.audioscore_rm import load_scorer
-
-    conf = str(Path(__file__).resolve().parents[1] / "conf" / "train")
-    with initialize_config_dir(config_dir=conf, version_base="1.3"):
-        cfg = compose(
-            "train",
-            overrides=[
-                "experiment=hybrid_campp_grl",
-                "debug=tiny",
-                "logger=csv",
-                f"data.root={synth_corpus['root']}",
-                f"paths.data_dir={tmp_path / 'data'}",
-                "data.num_workers=0",
-                "data.preprocess.max_dur=2.0",
-                "data.groups_per_batch=2",
-                "data.max_group_size=4",
-                "data.steps_per_epoch=2",
-                "trainer.max_epochs=2",
-                "trainer.enable_progress_bar=false",
-                "trainer.num_sanity_val_steps=0",
-            ],
-        )
+    cfg = compose_train(
+        "experiment=hybrid_campp_grl",
+        "debug=tiny",
+        "logger=csv",
+        f"data.root={synth_corpus['root']}",
+        f"paths.data_dir={tmp_path / 'data'}",
+        "data.num_workers=0",
+        "data.preprocess.max_dur=2.0",
+        "data.groups_per_batch=2",
+        "data.max_group_size=4",
+        "data.steps_per_epoch=2",
+        "trainer.max_epochs=2",
+        "trainer.enable_progress_bar=false",
+        "trainer.num_sanity_val_steps=0",
+    )
     with open_dict(cfg):
         cfg.paths.output_dir = str(tmp_path / "run")
     metrics, objects = train(cfg)
@@ -269,38 +230,32 @@ def test_frame_features_cached_per_key(campp_file, tmp_path):
 @pytest.fixture(scope="module")
 def plan_b_frame(tmp_path_factory):
     """experiment=hybrid_campp_frame debug=tiny composed from conf/, net built, exported."""
-    from omegaconf import OmegaConf
-
-    from audioscore.export import export_scorer
-    from audioscore.models.scorer_module import build_net
-
     tmp = tmp_path_factory.mktemp("plan_b_frame")
     cfg = compose_tiny("hybrid_campp_frame", tmp)
     assert cfg.plan == "B" and cfg.data.crop_grid_seconds == 1.0
-    assert cfg.model.net.encoder.campp.tiny and cfg.model.net.get("timbre") is None
+    assert cfg.model.net.frame_timbre.campp.tiny and cfg.model.net.get("timbre") is None
     torch.manual_seed(0)
-    net = build_net(OmegaConf.to_container(cfg.model.net, resolve=True))
+    net_config = OmegaConf.to_container(cfg.model.net, resolve=True)
+    net = instantiate(net_config, _convert_="all")
     with torch.no_grad():  # trained-looking projection and CAM++ stats the export must carry
-        net.encoder.proj.weight.normal_(0.0, 0.5)
-        net.encoder.campp.model.xvector.dense.nonlinear.batchnorm.running_mean.add_(0.5)
+        net.frame_timbre.proj.weight.normal_(0.0, 0.5)
+        net.frame_timbre.campp.model.xvector.dense.nonlinear.batchnorm.running_mean.add_(0.5)
     net.eval()
-    return {"net": net, "export": export_scorer(net, tmp / "export"), "tmp": tmp}
+    export = export_scorer(net, tmp / "export", net_config=net_config)
+    return {"net": net, "export": export, "tmp": tmp}
 
 
 def test_plan_b_frame_config_builds_and_export_round_trips(plan_b_frame):
-    from audioscore.export import read_export_config
-    from rewards.audioscore_rm import load_scorer
-
     net = plan_b_frame["net"]
-    enc = net.encoder
-    assert isinstance(enc, FrameFusionEncoder) and net.timbre is None
-    assert isinstance(enc.encoder, MuQEncoder) and enc.encoder.has_lora
-    assert enc.out_dim == enc.encoder.out_dim + 64 and net.pooled_dim == 2 * enc.out_dim
-    assert enc.uses_keys  # the tiny CAM++ has a cache: training batches pass their keys
+    frames = net.frame_timbre
+    assert isinstance(frames, FrameTimbre) and net.timbre is None
+    assert isinstance(net.encoder, MuQEncoder) and net.encoder.has_lora  # MuQ where plan A has it
+    assert net.pooled_dim == 2 * (net.encoder.out_dim + 64)
+    assert frames.campp.cache is not None  # training batches' keys reach the CAM++ cache
     cfg = read_export_config(plan_b_frame["export"])
     assert cfg["net"]["encoder"]["pretrained"] is None  # backbone rebuilt from its own config
     # CAM++ travels in the state dict: reloading needs neither its hub id nor the tiny file
-    assert cfg["net"]["encoder"]["campp"]["source"] is None
+    assert cfg["net"]["frame_timbre"]["campp"]["source"] is None
     tiny = plan_b_frame["tmp"] / "campp_tiny" / "campp_tiny.bin"
     hidden = tiny.with_suffix(".hidden")
     tiny.rename(hidden)
@@ -308,7 +263,7 @@ def test_plan_b_frame_config_builds_and_export_round_trips(plan_b_frame):
         rm = load_scorer(plan_b_frame["export"])
     finally:
         hidden.rename(tiny)
-    assert isinstance(rm.net.encoder, FrameFusionEncoder)
+    assert isinstance(rm.net.frame_timbre, FrameTimbre)
     g = torch.Generator().manual_seed(5)
     wavs = [(0.1 * torch.randn(int(1.5 * 24000), generator=g)).numpy() for _ in range(3)]
     got = rm.score_batch(wavs, batch_size=2)
@@ -319,26 +274,24 @@ def test_plan_b_frame_config_builds_and_export_round_trips(plan_b_frame):
         want = net(x, torch.full((3,), x.shape[1]))["score"].numpy()
     np.testing.assert_allclose(got[:, 1], want, atol=1e-4)
     assert np.ptp(got[:, 1]) > 0  # the scores depend on the clip
-    torch.testing.assert_close(rm.net.encoder.proj.weight, enc.proj.weight)
+    torch.testing.assert_close(rm.net.frame_timbre.proj.weight, frames.proj.weight)
     # save_full_encoder=false drops exactly the MuQ base weights (what `pretrained` rebuilds)
-    from audioscore.models.components.scorer import frozen_base_keys
-
     assert frozen_base_keys(net) == []  # random tiny MuQ: nothing to rebuild it from
-    enc.encoder.pretrained = "some/hub-id"
+    net.encoder.pretrained = "some/hub-id"
     try:
         base = frozen_base_keys(net)
     finally:
-        enc.encoder.pretrained = None
+        net.encoder.pretrained = None
     state = net.state_dict()
     assert base and set(base) <= set(state)
-    assert all(k.startswith("encoder.encoder.muq.") and "lora_" not in k for k in base)
+    assert all(k.startswith("encoder.muq.") and "lora_" not in k for k in base)
     assert not any(
-        k.startswith("encoder.encoder.muq.")
+        k.startswith("encoder.muq.")
         for k in set(state) - set(base) - {k for k in state if "lora_" in k}
     )
     torch.testing.assert_close(
-        rm.net.encoder.campp.model.xvector.dense.nonlinear.batchnorm.running_mean,
-        enc.campp.model.xvector.dense.nonlinear.batchnorm.running_mean,
+        rm.net.frame_timbre.campp.model.xvector.dense.nonlinear.batchnorm.running_mean,
+        frames.campp.model.xvector.dense.nonlinear.batchnorm.running_mean,
     )
 
 
@@ -349,6 +302,6 @@ def test_plan_b_frame_keys_reach_campp_cache(plan_b_frame):
         plain = net(wav, lengths)["score"]
         first = net(wav, lengths, keys=["k1", "k2"])["score"]
         second = net(wav, lengths, keys=["k1", "k2"])["score"]
-    assert net.encoder.campp.cache.hits == 2
+    assert net.frame_timbre.campp.cache.hits == 2
     torch.testing.assert_close(first, plain, rtol=0, atol=0)
     torch.testing.assert_close(second, plain, rtol=0, atol=0)

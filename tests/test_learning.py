@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers.train import make_cfg
 from scipy.stats import spearmanr
-from test_train import make_cfg
 
 from audioscore.data.groups import read_groups
 from audioscore.train import train
 from rewards.audioscore_rm import load_scorer
 
-MIN_SRCC = 0.6  # measured 0.94 after 2 epochs; the untrained net scored -0.74 (a random sign)
+MIN_SRCC = 0.8  # measured 0.90 after 2 epochs; the untrained net scored -0.74 (a random sign)
 
 
 @pytest.fixture(scope="module")

@@ -147,7 +147,9 @@ def test_scorer_passes_keys_only_to_encoders_that_use_them(tmp_path):
     wav, lengths = padded([30_000, 21_000])
     keys = ["a:0", "b:0"]
 
-    class NoKeys(torch.nn.Module):  # a custom encoder with the two-argument contract
+    class NoKeys(torch.nn.Module):  # a custom encoder that takes no keys (uses_keys false)
+        uses_keys = False
+
         def __init__(self, inner: MuQEncoder) -> None:
             super().__init__()
             self.inner, self.out_dim = inner, inner.out_dim
@@ -155,6 +157,11 @@ def test_scorer_passes_keys_only_to_encoders_that_use_them(tmp_path):
         def forward(self, wav, lengths):
             return self.inner(wav, lengths)
 
+    class Undeclared(torch.nn.Module):  # no `uses_keys`: not an Encoder
+        out_dim = 32
+
+    with pytest.raises(TypeError, match="Encoder protocol"):
+        VocalScorer(Undeclared(), head)
     torch.manual_seed(0)
     plain = VocalScorer(NoKeys(tiny()), head).eval()
     lora = VocalScorer(tiny(lora=LORA, cache_dir=str(tmp_path / "lora")), head).eval()

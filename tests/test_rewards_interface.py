@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from helpers.routes import make_tiny_export
+from helpers.upstream import UpstreamBatchInput
 from omegaconf import OmegaConf
-from upstream import UpstreamBatchInput
 
 from audiobase.audio import AudioDecodeError, AudioTooShortError
 from rewards import BatchInput, BenchmarkBatchInput, RewardModel, as_input, is_reward_model
@@ -119,21 +120,7 @@ def test_build_errors():
 
 def test_audioscore_export_through_config(tmp_path):
     """A tiny exported plan-A scorer, built and exported the way audioscore.train does, via model=audioscore."""
-    from audioscore.export import export_scorer
-    from audioscore.models.components.muq_encoder import build_tiny_muq_dir
-    from audioscore.models.scorer_module import build_net
-
-    tiny = build_tiny_muq_dir(tmp_path / "tiny_muq")
-    torch.manual_seed(0)
-    net = build_net(
-        {
-            "_target_": "audioscore.models.components.scorer.VocalScorer",
-            "encoder": {"_target_": "audioscore.models.components.muq_encoder.MuQEncoder", "pretrained": str(tiny), "layer": 1},
-            "head": {"_target_": "audioscore.models.components.head.SongEvalHead", "_partial_": True,
-                     "hidden_dim": 32, "attn_layers": 1, "heads": 2},
-        }
-    ).eval()  # fmt: skip
-    out = export_scorer(net, tmp_path / "scorer")
+    out = make_tiny_export(tmp_path)
     cfg = OmegaConf.load(CONF / "audioscore.yaml")
     cfg.checkpoint = str(out)
     model, _ = build_reward_model(cfg)

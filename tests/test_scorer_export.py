@@ -9,34 +9,16 @@ import sys
 import numpy as np
 import pytest
 import torch
+from helpers.train import net_config
+from hydra.utils import instantiate
 from safetensors.torch import load_file
 
 from audiobase.audio import AudioError, save_audio
 from audioscore.export import DEFAULT_PREPROCESS, ExportError, export_scorer
 from audioscore.models.components.muq_encoder import build_tiny_muq_dir
-from audioscore.models.scorer_module import build_net
 from audioscore.score import main as score_main
 from rewards.audioscore_rm import AudioscoreRewardModel, load_scorer
 from rewards.base import BatchInput, is_reward_model
-
-
-def net_config(pretrained: str) -> dict:
-    return {
-        "_target_": "audioscore.models.components.scorer.VocalScorer",
-        "encoder": {
-            "_target_": "audioscore.models.components.muq_encoder.MuQEncoder",
-            "pretrained": pretrained,
-            "layer": 1,
-            "lora": {"r": 4, "alpha": 8},
-        },
-        "head": {
-            "_target_": "audioscore.models.components.head.SongEvalHead",
-            "_partial_": True,
-            "hidden_dim": 32,
-            "attn_layers": 1,
-            "heads": 2,
-        },
-    }
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +26,7 @@ def trained_net(tmp_path_factory):
     """A net whose LoRA deltas are non-zero, as after training."""
     tiny = build_tiny_muq_dir(tmp_path_factory.mktemp("muq") / "tiny_muq")
     torch.manual_seed(0)
-    net = build_net(net_config(str(tiny)))
+    net = instantiate(net_config(str(tiny)), _convert_="all")
     with torch.no_grad():
         for n, p in net.named_parameters():
             if "lora_B" in n:
@@ -55,8 +37,9 @@ def trained_net(tmp_path_factory):
 @pytest.fixture(scope="module")
 def exports(trained_net, tmp_path_factory):
     root = tmp_path_factory.mktemp("export")
-    full = export_scorer(trained_net, root / "full", save_full_encoder=True)
-    lora = export_scorer(trained_net, root / "lora", save_full_encoder=False)
+    cfg = net_config(str(trained_net.encoder.pretrained))
+    full = export_scorer(trained_net, root / "full", net_config=cfg, save_full_encoder=True)
+    lora = export_scorer(trained_net, root / "lora", net_config=cfg, save_full_encoder=False)
     return full, lora
 
 

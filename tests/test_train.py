@@ -2,66 +2,28 @@
 
 from __future__ import annotations
 
-import csv
 import os
 import subprocess
 import sys
-from pathlib import Path
 
+import hydra
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig, open_dict
+from helpers.train import FAST, make_cfg, read_csv_rows
 from safetensors.torch import load_file
 
 from audioscore.models.components.muq_encoder import build_tiny_muq_dir
 from audioscore.train import load_init_weights, train
 from rewards.audioscore_rm import load_scorer
 
-CONF = str(Path(__file__).resolve().parents[1] / "conf" / "train")
-FAST = [
-    "debug=tiny",
-    "logger=csv",
-    "data.num_workers=0",
-    "data.preprocess.max_dur=2.0",
-    "data.groups_per_batch=2",
-    "data.max_group_size=4",
-    "data.steps_per_epoch=2",
-    "trainer.max_epochs=1",
-    "trainer.log_every_n_steps=1",
-    "trainer.enable_progress_bar=false",
-    "trainer.num_sanity_val_steps=0",
-]
-
-
-def make_cfg(out: Path, corpus: dict, *overrides: str, experiment: str = "muq_lora") -> DictConfig:
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        cfg = compose(
-            "train",
-            overrides=[
-                f"experiment={experiment}",
-                f"data.root={corpus['root']}",
-                *FAST,
-                *overrides,
-            ],
-        )
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(out)
-    return cfg
-
-
-def read_csv_rows(run_dir: Path) -> list[dict]:
-    (path,) = run_dir.glob("csv/**/metrics.csv")
-    with open(path) as f:
-        return list(csv.DictReader(f))
-
 
 def test_train_logs_checkpoints_and_exports(tmp_path, synth_corpus, monkeypatch):
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     cfg = make_cfg(tmp_path, synth_corpus, "logger=default", "trainer.max_epochs=2")
     metrics, objects = train(cfg)
-    for key in ("train/loss", "val/srcc", "val/ktau", "val/pair_acc"):
-        assert key in metrics and -1.0 <= metrics[key] or key == "train/loss"
+    assert torch.isfinite(torch.tensor(metrics["train/loss"]))
+    for key in ("val/srcc", "val/ktau", "val/pair_acc"):
+        assert -1.0 <= metrics[key] <= 1.0, key
     assert (tmp_path / ".hydra" / "config.yaml").is_file()
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
     rows = read_csv_rows(tmp_path)
@@ -103,8 +65,6 @@ def test_resume_continues_and_lora_only_checkpoints(tmp_path, synth_corpus):
 def test_init_from_copies_exported_weights(tmp_path, synth_corpus):
     _, objects = train(make_cfg(tmp_path / "a", synth_corpus))
     export = load_file(str(objects["export_dir"] / "model.safetensors"))
-    import hydra
-
     fresh = hydra.utils.instantiate(make_cfg(tmp_path / "b", synth_corpus, "seed=123").model)
     load_init_weights(fresh.net, str(objects["export_dir"]))
     own = fresh.net.state_dict()
@@ -127,6 +87,7 @@ def test_alternative_losses_train(tmp_path, synth_corpus, loss):
         assert meta["score_std"] == pytest.approx(float(objects["model"].loss_fn.std))
 
 
+@pytest.mark.slow
 def test_ddp_two_cpu_processes(tmp_path, synth_corpus):
     """The user's command with trainer=ddp_sim: Lightning relaunches rank 1 into the same run dir."""
     overrides = [o for o in FAST if o != "trainer.enable_progress_bar=false"]
@@ -137,9 +98,9 @@ def test_ddp_two_cpu_processes(tmp_path, synth_corpus):
     # ~40 s on 2 idle cores (two processes each importing torch, muq and lightning)
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "MEMBER: 2/2" in proc.stderr  # Lightning's rank-1 banner: two processes ran
     assert (tmp_path / "export" / "model.safetensors").is_file()
     assert any(r.get("val/srcc") for r in read_csv_rows(tmp_path))
+    assert "world size 2" in proc.stdout  # train()'s own summary line: two processes ran
 
 
 def test_datamodule_keeps_order_crops_and_skips_unreadable(tmp_path, synth_corpus):

@@ -11,10 +11,14 @@ dropped; the trailing padding is not, so we stop at the stream's declared durati
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import av
 import numpy as np
+import pyloudnorm
+import soundfile as sf
 import soxr
 
 if TYPE_CHECKING:  # torch is imported only when a tensor is resampled
@@ -73,7 +77,7 @@ class AudioTooShortError(AudioError):
 
 
 def load_audio(
-    path: str | Path,
+    path: str | os.PathLike,
     sr: int,
     *,
     offset: float = 0.0,
@@ -113,20 +117,17 @@ def load_audio(
     return np.ascontiguousarray(wav, dtype=np.float32)
 
 
-def audio_duration(path: str | Path) -> float:
+def audio_duration(path: str | os.PathLike) -> float:
     """Duration in seconds from container metadata, falling back to a full decode."""
     path = Path(path)
     _check_file(path)
     if path.suffix.lower() in _SOUNDFILE_EXTS:
         try:
-            import soundfile as sf
-
             info = sf.info(str(path))
             if info.frames > 0:
                 return info.frames / info.samplerate
         except Exception:  # soundfile's errors vary; PyAV gets a try below
             pass
-    import av
 
     try:
         with av.open(str(path), metadata_errors="ignore") as container:
@@ -147,7 +148,7 @@ def resample(wav: np.ndarray | torch.Tensor, orig_sr: int, new_sr: int):
     if orig_sr == new_sr:
         return wav
     if type(wav).__module__.split(".")[0] == "torch":  # a tensor, without importing torch
-        import torchaudio.functional as AF
+        import torchaudio.functional as AF  # here on purpose: numpy-only callers skip torch
 
         return AF.resample(wav, orig_sr, new_sr)
     wav = np.asarray(wav)
@@ -165,7 +166,6 @@ def loudness_normalize(wav: np.ndarray, sr: int, target_lufs: float = -12.0) -> 
     BS.1770 needs at least one 400 ms block, so shorter clips are measured on a tiled copy
     (tiling does not change loudness). The result is not clipped: it is a model input, not a file.
     """
-    import pyloudnorm
 
     wav = np.asarray(wav, dtype=np.float32)
     if wav.size == 0 or float(np.max(np.abs(wav))) < SILENCE_PEAK:
@@ -177,14 +177,6 @@ def loudness_normalize(wav: np.ndarray, sr: int, target_lufs: float = -12.0) -> 
         return wav
     gain = 10.0 ** ((target_lufs - loudness) / 20.0)
     return (wav * gain).astype(np.float32)
-
-
-def random_crop(wav: np.ndarray, n_samples: int, rng: np.random.Generator) -> np.ndarray:
-    """A random `n_samples` window of `wav` ([T]); a shorter `wav` is returned whole."""
-    if wav.shape[-1] <= n_samples:
-        return wav
-    start = int(rng.integers(0, wav.shape[-1] - n_samples + 1))
-    return wav[..., start : start + n_samples]
 
 
 def save_audio(path: str | Path, wav: np.ndarray, sr: int) -> Path:
@@ -199,8 +191,6 @@ def save_audio(path: str | Path, wav: np.ndarray, sr: int) -> Path:
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
     ext = path.suffix.lower()
     if ext in (".wav", ".flac", ".ogg"):
-        import soundfile as sf
-
         subtype = {".wav": "PCM_16", ".flac": "PCM_16", ".ogg": "VORBIS"}[ext]
         with sf.SoundFile(str(tmp), "w", sr, 1, subtype=subtype) as f:
             for i in range(0, len(wav), sr):  # 1 s blocks: one long Vorbis write can crash
@@ -214,13 +204,13 @@ def save_audio(path: str | Path, wav: np.ndarray, sr: int) -> Path:
 
 
 def _encode_pyav(path: Path, wav: np.ndarray, sr: int, codec: str, fmt: str, rate, options):
-    import av
 
     rate = rate or sr
     if rate != sr:
         wav = resample(wav, sr, rate)
     with av.open(str(path), "w", format=fmt) as container:
         stream = container.add_stream(codec, rate=rate)
+        assert isinstance(stream, av.AudioStream)  # an audio codec name gives an audio stream
         stream.layout = "mono"
         stream.codec_context.options = dict(options)
         step = 4096
@@ -262,7 +252,6 @@ def _decode(path: Path, offset: float, duration: float | None) -> tuple[np.ndarr
 
 
 def _decode_soundfile(path: Path, offset: float, duration: float | None) -> tuple[np.ndarray, int]:
-    import soundfile as sf
 
     with sf.SoundFile(str(path)) as f:
         rate = f.samplerate
@@ -276,7 +265,6 @@ def _decode_soundfile(path: Path, offset: float, duration: float | None) -> tupl
 
 
 def _decode_pyav(path: Path, offset: float, duration: float | None) -> tuple[np.ndarray, int]:
-    import av
 
     with av.open(str(path), metadata_errors="ignore") as container:
         stream = _audio_stream(container, path)
@@ -324,11 +312,11 @@ def _collect_frames(container, stream, rate: int, start: int, stop: int | None, 
     Positions come from timestamps after a seek (`use_pts`), else from counting samples from
     the first frame. Returns None if `use_pts` and a frame has no timestamp.
     """
-    import av
 
     base = stream.start_time or 0
     pos = None  # sample index of the next frame, counted when pts is missing
-    chunks, errors = [], 0
+    chunks: list[np.ndarray] = []
+    errors = 0
     packets = container.demux(stream)
     while True:
         try:

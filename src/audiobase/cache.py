@@ -148,8 +148,9 @@ class FeatureCache:
         if todo:
             for i, t in zip(todo, compute(todo), strict=True):
                 out[i] = t
-                if keys[i] is not None:
-                    self.put(keys[i], {name: t})
+                key = keys[i]
+                if key is not None:
+                    self.put(key, {name: t})
         return out  # type: ignore[return-value]
 
     def __contains__(self, key: str) -> bool:

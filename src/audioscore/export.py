@@ -16,12 +16,15 @@ from typing import Any
 import numpy as np
 import torch
 import yaml
+from hydra.utils import instantiate
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from audiobase.audio import MUQ_MIN_SAMPLES, MUQ_SR
 from audiobase.files import atomic_path, write_text
 from audiobase.preprocess import Preprocess
-from audioscore.models.components.scorer import frozen_base_keys
+from audioscore.models.components.scorer import frozen_base_keys, pretrained_modules
+from audioscore.safe_config import UnsafeTargetError, check_targets
 
 log = logging.getLogger(__name__)
 
@@ -39,52 +42,36 @@ class ExportError(ValueError):
 
 
 def export_scorer(
-    module_or_net: nn.Module,
+    net: nn.Module,
     out_dir: str | os.PathLike,
     *,
+    net_config: dict,
     save_full_encoder: bool = True,
-    net_config: dict | None = None,
     preprocess: Preprocess = DEFAULT_PREPROCESS,
     meta: dict | None = None,
 ) -> Path:
     """Write `out_dir/config.yaml` + `out_dir/model.safetensors`; returns `out_dir`.
 
-    `save_full_encoder=False` stores only LoRA/head/other trained weights; the MuQ base then
-    comes from the encoder's `pretrained` id/dir at load time. A randomly initialised encoder
-    (no `pretrained`) is always saved in full, since nothing else could rebuild it.
+    `net_config` is the `_target_` config `net` was built from (the run's resolved `model.net`).
+    Every `Pretrained` component found in `net` has its config (at the same path) replaced by
+    its `standalone_config()`, since its weights travel in the state dict, unless
+    `save_full_encoder=False` leaves its base weights out: those then come from its configured
+    source (e.g. MuQ's `pretrained`) at load time, so its config stays as trained.
     """
-    from safetensors.torch import save_file
-
-    from audioscore.models.components.muq_encoder import muq_config_dict
-
-    net = getattr(module_or_net, "net", module_or_net)
-    cfg = copy.deepcopy(net_config or getattr(net, "_net_config", None))
-    if not cfg:
-        raise ExportError("export_scorer needs the net's `_target_` config (net_config=...)")
+    cfg = copy.deepcopy(net_config)
+    drop: set[str] = set()
+    for path, module in pretrained_modules(net).items():
+        base = [] if save_full_encoder else module.base_state_keys()
+        drop.update(f"{path}.{k}" for k in base)
+        if not base:
+            set_config_at(cfg, path, module.standalone_config())
     state = net.state_dict()
-    enc = getattr(net, "encoder", None)
-    drop = set(frozen_base_keys(net))
-    full = save_full_encoder or not drop
-    if full:
-        drop = set()
-        if enc is not None and hasattr(enc, "muq") and "encoder" in cfg:
-            # rebuild the backbone from its own config, so loading needs no hub access
-            cfg["encoder"]["pretrained"] = None
-            cfg["encoder"]["muq_config"] = muq_config_dict(enc.muq)
-    # plan B: the frozen CAM++ weights travel in the state dict, so no hub id is needed; it sits
-    # at net.timbre (clip level) or, for frame-level fusion, inside the encoder
-    for module, holder, key in (
-        (getattr(net, "timbre", None), cfg, "timbre"),
-        (getattr(enc, "campp", None), cfg.get("encoder", {}), "campp"),
-    ):
-        if hasattr(module, "standalone_config") and key in holder:
-            holder[key] = module.standalone_config()
     tensors = {k: v.detach().cpu().clone().contiguous() for k, v in state.items() if k not in drop}
     config = {
         "format": FORMAT,
         "version": VERSION,
         "sr": preprocess.sr,
-        "save_full_encoder": bool(full),
+        "save_full_encoder": not drop,
         "preprocess": preprocess.to_dict(),
         "net": cfg,
         "meta": meta or {},
@@ -98,29 +85,41 @@ def export_scorer(
     return out
 
 
+def set_config_at(cfg: dict, path: str, value: dict) -> None:
+    """cfg["a"]["b"] = value for path "a.b": module paths in the net are config paths."""
+    *parents, last = path.split(".")
+    node: Any = cfg
+    for key in parents:
+        node = node.get(key) if isinstance(node, dict) else None
+    if not isinstance(node, dict) or last not in node:
+        raise ExportError(f"net config has no entry at {path!r} for the module built there")
+    node[last] = value
+
+
 def read_export_config(path: str | os.PathLike) -> dict:
-    """config.yaml of an export directory, validated."""
+    """config.yaml of an export directory, validated: every `_target_` in it must name one of
+    the project's components (`audioscore.safe_config.check_targets`), else ExportError."""
     cfg_path = Path(path) / CONFIG_NAME
     if not cfg_path.is_file():
         raise ExportError(f"{path}: not a scorer export (no {CONFIG_NAME})")
     config = yaml.safe_load(cfg_path.read_text())
     if not isinstance(config, dict) or config.get("format") != FORMAT or "net" not in config:
         raise ExportError(f"{cfg_path}: not an {FORMAT} config")
+    try:  # before anything is built: the config names what load_net will call
+        check_targets(config, str(cfg_path))
+    except UnsafeTargetError as e:
+        raise ExportError(str(e)) from e
     return config
 
 
 def load_net(path: str | os.PathLike, device: str = "cpu") -> tuple[nn.Module, dict]:
     """Rebuild the net of an export directory and load its weights; returns (net in eval, config)."""
-    from hydra.utils import instantiate
-    from safetensors.torch import load_file
-
     path = Path(path)
     config = read_export_config(path)
     weights = path / WEIGHTS_NAME
     if not weights.is_file():
         raise ExportError(f"{path}: missing {WEIGHTS_NAME}")
     net = instantiate(config["net"], _convert_="all")
-    net._net_config = config["net"]
     missing, unexpected = net.load_state_dict(load_file(str(weights)), strict=False)
     allowed = set() if config.get("save_full_encoder", True) else set(frozen_base_keys(net))
     bad_missing = [k for k in missing if k not in allowed]

@@ -28,6 +28,7 @@ import numpy as np
 from scipy.signal import sosfilt, sosfilt_zi
 
 from audiobase.audio import save_audio
+from audiobase.files import atomic_path, write_text
 
 SR = 24_000
 FORMATS = ("wav", "flac", "mp3", "m4a")
@@ -350,6 +351,7 @@ class BenchPlanner:
         systems = list(PAM_SYSTEMS)
         if k % len(systems) == 0:
             self.pam_prompt = self.prompt()
+        assert self.pam_prompt is not None, "PAM rows are drawn in order from k = 0"
         text, tempo, voice = self.pam_prompt
         system = systems[k % len(systems)]
         path = f"human_eval/music/{system}/{youtube_id(self.rng)}.wav"
@@ -651,8 +653,7 @@ CSV_FIELDS = ["clip_id", "split", "audio_file", "format", "singer", "voice", "du
 
 def write_clips_csv(path: Path, plans: list[ClipPlan], cast: list[Singer]) -> None:
     voice = {s.name: s.voice for s in cast}
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, CSV_FIELDS)
         w.writeheader()
         for p in plans:
@@ -662,13 +663,6 @@ def write_clips_csv(path: Path, plans: list[ClipPlan], cast: list[Singer]) -> No
                 row[k] = round(row[k], 4)
             row.update(format=Path(p.audio_file).suffix[1:], voice=voice[p.singer])
             w.writerow(row)
-    tmp.replace(path)
-
-
-def write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
 
 
 def read_clips_csv(path: str | Path) -> list[dict[str, Any]]:

@@ -8,13 +8,18 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import hydra
+import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
+from safetensors.torch import load_file
 
+from audiobase.files import write_text
 from audiobase.preprocess import Preprocess
+from audioscore.export import WEIGHTS_NAME, export_scorer, read_export_config
+from audioscore.losses import ScoreRegressionLoss
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +45,6 @@ def build_loggers(cfg: DictConfig) -> list[Any]:
 
 def load_init_weights(net: torch.nn.Module, export_dir: str) -> None:
     """Start from an exported scorer: copy every weight it holds that matches this net."""
-    from safetensors.torch import load_file
-
-    from audioscore.export import WEIGHTS_NAME, read_export_config
-
     read_export_config(export_dir)  # validates the directory
     state = load_file(str(Path(export_dir) / WEIGHTS_NAME))
     own = net.state_dict()
@@ -66,29 +67,25 @@ def save_run_config(cfg: DictConfig, out_dir: Path) -> None:
     """Keep `<run_dir>/.hydra/config.yaml` also when train() is called without Hydra (tests)."""
     path = out_dir / ".hydra" / "config.yaml"
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(OmegaConf.to_yaml(cfg, resolve=False))
-        os.replace(tmp, path)
+        write_text(path, OmegaConf.to_yaml(cfg, resolve=False))
 
 
 def export_best(
     model: Any, ckpt_path: str | None, cfg: DictConfig, out_dir: Path, preprocess: Preprocess
 ) -> Path:
-    """Export the best checkpoint (or the final weights) as a self-contained scorer dir."""
-    from audioscore.export import export_scorer
-
+    """Export the best checkpoint (or the final weights) as a self-contained scorer dir, with
+    the run's resolved net config (what `load_net` instantiates)."""
     if ckpt_path and Path(ckpt_path).is_file():
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
         state = {k[4:]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
         model.net.load_state_dict(state, strict=bool(cfg.save_full_encoder))
     meta = {"experiment": cfg.get("experiment_name"), "plan": cfg.get("plan"), "ckpt": ckpt_path}
-    loss_fn = getattr(model, "loss_fn", None)
-    if hasattr(loss_fn, "fit_stats"):  # regression: score = (raw - mean) / std
-        meta["score_mean"], meta["score_std"] = float(loss_fn.mean), float(loss_fn.std)
+    if isinstance(model.loss_fn, ScoreRegressionLoss):  # score = (raw - mean) / std
+        meta["score_mean"], meta["score_std"] = float(model.loss_fn.mean), float(model.loss_fn.std)
     return export_scorer(
         model.net,
         out_dir / "export",
+        net_config=cast(dict, OmegaConf.to_container(cfg.model.net, resolve=True)),
         save_full_encoder=bool(cfg.save_full_encoder),
         preprocess=preprocess,
         meta=meta,
@@ -97,17 +94,14 @@ def export_best(
 
 def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     """Fit the scorer described by `cfg`; returns (metrics, objects)."""
-    import lightning as L
-
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     save_run_config(cfg, out_dir)
 
-    # plain containers: checkpoints must load with torch.load(weights_only=True)
     datamodule = hydra.utils.instantiate(cfg.data, _convert_="all")
-    model = hydra.utils.instantiate(cfg.model)
+    model = hydra.utils.instantiate(cfg.model)  # the net, loss and partials built by Hydra
     if cfg.get("init_from"):
         load_init_weights(model.net, cfg.init_from)
     callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
@@ -125,7 +119,9 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     if cfg.get("export") and trainer.is_global_zero:
         objects["export_dir"] = export_best(model, best, cfg, out_dir, datamodule.preprocess)
         print(f"exported scorer: {objects['export_dir']}", flush=True)
-    print(f"run dir: {out_dir}  best checkpoint: {best}", flush=True)
+    print(
+        f"run dir: {out_dir}  best checkpoint: {best}  world size {trainer.world_size}", flush=True
+    )
     return metrics, objects
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from audiobase.preprocess import Preprocess
 from rewards.base import BatchInput, RewardModel, as_input
 
 
@@ -29,20 +30,12 @@ class SignalStatsReward(RewardModel):
     def sr(self) -> int:
         return self._sr
 
-    def load(self, x: Any, max_dur: float) -> torch.Tensor:
-        """Waveform [T] at self.sr from a tensor/array or a file path (cropped to max_dur)."""
-        if isinstance(x, (str, bytes)) or hasattr(x, "__fspath__"):
-            from audiobase.audio import load_audio
-
-            x = load_audio(x, self.sr, duration=max_dur if max_dur and max_dur > 0 else None)
-        wav = torch.as_tensor(np.asarray(x), dtype=torch.float32).reshape(-1)
-        if max_dur and max_dur > 0:
-            wav = wav[: int(max_dur * self.sr)]
-        if wav.numel() < self.n_fft:
-            raise ValueError(
-                f"clip too short for the baseline: {wav.numel()} samples < {self.n_fft}"
-            )
-        return wav
+    def load(self, x: Any, max_dur: float | None) -> torch.Tensor:
+        """Waveform [T] at self.sr from a tensor/array or a file path, prepared as the runner
+        prepares any model's input (the first `max_dur` s, at least one FFT window)."""
+        crop = max_dur if max_dur and max_dur > 0 else None
+        pre = Preprocess(sr=self.sr, max_dur=crop, min_samples=self.n_fft)
+        return torch.from_numpy(pre(x))  # [T]
 
     def score_one(self, wav: torch.Tensor) -> tuple[float, float]:
         """(alignment, musicality) for one waveform [T]."""

@@ -168,7 +168,7 @@ BATCHING = ("duration", "file", "upstream")
 def make_batches(
     rows: list[BenchRow],
     batch_size: int,
-    max_dur: float,
+    max_dur: float | None,
     *,
     batching: str = "duration",
     max_batch_seconds: float | None = None,

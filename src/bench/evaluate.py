@@ -16,9 +16,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from audiobase.files import write_json, write_text
 from bench.latex import fmt_pct, latex_lines, mean
 from bench.metrics import compute_metrics, select_rows
-from bench.store import read_latest, write_atomic, write_json
+from bench.store import read_latest
 
 SUMMARY_COLS = ["dataset", "task", "n", "SRCC", "LCC", "K-Tau", "ACC"]
 DETAIL_COLS = ["dataset", "task", "group_key", "group_value", "ref_category", "n", "ACC"]
@@ -160,18 +161,18 @@ def evaluate_rows(
         stats["run"] = run_info
     made: list[str] = []
     if plots:
-        from bench.plots import make_plots
+        from bench.plots import make_plots  # here on purpose: matplotlib is slow to import
 
         made = [str(p) for p in make_plots(select_rows(rows, split), out / "plots")]
     metrics["plots"] = [str(Path(p).relative_to(out)) for p in made]
     write_json(out / "metrics.json", metrics)
-    write_atomic(out / "metrics_summary.csv", to_csv(metrics["summary"], SUMMARY_COLS))
-    write_atomic(out / "metrics_detail.csv", to_csv(metrics["detail"], DETAIL_COLS))
-    write_atomic(out / "metrics_system.csv", to_csv(metrics["system_level"], SYSTEM_COLS))
+    write_text(out / "metrics_summary.csv", to_csv(metrics["summary"], SUMMARY_COLS))
+    write_text(out / "metrics_detail.csv", to_csv(metrics["detail"], DETAIL_COLS))
+    write_text(out / "metrics_system.csv", to_csv(metrics["system_level"], SYSTEM_COLS))
     write_json(out / "statistics.json", stats)
-    write_atomic(out / "summary.md", render_summary_md(metrics, stats, title, made))
+    write_text(out / "summary.md", render_summary_md(metrics, stats, title, made))
     variant = variant or out.resolve().parent.name  # outputs/bench/<model>/<dataset>
-    write_atomic(out / "latex.txt", "\n".join(latex_lines(metrics, variant)) + "\n")
+    write_text(out / "latex.txt", "\n".join(latex_lines(metrics, variant)) + "\n")
     return metrics
 
 

@@ -108,7 +108,7 @@ def autocast_for(
 
 
 def call_model(
-    model: Any, inputs: list[BatchInput], max_dur: float, score_kwargs: dict[str, Any]
+    model: Any, inputs: list[BatchInput], max_dur: float | None, score_kwargs: dict[str, Any]
 ) -> np.ndarray:
     """score_batch with a shape check; returns float64 [N, 2]."""
     with torch.inference_mode():
@@ -127,7 +127,7 @@ def to_float(x: float) -> float | None:
 def score_decoded(
     model: Any,
     decoded: list[dict[str, Any]],
-    max_dur: float,
+    max_dur: float | None,
     score_kwargs: dict[str, Any],
     autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
     per_side: bool = False,
@@ -213,7 +213,7 @@ def make_result(
 def score_batch_rows(
     model: Any,
     decoded: list[dict[str, Any]],
-    max_dur: float,
+    max_dur: float | None,
     score_kwargs: dict[str, Any],
     model_name: str,
     autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,

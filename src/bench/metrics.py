@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -143,7 +144,7 @@ def correlate(x: np.ndarray, y: np.ndarray, method: str) -> float | None:
     if len(x) < 2 or np.ptp(x) == 0 or np.ptp(y) == 0:
         return None
     if method == "spearman":
-        x, y = stats.rankdata(x), stats.rankdata(y)  # average ranks for ties
+        return finite(stats.spearmanr(x, y).statistic)  # Pearson on average ranks, as pandas
     if method == "kendall":
         return finite(stats.kendalltau(x, y).statistic)  # tau-b, as pandas
     return finite(np.corrcoef(x, y)[0, 1])
@@ -174,25 +175,36 @@ def accuracy(rows: Sequence[Row], gt: str, pred: str) -> dict[str, Any]:
 
 
 def bootstrap_ci(
-    n: int, stat: Callable[[np.ndarray], float | None], n_boot: int, seed: int
+    data: tuple[np.ndarray, ...], stat: Callable[..., float | None], n_boot: int, seed: int
 ) -> tuple[float | None, float | None]:
-    """Percentile 95% CI of `stat(indices)` over `n_boot` resamples with replacement."""
+    """Percentile 95% CI of `stat(*data)` over `n_boot` paired resamples (scipy.stats.bootstrap,
+    seeded). Resamples where `stat` is undefined (None: a constant resample) are left out."""
+    n = len(data[0])
     if n < 2 or n_boot <= 0:
         return None, None
-    rng = np.random.default_rng(seed)
-    vals = [stat(rng.integers(0, n, n)) for _ in range(n_boot)]
-    vals = np.array([v for v in vals if v is not None], float)
+
+    def defined(*xs: np.ndarray) -> float:
+        v = stat(*xs)
+        return math.nan if v is None else v
+
+    with warnings.catch_warnings():  # its own interval is NaN when a resample is degenerate
+        warnings.simplefilter("ignore", stats.DegenerateDataWarning)
+        res = stats.bootstrap(
+            data,
+            defined,
+            n_resamples=n_boot,
+            paired=True,
+            vectorized=False,
+            method="percentile",
+            rng=np.random.default_rng(seed),
+        )
+    # the percentile interval over the resamples where `stat` is defined
+    vals = res.bootstrap_distribution
+    vals = vals[np.isfinite(vals)]
     if len(vals) == 0:
         return None, None
-    return float(np.percentile(vals, 2.5)), float(np.percentile(vals, 97.5))
-
-
-def boot_corr(x: np.ndarray, y: np.ndarray, method: str, idx: np.ndarray) -> float | None:
-    return correlate(x[idx], y[idx], method)
-
-
-def boot_mean(s: np.ndarray, idx: np.ndarray) -> float:
-    return float(s[idx].mean())
+    lo, hi = np.percentile(vals, [2.5, 97.5])
+    return float(lo), float(hi)
 
 
 # ---- tables ------------------------------------------------------------------------------
@@ -230,8 +242,8 @@ def summary_rows(rows: Sequence[Row], n_boot: int = 0, seed: int = 0) -> list[Ro
                 row[col] = correlate(x, y, method)
             if n_boot > 0:
                 for col, method in (("SRCC", "spearman"), ("LCC", "pearson"), ("K-Tau", "kendall")):
-                    stat = functools.partial(boot_corr, x, y, method)
-                    row[f"{col}_lo"], row[f"{col}_hi"] = bootstrap_ci(len(x), stat, n_boot, seed)
+                    stat = functools.partial(correlate, method=method)
+                    row[f"{col}_lo"], row[f"{col}_hi"] = bootstrap_ci((x, y), stat, n_boot, seed)
             out.append(row)
     for subset, tasks in ACC_TASKS.items():
         if not groups.get(subset):
@@ -241,8 +253,7 @@ def summary_rows(rows: Sequence[Row], n_boot: int = 0, seed: int = 0) -> list[Ro
             row = {"dataset": subset, "task": task, "n": int(len(s))}
             row["ACC"] = float(s.mean()) if len(s) else None
             if n_boot > 0:
-                stat = functools.partial(boot_mean, s)
-                row["ACC_lo"], row["ACC_hi"] = bootstrap_ci(len(s), stat, n_boot, seed)
+                row["ACC_lo"], row["ACC_hi"] = bootstrap_ci((s,), np.mean, n_boot, seed)
             out.append(row)
     return out
 
@@ -267,9 +278,7 @@ def detail_rows(rows: Sequence[Row]) -> list[Row]:
         if not any(conf_col in r for r in cmi):
             continue  # upstream skips a task whose confidence column is absent
         tagged = [
-            (confidence_group(r.get(conf_col)), refcat(r), r)
-            for r in cmi
-            if confidence_group(r.get(conf_col)) is not None
+            (cg, refcat(r), r) for r in cmi if (cg := confidence_group(r.get(conf_col))) is not None
         ]
         for cg, rc in sorted({(c, k) for c, k, _ in tagged}):
             g = [r for c, k, r in tagged if c == cg and k == rc]

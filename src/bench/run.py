@@ -1,72 +1,37 @@
 """Benchmark runner: `python -m bench.run model=cmi_rm_tiny dataset=synth`.
 
+Stages, each consuming the previous one's output:
+select rows -> score -> compact -> evaluate -> report.
 Scores side A and side B of every CMI-RewardBench row, appending result rows per batch to
 outputs/bench/<model.name>/<dataset.name>/results.jsonl, then writes the metrics files.
 Rerunning resumes: rows already scored are skipped, failed ones retried. Several models run
-one after another with `models=[cmi_rm_tiny,audioscore]` (or a Hydra multirun `-m model=a,b`).
+one after another as a Hydra multirun: `python -m bench.run -m model=cmi_rm_tiny,audioscore`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import json
 import logging
-import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import hydra
-import torch
-from omegaconf import DictConfig, OmegaConf, open_dict
-from tqdm import tqdm
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
 
-from bench.data import BenchRow, fill_durations, make_batches, read_bench
+from audiobase.preprocess import Preprocess
+from bench.data import BenchRow, read_bench
 from bench.evaluate import evaluate_rows
-from bench.infer import autocast_for, make_loader, model_preprocess, score_batch_rows
-from bench.store import ResultWriter, compact, read_latest
+from bench.infer import model_preprocess
+from bench.models import build_model, extra_score_kwargs, fingerprint, n_devices, resolve_device
+from bench.score import score_rows
+from bench.store import compact, read_latest
 
 log = logging.getLogger(__name__)
-
-
-class SimulatedCrash(RuntimeError):
-    """Raised by the `crash_after_batches` test hook, as if the process had been killed."""
-
-
-def resolve_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
-def prepare_model_cfg(cfg: DictConfig) -> DictConfig:
-    """The model config with runner-level settings pushed into keys the model declares."""
-    mcfg = OmegaConf.create(OmegaConf.to_container(cfg.model, resolve=True))
-    with open_dict(mcfg):
-        if cfg.get("cache_dir") and "cache_dir" in mcfg:
-            mcfg.cache_dir = str(cfg.cache_dir)  # models own their encoder cache; we pass the dir
-        if cfg.get("device") and "device" in mcfg:
-            mcfg.device = resolve_device(str(cfg.device))
-        if "bf16" in mcfg and cfg.get("bf16") is not None:
-            mcfg.bf16 = bool(cfg.bf16)
-    return mcfg
-
-
-def extra_score_kwargs(cfg: DictConfig) -> dict[str, Any]:
-    """`score_kwargs` from the runner config (added to the model config's own)."""
-    extra = cfg.get("score_kwargs")
-    return OmegaConf.to_container(extra, resolve=True) if extra else {}
-
-
-def build_model(cfg: DictConfig) -> tuple[Any, dict[str, Any]]:
-    """(reward model, score kwargs) through the rewards package, as a user's run builds it."""
-    from rewards.build import build_reward_model
-
-    model, score_kwargs = build_reward_model(prepare_model_cfg(cfg))
-    extra = extra_score_kwargs(cfg)
-    return model, {**(score_kwargs or {}), **extra}
 
 
 def output_dir(cfg: DictConfig) -> Path:
@@ -78,21 +43,14 @@ def part_files(out: Path) -> list[Path]:
     return sorted(out.glob("results.rank*.jsonl"))
 
 
-def fingerprint(cfg: DictConfig) -> str:
-    """What makes scores reusable on resume: the model config (minus device and cache dir),
-    the weights' modification time when `checkpoint` is a path, max_dur and score kwargs."""
-    mcfg = OmegaConf.to_container(prepare_model_cfg(cfg), resolve=True)
-    for k in ("device", "cache_dir"):
-        mcfg.pop(k, None)
-    ckpt = Path(str(mcfg.get("checkpoint") or ""))
-    stamp = 0.0
-    if str(ckpt) not in ("", ".") and ckpt.exists():
-        files = [ckpt] if ckpt.is_file() else [p for p in ckpt.iterdir() if p.is_file()]
-        stamp = max((p.stat().st_mtime for p in files), default=0.0)
-    blob = {"model": mcfg, "weights_mtime": stamp, "max_dur": float(cfg.max_dur)}
-    blob["score_kwargs"] = extra_score_kwargs(cfg)
-    text = json.dumps(blob, sort_keys=True, default=str)
-    return hashlib.sha1(text.encode()).hexdigest()[:16]
+def prepare_output(cfg: DictConfig) -> Path:
+    """The run's folder; unless `resume`, earlier scores in it are forgotten."""
+    out = output_dir(cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    if not cfg.get("resume", True):
+        for p in [out / "results.jsonl", *part_files(out)]:
+            p.unlink(missing_ok=True)
+    return out
 
 
 def read_dataset(cfg: DictConfig, whole: bool = False) -> list[BenchRow]:
@@ -108,9 +66,9 @@ def read_dataset(cfg: DictConfig, whole: bool = False) -> list[BenchRow]:
     )
 
 
-def select_todo(cfg: DictConfig, out: Path, fp: str) -> tuple[list[BenchRow], int]:
-    """Rows in the selection that still need scoring, and how many are already done (scored
-    ok by the same model fingerprint)."""
+def select_rows(cfg: DictConfig, out: Path, fp: str) -> tuple[list[BenchRow], int]:
+    """Stage 1: rows in the selection that still need scoring, and how many are already done
+    (scored ok under the same fingerprint)."""
     rows = read_dataset(cfg)
     latest = read_latest([out / "results.jsonl", *part_files(out)])
     done = {
@@ -120,69 +78,68 @@ def select_todo(cfg: DictConfig, out: Path, fp: str) -> tuple[list[BenchRow], in
     return todo, len(rows) - len(todo)
 
 
-def pick_threads(cfg: DictConfig, processes: int = 1) -> int | None:
-    """Intra-op threads for CPU scoring; `torch_threads: auto` leaves half the cores to the
-    decoding workers and other processes (oversubscribed OpenMP threads spin and crawl)."""
-    want = cfg.get("torch_threads", "auto")
-    if want in (None, "none") or resolve_device(str(cfg.get("device") or "cpu")) != "cpu":
-        return None
-    if want == "auto":
-        return max(1, (os.cpu_count() or 1) // (2 * max(processes, 1)))
-    return int(want)
-
-
-@contextlib.contextmanager
-def torch_threads(n: int | None):
-    old = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
-def score_local(
-    cfg: DictConfig,
-    model: Any,
-    score_kwargs: dict[str, Any],
-    batches: list[list[BenchRow]],
-    writer: ResultWriter,
-    fp: str = "",
-) -> dict[str, Any]:
-    """One process: workers decode ahead, the model scores, each batch is appended durably."""
-    device = resolve_device(cfg.get("device", "auto"))
-    pre = model_preprocess(model, cfg.max_dur)
-    loader = make_loader(batches, pre, int(cfg.num_workers))
-    n_rows = sum(len(b) for b in batches)
-    counts = {"ok": 0, "error": 0, "audio_seconds": 0.0, "scored_keys": []}
-    t0 = time.perf_counter()
-    bar = tqdm(
-        total=n_rows, unit="row", desc=f"{cfg.model.name}/{cfg.dataset.name}", dynamic_ncols=True
+def compact_results(cfg: DictConfig, out: Path, fp: str) -> list[dict[str, Any]]:
+    """Stage 3: one record per row in results.jsonl (rank parts merged in). Records of rows no
+    longer in the dataset file, or scored under another fingerprint (new weights, other
+    settings), are dropped, so metrics never mix them."""
+    keys = {r.key for r in read_dataset(cfg, whole=True)}
+    return compact(
+        out / "results.jsonl",
+        part_files(out),
+        keep=lambda r: r["bench_row_key"] in keys and r.get("bench_fingerprint") == fp,
     )
-    with bar:
-        for i, decoded in enumerate(loader):
-            rows = score_batch_rows(
-                model,
-                decoded,
-                pre.max_dur,
-                score_kwargs,
-                str(cfg.model.name),
-                autocast=lambda: autocast_for(device, bool(cfg.get("bf16", True))),
-                extra={"bench_fingerprint": fp},
-                per_side=cfg.get("batching") == "upstream",
-            )
-            writer.write(rows)
-            for r in rows:
-                counts[r["status"]] += 1
-                counts["scored_keys"].append(r["bench_row_key"])
-                counts["audio_seconds"] += r["bench_audio_seconds"]
-            rate = counts["audio_seconds"] / max(time.perf_counter() - t0, 1e-9)
-            bar.set_postfix(ok=counts["ok"], err=counts["error"], audio_s_per_s=f"{rate:.1f}")
-            bar.update(len(rows))
-            if cfg.get("crash_after_batches") is not None and i + 1 >= int(cfg.crash_after_batches):
-                raise SimulatedCrash(f"test hook: stopped after {i + 1} batches")
-    return counts
+
+
+def evaluate(
+    cfg: DictConfig, rows: list[dict[str, Any]], out: Path, run_info: dict[str, Any]
+) -> dict[str, Any]:
+    """Stage 4: every metrics file for the compacted rows; returns metrics.json's content."""
+    return evaluate_rows(
+        rows,
+        out,
+        split=cfg.dataset.get("split", "test"),
+        n_boot=int(cfg.get("n_boot", 1000)),
+        seed=int(cfg.get("seed", 0)),
+        plots=bool(cfg.get("plots", True)),
+        run_info=run_info,
+        title=f"{cfg.model.name} on {cfg.dataset.name}",
+        variant=str(cfg.model.name),
+    )
+
+
+def describe_run(
+    cfg: DictConfig, counts: dict[str, Any], skipped: int, wall: float
+) -> dict[str, Any]:
+    """statistics.json's `run` entry: what this invocation did and how fast."""
+    return {
+        "model": str(cfg.model.name),
+        "dataset": str(cfg.dataset.name),
+        "device": resolve_device(cfg.get("device", "auto")),
+        "devices": n_devices(cfg),
+        "scored_rows": counts["ok"] + counts["error"],
+        "failed_rows_this_run": counts["error"],
+        "skipped_rows": skipped,
+        "batches": counts["batches"],
+        "audio_seconds": counts["audio_seconds"],
+        "wall_s": wall,
+        "audio_s_per_s": counts["audio_seconds"] / wall if wall > 0 else 0.0,
+        "config": OmegaConf.to_container(cfg, resolve=True),
+    }
+
+
+def prepare_model(
+    cfg: DictConfig, model: Any = None, score_kwargs: dict[str, Any] | None = None
+) -> tuple[Any, Any, dict[str, Any]]:
+    """(the model, the model the scoring stage uses, score kwargs). The model is built before
+    the fingerprint, which needs its preprocessing contract (and weights a model writes on
+    first use, tiny, count). Sharded ranks build their own on their devices (scoring model
+    None), so then this copy stays on the CPU and scores nothing."""
+    scoring_model = model
+    if model is None:
+        sharded = n_devices(cfg) > 1
+        model, score_kwargs = build_model(cfg, device="cpu" if sharded else None)
+        scoring_model = None if sharded else model
+    return model, scoring_model, {**(score_kwargs or {}), **extra_score_kwargs(cfg)}
 
 
 def run(
@@ -193,177 +150,92 @@ def run(
     `model` lets callers pass a built reward model (anything with `sr` + `score_batch`);
     otherwise `cfg.model` goes through rewards.build.build_reward_model.
     """
-    out = output_dir(cfg)
-    out.mkdir(parents=True, exist_ok=True)
-    results = out / "results.jsonl"
-    if not cfg.get("resume", True):  # a fresh run: forget earlier scores
-        for p in [results, *part_files(out)]:
-            p.unlink(missing_ok=True)
+    out = prepare_output(cfg)
     t0 = time.perf_counter()
-    devices = int(cfg.trainer.get("devices", 1)) if cfg.get("trainer") else 1
-    ckpt = cfg.model.get("checkpoint")
-    if model is None and (devices == 1 or (ckpt and not Path(str(ckpt)).exists())):
-        # built before the fingerprint, so weights a model writes on first use (tiny) count
-        model, score_kwargs = build_model(cfg)
-    fp = fingerprint(cfg)
-    todo, skipped = select_todo(cfg, out, fp)
-    fill_durations(todo)
-    batches = make_batches(
-        todo,
-        int(cfg.batch_size),
-        float(cfg.max_dur),
-        batching=str(cfg.get("batching", "duration")),
-        max_batch_seconds=cfg.get("max_batch_seconds"),
-    )
-    log.info(
-        "%s: %d rows to score in %d batches, %d already done", out, len(todo), len(batches), skipped
-    )
-    counts: dict[str, Any] = {"ok": 0, "error": 0, "audio_seconds": 0.0, "scored_keys": []}
-    if batches and devices > 1:
-        from bench.sharded import score_sharded
+    model, scoring_model, score_kwargs = prepare_model(cfg, model, score_kwargs)
+    pre: Preprocess = model_preprocess(model, cfg.max_dur)
+    fp = fingerprint(cfg, pre)
 
-        counts = score_sharded(cfg, model, score_kwargs, batches, out, fp)
-        if not counts["is_global_zero"]:  # under plain ddp every rank runs this; rank 0 merges
-            return {}, {"is_global_zero": False}
-    elif batches:
-        with ResultWriter(results) as writer, torch_threads(pick_threads(cfg)):
-            counts = score_local(cfg, model, score_kwargs or {}, batches, writer, fp)
-    # one record per row; rows no longer in the dataset file or scored by another model
-    # fingerprint (new weights, other settings) are dropped, so metrics never mix them
-    keys = {r.key for r in read_dataset(cfg, whole=True)}
-    all_rows = compact(
-        results,
-        part_files(out),
-        keep=lambda r: r["bench_row_key"] in keys and r.get("bench_fingerprint") == fp,
-    )
-    wall = time.perf_counter() - t0
-    run_info = {
-        "model": str(cfg.model.name),
-        "dataset": str(cfg.dataset.name),
-        "device": resolve_device(cfg.get("device", "auto")),
-        "devices": devices,
-        "scored_rows": counts["ok"] + counts["error"],
-        "failed_rows_this_run": counts["error"],
-        "skipped_rows": skipped,
-        "batches": len(batches),
-        "audio_seconds": counts["audio_seconds"],
-        "wall_s": wall,
-        "audio_s_per_s": counts["audio_seconds"] / wall if wall > 0 else 0.0,
-        "config": OmegaConf.to_container(cfg, resolve=True),
-    }
-    metrics = evaluate_rows(
-        all_rows,
-        out,
-        split=cfg.dataset.get("split", "test"),
-        n_boot=int(cfg.get("n_boot", 1000)),
-        seed=int(cfg.get("seed", 0)),
-        plots=bool(cfg.get("plots", True)),
-        run_info=run_info,
-        title=f"{cfg.model.name} on {cfg.dataset.name}",
-        variant=str(cfg.model.name),
-    )
-    n_fail = sum(r.get("status") == "error" for r in all_rows)
+    todo, skipped = select_rows(cfg, out, fp)
+    log.info("%s: %d rows to score, %d already done; model input %s", out, len(todo), skipped, pre)
+    counts = score_rows(cfg, scoring_model, score_kwargs, todo, pre, out, fp)
+    if not counts.get("is_global_zero", True):  # plain ddp: every rank gets here, rank 0 reports
+        return {}, {"is_global_zero": False}
+    rows = compact_results(cfg, out, fp)
+    run_info = describe_run(cfg, counts, skipped, time.perf_counter() - t0)
+    metrics = evaluate(cfg, rows, out, run_info)
+    return metrics, describe_outcome(cfg, rows, counts, run_info, out)
+
+
+def describe_outcome(
+    cfg: DictConfig,
+    rows: list[dict[str, Any]],
+    counts: dict[str, Any],
+    run_info: dict[str, Any],
+    out: Path,
+) -> dict[str, Any]:
+    """run()'s info: the run entry plus where the outputs are and how many rows failed."""
+    n_fail = sum(r.get("status") == "error" for r in rows)
     info = run_info | {
         "out_dir": str(out),
-        "results": str(results),
+        "results": str(out / "results.jsonl"),
         "failed_rows": n_fail,
-        "total_rows": len(all_rows),
-        "failed_frac": n_fail / max(len(all_rows), 1),
+        "total_rows": len(rows),
+        "failed_frac": n_fail / max(len(rows), 1),
         "scored_keys": counts["scored_keys"],
     }
     info["too_many_failures"] = info["failed_frac"] > float(cfg.get("max_fail_frac", 1.0))
-    return metrics, info
+    return info
 
 
-def task_overrides() -> list[str]:
-    """The command line's overrides (empty outside a Hydra app)."""
-    from hydra.core.hydra_config import HydraConfig
-
-    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
-
-
-def model_cfgs(cfg: DictConfig, overrides: list[str] | None = None) -> list[DictConfig]:
-    """One full config per model in `models` (a list of conf/model names, or a mapping).
-
-    List: `models=[audioscore,cmi_rm_tiny] model.checkpoint=X`: every other override applies
-    to each model, but a `model.<key>=...` override goes to the first listed model whose config
-    has <key> (runner keys such as device, bf16 and cache_dir reach every model anyway).
-    Mapping: `models={plan_a:{config:audioscore,checkpoint:X},cmi_rm_tiny:{}}`: each entry's
-    keys override that model only; `config` (default: the entry's name) picks conf/model/,
-    and the entry's name becomes `model.name` (the output folder).
-    """
-    models = cfg.get("models")
-    if not models:
-        return [cfg]
-    from hydra import compose
-
-    overrides = task_overrides() if overrides is None else overrides
-    key = lambda o: o.split("=")[0].lstrip("+~")  # noqa: E731
-    shared = [o for o in overrides if key(o).split(".")[0] not in ("models", "model")]
-    per_model = [o for o in overrides if key(o).startswith("model.")]
-
-    def base(name: str) -> DictConfig:
-        return compose("bench", overrides=[*shared, f"model={name}", "models=null"])
-
-    if isinstance(models, DictConfig):
-        out = []
-        for label, extra in models.items():
-            extra = OmegaConf.to_container(extra or {}, resolve=True)
-            c = base(str(extra.pop("config", label)))
-            with open_dict(c):
-                c.model = OmegaConf.merge(c.model, {"name": str(label), **extra})
-            out.append(c)
-        return out
-    names = [str(n) for n in models]
-    bases = [base(n) for n in names]
-    mine: list[list[str]] = [[] for _ in names]
-    for o in per_model:
-        field = key(o).split(".")[1]
-        owner = next((i for i, b in enumerate(bases) if field in b.model.keys()), None)  # ??? too
-        if owner is not None:
-            mine[owner].append(o)
-    return [
-        compose("bench", overrides=[*shared, f"model={n}", "models=null", *m]) if m else b
-        for n, b, m in zip(names, bases, mine, strict=True)
-    ]
+def report(cfg: DictConfig, metrics: dict[str, Any], info: dict[str, Any]) -> int:
+    """Stage 5: print the headline metrics; the exit status (3 = more than `max_fail_frac`
+    of the rows failed, else 0)."""
+    if not metrics:  # a non-zero ddp rank: rank 0 reports
+        return 0
+    print(f"{info['out_dir']}: {info['total_rows']} rows, {info['failed_rows']} failed")
+    for r in metrics["summary"]:
+        vals = {k: r[k] for k in ("SRCC", "LCC", "K-Tau", "ACC") if k in r}
+        print(f"  {r['dataset']:<10} {r['task']:<11} n={r['n']:<5} {vals}")
+    if not info["too_many_failures"]:
+        return 0
+    log.error(
+        "%s: %.1f%% of rows failed (max_fail_frac=%s); see statistics.json",
+        info["out_dir"],
+        100 * info["failed_frac"],
+        cfg.get("max_fail_frac"),
+    )
+    return 3
 
 
-def run_cli(cfg: DictConfig, overrides: list[str] | None = None) -> int:
-    """Run every requested model in turn; the exit status is non-zero if any exceeded
-    `max_fail_frac` or crashed (the others still run)."""
-    status = 0
-    for c in model_cfgs(cfg, overrides):
-        try:
-            metrics, info = run(c)
-        except Exception:
-            log.exception("benchmark run failed for model %s", c.model.get("name"))
-            status = 1
-            continue
-        if not metrics:  # a non-zero ddp rank: rank 0 reports
-            continue
-        print(f"{info['out_dir']}: {info['total_rows']} rows, {info['failed_rows']} failed")
-        for r in metrics["summary"]:
-            vals = {k: r[k] for k in ("SRCC", "LCC", "K-Tau", "ACC") if k in r}
-            print(f"  {r['dataset']:<10} {r['task']:<11} n={r['n']:<5} {vals}")
-        if info["too_many_failures"]:
-            log.error(
-                "%s: %.1f%% of rows failed (max_fail_frac=%s); see statistics.json",
-                info["out_dir"],
-                100 * info["failed_frac"],
-                c.get("max_fail_frac"),
-            )
-            status = max(status, 3)
-    return status
+def run_cli(cfg: DictConfig) -> int:
+    """One model's benchmark, reported; returns the exit status."""
+    metrics, info = run(cfg)
+    return report(cfg, metrics, info)
+
+
+class ExitStatus(Callback):
+    """Multirun: exit with the worst job status once every model has run (a job that called
+    sys.exit would end the sweep). A job that raised already makes Hydra exit 1."""
+
+    def __init__(self) -> None:
+        self.status = 0
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        if job_return.status == JobStatus.COMPLETED and isinstance(job_return.return_value, int):
+            self.status = max(self.status, job_return.return_value)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if self.status:
+            sys.exit(self.status)
 
 
 @hydra.main(version_base="1.3", config_path="../../conf/bench", config_name="bench")
-def main(cfg: DictConfig) -> None:
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
+def main(cfg: DictConfig) -> int:
     status = run_cli(cfg)
-    if status and HydraConfig.get().mode != RunMode.MULTIRUN:  # exiting would end a multirun
+    if status and HydraConfig.get().mode != RunMode.MULTIRUN:
         sys.exit(status)
+    return status  # multirun: ExitStatus collects it
 
 
 if __name__ == "__main__":

@@ -18,7 +18,9 @@ from torch.utils.data import DistributedSampler
 
 from bench.data import BenchRow
 from bench.infer import autocast_for, make_loader, model_preprocess, score_batch_rows
-from bench.store import ResultWriter
+from bench.models import extra_score_kwargs, n_devices, pick_threads, prepare_model_cfg, to_dict
+from bench.store import ResultWriter, iter_records
+from rewards.build import build_reward_model
 
 
 class ShardSampler(DistributedSampler):
@@ -28,7 +30,7 @@ class ShardSampler(DistributedSampler):
         return iter(range(self.rank, len(self.dataset), self.num_replicas))
 
     def __len__(self) -> int:
-        return len(range(self.rank, len(self.dataset), self.num_replicas))
+        return len(range(self.rank, len(self.dataset), self.num_replicas))  # type: ignore[arg-type]
 
 
 class BenchDataModule(L.LightningDataModule):
@@ -68,9 +70,10 @@ class BenchPredictModule(L.LightningModule):
         self.threads, self.fp, self.per_side = threads, fp, per_side
         self.model_cfg, self.score_kwargs = model_cfg, dict(score_kwargs or {})
         self.max_dur, self.out_dir, self.model_name, self.bf16 = max_dur, out_dir, model_name, bf16
-        self._rm = [
-            model
-        ]  # a list keeps it out of nn.Module registration: the model owns its device
+        # a list keeps it out of nn.Module registration: the model owns its device
+        self._rm = [model]
+        # fewer batches than ranks (a resume retrying a few rows): idle ranks are fine
+        self.allow_zero_length_dataloader_with_multiple_devices = True
         self.writer: ResultWriter | None = None
 
     @property
@@ -79,8 +82,6 @@ class BenchPredictModule(L.LightningModule):
 
     def setup(self, stage: str) -> None:
         if self._rm[0] is None:  # build per rank, on this rank's device
-            from rewards.build import build_reward_model
-
             cfg = OmegaConf.create(self.model_cfg)
             if "device" in cfg:
                 cfg.device = str(self.trainer.strategy.root_device)
@@ -106,6 +107,7 @@ class BenchPredictModule(L.LightningModule):
             extra={"bench_fingerprint": self.fp},
             per_side=self.per_side,
         )
+        assert self.writer is not None, "setup() opens the writer"
         self.writer.write(rows)
         return len(rows)
 
@@ -122,11 +124,9 @@ def score_sharded(
     out: Path,
     fp: str = "",
 ) -> dict[str, Any]:
-    """Run predict over `cfg.trainer` devices; returns counts read back from the part files."""
-    from bench.run import extra_score_kwargs, pick_threads, prepare_model_cfg
-    from bench.store import iter_records
-
-    model_cfg = OmegaConf.to_container(prepare_model_cfg(cfg), resolve=True)
+    """Run predict over `cfg.trainer` devices; returns counts read back from the part files.
+    `model=None`: each rank builds its own from `cfg.model` on its device."""
+    model_cfg = to_dict(prepare_model_cfg(cfg))
     extra = extra_score_kwargs(cfg)
     module = BenchPredictModule(
         model_cfg if model is None else None,
@@ -136,11 +136,11 @@ def score_sharded(
         str(out),
         str(cfg.model.name),
         bool(cfg.get("bf16", True)),
-        pick_threads(cfg, int(cfg.trainer.get("devices", 1))),
+        pick_threads(cfg, n_devices(cfg)),
         fp,
         cfg.get("batching") == "upstream",
     )
-    tcfg = OmegaConf.to_container(cfg.trainer, resolve=True)
+    tcfg = to_dict(cfg.trainer)
     if tcfg.get("strategy", "auto") == "auto":  # fork on CPU: no re-import of the caller
         tcfg["strategy"] = "ddp_fork" if tcfg.get("accelerator") == "cpu" else "ddp"
     trainer = L.Trainer(

@@ -1,4 +1,4 @@
-"""Crash-safe results files: append + flush + fsync per batch; compaction by write-then-rename.
+"""Crash-safe results files: append + flush + fsync per batch; compaction by an atomic rewrite.
 
 The journal may hold several records for one row (a failed try, then a retry); the last one
 wins. A line cut short by a kill is skipped on reading.
@@ -12,6 +12,8 @@ import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO, Any
+
+from audiobase.files import write_text
 
 log = logging.getLogger(__name__)
 
@@ -74,22 +76,6 @@ def read_latest(paths: Iterable[str | Path]) -> dict[str, dict[str, Any]]:
     return latest
 
 
-def write_atomic(path: str | Path, text: str) -> None:
-    """Write a whole file via a temporary sibling and rename, so readers never see half."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def write_json(path: str | Path, obj: Any) -> None:
-    write_atomic(path, json.dumps(obj, ensure_ascii=False, indent=2, default=str) + "\n")
-
-
 def compact(
     results: str | Path,
     parts: Iterable[str | Path] = (),
@@ -97,10 +83,10 @@ def compact(
 ) -> list[dict[str, Any]]:
     """Merge `parts` into `results`: one record per row (those `keep` accepts), in file
     order; parts are removed."""
-    parts = [Path(p) for p in parts]
-    latest = [r for r in read_latest([results, *parts]).values() if keep is None or keep(r)]
+    part_paths = [Path(p) for p in parts]
+    latest = [r for r in read_latest([results, *part_paths]).values() if keep is None or keep(r)]
     rows = sorted(latest, key=lambda r: (r.get("bench_row_index", 0), r["bench_row_key"]))
-    write_atomic(results, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-    for p in parts:
+    write_text(results, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    for p in part_paths:
         p.unlink(missing_ok=True)
     return rows

@@ -14,7 +14,7 @@ from rewards.base import MUSICALITY, BatchInput, RewardModel, as_input
 
 
 class AudioscoreRewardModel(RewardModel):
-    """An exported scorer dir (config.yaml + model.safetensors), built from `conf/reward/audioscore.yaml`.
+    """An exported scorer dir (config.yaml + model.safetensors); `model=audioscore` in bench.
 
     Column 1 (musicality) is the scorer's vocal-quality score; column 0 (alignment) is NaN.
     The export's preprocessing contract decides what audio the net sees; `max_dur`, `crop` and

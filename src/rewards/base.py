@@ -47,6 +47,13 @@ class RewardModel(ABC):
         """Score `inputs`; returns float array [N, 2] (alignment, musicality)."""
 
 
+def model_contract(model: Any) -> Preprocess | None:
+    """The model's own preprocessing contract (an exported scorer's), or None when it takes
+    whatever the runner prepares (CMI-RewardBench's first `max_dur` seconds at `sr`)."""
+    own = getattr(model, "preprocess", None)
+    return own if isinstance(own, Preprocess) else None
+
+
 def is_reward_model(obj: Any) -> bool:
     """Duck-typed check used by CMI-RewardBench's runner: an `sr` and a callable `score_batch`."""
     return hasattr(obj, "sr") and callable(getattr(obj, "score_batch", None))

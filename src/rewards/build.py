@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
+
+from hydra.utils import get_class
+from omegaconf import DictConfig, OmegaConf
 
 from rewards.base import RewardModel, is_reward_model
 from rewards.custom import CustomModelError, build_custom_model
@@ -12,24 +14,18 @@ RESERVED = ("name", "score_kwargs")
 
 
 def _to_dict(cfg: Any) -> dict[str, Any]:
-    try:
-        from omegaconf import DictConfig, OmegaConf
-
-        if isinstance(cfg, DictConfig):
-            return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)  # type: ignore[return-value]
-    except ImportError:  # pragma: no cover - omegaconf is a dependency
-        pass
+    if isinstance(cfg, DictConfig):
+        return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)  # type: ignore[return-value]
     if not isinstance(cfg, dict):
         raise TypeError(f"model config must be a mapping, got {type(cfg).__name__}")
     return dict(cfg)
 
 
-def _locate(target: str) -> Any:
-    mod_name, _, attr = target.rpartition(".")
+def _locate(target: str) -> type:
     try:
-        return getattr(importlib.import_module(mod_name), attr)
-    except (ImportError, AttributeError, ValueError) as e:
-        raise ValueError(f"model _target_ {target!r} cannot be imported: {e}") from e
+        return get_class(target)
+    except (ImportError, ValueError) as e:
+        raise ValueError(f"model _target_ {target!r} cannot be loaded: {e}") from e
 
 
 def build_reward_model(model_cfg: Any) -> tuple[RewardModel, dict[str, Any]]:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import importlib
 import inspect
+import sys
 from typing import Any
 
 import numpy as np
+from hydra.utils import get_class
 
 from rewards.base import BatchInput, RewardModel, is_reward_model
 
@@ -20,7 +21,7 @@ class CustomModelError(ValueError):
 
 
 def load_class(class_path: str) -> type:
-    """'pkg.mod:Class' (or 'pkg.mod.Class') -> the class object."""
+    """'pkg.mod:Class' (or 'pkg.mod.Class') -> the class object (through Hydra's locator)."""
     if ":" in class_path:
         mod_name, _, attr = class_path.partition(":")
     else:
@@ -28,23 +29,22 @@ def load_class(class_path: str) -> type:
     if not mod_name or not attr:
         raise CustomModelError(class_path, "expected 'package.module:ClassName'")
     try:
-        module = importlib.import_module(mod_name)
+        cls = get_class(f"{mod_name}.{attr}")
+    except ValueError as e:  # located, but not a class
+        raise CustomModelError(class_path, f"{attr!r} is not a class: {e}") from e
     except Exception as e:  # noqa: BLE001 - any import failure is reported with its cause
-        raise CustomModelError(
-            class_path, f"module {mod_name!r} does not import: {type(e).__name__}: {e}"
-        ) from e
-    obj = module
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            raise CustomModelError(class_path, f"{mod_name!r} has no attribute {attr!r}")
-        obj = getattr(obj, part)
-    if not inspect.isclass(obj):
-        raise CustomModelError(class_path, f"{attr!r} is a {type(obj).__name__}, not a class")
-    if not callable(getattr(obj, "score_batch", None)):
+        # a module that failed to import is not left in sys.modules
+        reason = (
+            f"{mod_name!r} has no attribute {attr!r}"
+            if mod_name in sys.modules
+            else f"module {mod_name!r} does not import"
+        )
+        raise CustomModelError(class_path, f"{reason}: {e}") from e
+    if not callable(getattr(cls, "score_batch", None)):
         raise CustomModelError(
             class_path, "class has no callable score_batch(inputs, batch_size, max_dur, **kw)"
         )
-    return obj
+    return cls
 
 
 def _accepts(cls: type, name: str) -> bool:

@@ -5,6 +5,14 @@ Protocol (what `rewards.serve` speaks; override `build_request` / `parse_respons
                  "text": str, "lyrics": str, "ref_audio": {...} | null, "max_dur": float, **extra_body}
     200 -> {"alignment": x, "musicality": y}  or  {"scores": [x, y]}   (null = NaN)
 
+The model's preprocessing contract: `GET <info_url>` (default: `health` next to `url`, what
+`rewards.serve` answers) -> {"sr", "preprocess": Preprocess.to_dict() | null}, fetched once on
+first use with the same retry rules. With a contract, `preprocess` is that `Preprocess`: the
+benchmark decodes files through it and `build_request` prepares audio through it (idempotent,
+the server applies it again), so a file gets the score the server's model gives it locally.
+An info route that answers 4xx or no JSON means no contract (the runner's first `max_dur`
+seconds at `sr`); one that cannot be reached fails the items.
+
 Transport: at most `concurrency` requests in flight, request starts spaced by `1/rate_limit`
 seconds, `timeout` seconds per request. Connection errors, timeouts, 429 and 5xx are retried
 `max_retries` times with exponential backoff and full jitter (Retry-After honoured, capped);
@@ -27,14 +35,17 @@ import os
 import random
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+from urllib.parse import urljoin
 
 import numpy as np
 import requests
 import soundfile as sf
 
-from rewards.base import BatchInput, RewardModel, ScoreItemError, as_input, load_waveform
+from audiobase.preprocess import Preprocess
+from rewards.base import BatchInput, RewardModel, ScoreItemError, as_input
 
 log = logging.getLogger(__name__)
 
@@ -89,12 +100,17 @@ class HTTPRewardModel(RewardModel):
         extra_body: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
         seed: int | None = None,
+        info_url: str | None = None,
     ) -> None:
         if not url.startswith(("http://", "https://")):
             raise ValueError(f"url must start with http:// or https://, got {url!r}")
         if concurrency < 1 or max_retries < 0 or timeout <= 0:
             raise ValueError("need concurrency >= 1, max_retries >= 0, timeout > 0")
         self.url, self._sr = url, int(sr)
+        # "" = ask nothing (no contract); None = the `health` route next to `url`
+        self.info_url = urljoin(url, "health") if info_url is None else info_url
+        self._info: dict[str, Any] | None = None
+        self._info_lock = threading.Lock()
         self.api_key_env, self.api_key_header, self.api_key_prefix = (
             api_key_env,
             api_key_header,
@@ -113,21 +129,65 @@ class HTTPRewardModel(RewardModel):
 
     @property
     def sr(self) -> int:
-        return self._sr
+        """The configured `sr` until the server's info is known, then the server's; reading it
+        sends nothing (duck-typed checks look at `sr`)."""
+        return int((self._info or {}).get("sr") or self._sr)
+
+    @property
+    def preprocess(self) -> Preprocess | None:
+        """The server model's preprocessing contract, None when it has none."""
+        return self.server_info().get("preprocess")
+
+    def server_info(self) -> dict[str, Any]:
+        """{"sr", "preprocess": Preprocess | None} from `info_url`, fetched once; {} when the
+        server has no info route. Raises HTTPScoreError when it cannot be reached."""
+        with self._info_lock:
+            if self._info is None:
+                self._info = self._fetch_info()
+            return self._info
+
+    def _fetch_info(self) -> dict[str, Any]:
+        if not self.info_url:
+            return {}
+        try:
+            payload = self._with_retries(lambda: self._send("get", self.info_url))
+        except HTTPScoreError as e:
+            if e.status is None or e.status >= 500 or e.status == 429:
+                raise HTTPScoreError(
+                    f"cannot read model info from {self.info_url}: {e}", e.status, e.attempts
+                ) from None
+            log.warning("%s: %s; assuming no preprocessing contract", self.info_url, e)
+            return {}
+        if not isinstance(payload, dict):
+            log.warning("%s: not a JSON object; assuming no contract", self.info_url)
+            return {}
+        pre = payload.get("preprocess")
+        try:
+            pre = None if pre is None else Preprocess.from_dict(pre)
+        except (TypeError, ValueError) as e:  # a contract we cannot follow must not be ignored
+            raise HTTPScoreError(f"{self.info_url}: unusable preprocess {pre!r}: {e}") from None
+        sr = pre.sr if pre is not None else payload.get("sr")
+        if sr is not None and int(sr) != self._sr:
+            log.warning("%s: the server's model runs at %s Hz, not sr=%d", self.url, sr, self._sr)
+        return {"sr": None if sr is None else int(sr), "preprocess": pre}
 
     def __repr__(self) -> str:
         return f"HTTPRewardModel(url={self.url!r}, concurrency={self.concurrency})"
 
     # ------------------------------------------------------------------ hooks
-    def build_request(self, item: BatchInput, max_dur: float) -> dict[str, Any]:
+    def build_request(self, item: BatchInput, max_dur: float | None) -> dict[str, Any]:
         """JSON body for one clip. Override for another service's protocol."""
-        wav = load_waveform(item.audio, self.sr, max_dur)
-        ref = None if item.ref_audio is None else load_waveform(item.ref_audio, self.sr, max_dur)
+        pre, sr = self.preprocess, self.sr
+        if pre is not None:  # the server's contract, not the runner's crop
+            prepare = pre
+        else:
+            prepare = Preprocess(sr=sr, max_dur=max_dur or None)  # the runner's first max_dur s
+        ref = None if item.ref_audio is None else prepare(item.ref_audio)
         return {
-            "audio": encode_wav_base64(wav.numpy(), self.sr),
+            "audio": encode_wav_base64(prepare(item.audio), sr),
             "text": item.text or "",
             "lyrics": item.lyrics or "",
-            "ref_audio": None if ref is None else encode_wav_base64(ref.numpy(), self.sr),
+            "ref_audio": None if ref is None else encode_wav_base64(ref, sr),
             "max_dur": max_dur,
             **self.extra_body,
         }
@@ -176,6 +236,10 @@ class HTTPRewardModel(RewardModel):
         errors: list[str | None] = [None] * len(items)
         if not items:
             return scores, errors
+        try:  # one info fetch for the call, not one per item
+            self.server_info()
+        except HTTPScoreError as e:
+            return scores, [self._redact(f"{type(e).__name__}: {e}")] * len(items)
 
         def run(i: int) -> None:
             try:
@@ -191,6 +255,12 @@ class HTTPRewardModel(RewardModel):
         self, item: BatchInput, max_dur: float, extra: dict[str, Any]
     ) -> tuple[float, float]:
         body = json.dumps({**self.build_request(item, max_dur), **extra})
+        return self._with_retries(
+            lambda: self.parse_response(self._send("post", self.url, body), item)
+        )
+
+    def _with_retries(self, attempt_once: Callable[[], Any]) -> Any:
+        """`attempt_once()`, retried with backoff on `_RetryableError` up to `max_retries` times."""
         last: _RetryableError | None = None
         for attempt in range(self.max_retries + 1):
             if attempt:
@@ -198,7 +268,7 @@ class HTTPRewardModel(RewardModel):
                 with self._stats_lock:
                     self.stats["retries"] += 1
             try:
-                return self.parse_response(self._post(body), item)
+                return attempt_once()
             except _RetryableError as e:
                 last = e
         raise HTTPScoreError(
@@ -207,7 +277,8 @@ class HTTPRewardModel(RewardModel):
             attempts=self.max_retries + 1,
         )
 
-    def _post(self, body: str) -> Any:
+    def _send(self, method: str, url: str, body: str | None = None) -> Any:
+        """One request -> decoded JSON; `_RetryableError` for what a retry may fix."""
         self._pace()
         session = getattr(self._local, "session", None)
         if session is None:
@@ -215,26 +286,25 @@ class HTTPRewardModel(RewardModel):
         with self._stats_lock:
             self.stats["requests"] += 1
         try:
-            resp = session.post(
-                self.url, data=body, headers=self.request_headers(), timeout=self.timeout
+            resp = session.request(
+                method, url, data=body, headers=self.request_headers(), timeout=self.timeout
             )
         except (requests.ConnectionError, requests.Timeout) as e:
-            raise _RetryableError(f"{type(e).__name__} contacting {self.url}") from None
+            raise _RetryableError(f"{type(e).__name__} contacting {url}") from None
         if resp.status_code == 429 or resp.status_code >= 500:
             raise _RetryableError(
-                f"HTTP {resp.status_code} from {self.url}",
-                resp.status_code,
-                _retry_after(resp.headers),
+                f"HTTP {resp.status_code} from {url}", resp.status_code, _retry_after(resp.headers)
             )
         if resp.status_code >= 400:
             raise HTTPScoreError(
-                f"HTTP {resp.status_code} from {self.url}: {resp.text[:300]}",
-                status=resp.status_code,
+                f"HTTP {resp.status_code} from {url}: {resp.text[:300]}", status=resp.status_code
             )
         try:
             return resp.json()
         except ValueError as e:
-            raise HTTPScoreError(f"non-JSON response from {self.url}: {resp.text[:200]!r}") from e
+            raise HTTPScoreError(
+                f"non-JSON response from {url}: {resp.text[:200]!r}", status=resp.status_code
+            ) from e
 
     def _pace(self) -> None:
         """Space request starts by 1/rate_limit seconds across all worker threads."""

@@ -3,7 +3,13 @@
     python -m rewards.serve --model cmi_rm_tiny [--set key=value ...] [--host 127.0.0.1] [--port 8000]
 
 `--model` is a name under conf/bench/model/ or a yaml path; `--set` overrides its keys (dot-list).
-Endpoints: `POST /score` (one clip, see rewards.http) and `GET /health` -> {"sr", "model"}.
+Endpoints: `POST /score` (one clip, see rewards.http) and
+`GET /health` -> {"sr", "model", "preprocess": Preprocess.to_dict() | null}.
+
+A model with its own preprocessing contract (an exported scorer) publishes it on /health, so
+clients decode files the same way, and it applies the contract again to what arrives
+(idempotent); a request's `max_dur` never overrides it. Models without one get the request's
+`max_dur` (CMI-RewardBench's crop). One file gets one score, served or local.
 With `--api-key-env VAR`, requests must carry `Authorization: Bearer $VAR`.
 Requests are scored one at a time (the model is shared); the listener is threaded.
 """
@@ -22,13 +28,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from rewards.base import BatchInput
+from rewards.base import BatchInput, model_contract
+from rewards.build import build_reward_model
 from rewards.http import decode_wav_base64
 
 log = logging.getLogger(__name__)
 
 MAX_BODY = 512 * 1024 * 1024
+DEFAULT_MAX_DUR = 30.0  # seconds, for a request without `max_dur` to a model without a contract
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf" / "bench" / "model"
 
 
@@ -53,7 +62,7 @@ class ScoreHandler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802 - http.server naming
         if self.path.rstrip("/") == "/health":
-            self.send_json(200, {"sr": int(self.model.sr), "model": type(self.model).__name__})
+            self.send_json(200, describe_model(self.model))
         else:
             self.send_json(404, {"error": f"no route {self.path}"})
 
@@ -93,7 +102,7 @@ class ScoreHandler(BaseHTTPRequestHandler):
             {"alignment": None if math.isnan(a) else a, "musicality": None if math.isnan(m) else m},
         )
 
-    def parse_item(self, body: Any) -> tuple[BatchInput, float]:
+    def parse_item(self, body: Any) -> tuple[BatchInput, float | None]:
         if not isinstance(body, dict) or "audio" not in body:
             raise ValueError("expected a JSON object with 'audio'")
         sr = int(self.model.sr)
@@ -111,7 +120,20 @@ class ScoreHandler(BaseHTTPRequestHandler):
             lyrics=str(body.get("lyrics") or ""),
             ref_audio=None if ref is None else wave(ref),
         )
-        return item, float(body.get("max_dur") or 30.0)
+        own = model_contract(self.model)
+        if own is not None:  # the model's own crop, whatever the client asked for
+            return item, own.max_dur
+        return item, float(body.get("max_dur") or DEFAULT_MAX_DUR)
+
+
+def describe_model(model: Any) -> dict[str, Any]:
+    """What /health answers: the sample rate, the class and the preprocessing contract (if any)."""
+    own = model_contract(model)
+    return {
+        "sr": int(model.sr),
+        "model": type(model).__name__,
+        "preprocess": None if own is None else own.to_dict(),
+    }
 
 
 def make_server(
@@ -132,9 +154,7 @@ def make_server(
     return server
 
 
-def load_model_config(model: str, overrides: list[str]) -> Any:
-    from omegaconf import OmegaConf
-
+def load_model_config(model: str, overrides: list[str]) -> DictConfig | ListConfig:
     path = Path(model) if model.endswith((".yaml", ".yml")) else CONF_DIR / f"{model}.yaml"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such model config")
@@ -152,8 +172,6 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--api-key-env", default=None, help="env var holding the key clients must send")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    from rewards.build import build_reward_model
-
     model, _ = build_reward_model(load_model_config(args.model, args.set))
     key = os.environ.get(args.api_key_env) if args.api_key_env else None
     if args.api_key_env and not key:

@@ -99,7 +99,8 @@ class ClipLoader:
 
 def shuffle_ties(items: list[dict], rng: np.random.Generator) -> list[dict]:
     """Randomly order items with equal scores (their given order carries no information)."""
-    out, i = [], 0
+    out: list[dict] = []
+    i = 0
     while i < len(items):
         j = i + 1
         s = items[i].get("score")
@@ -226,13 +227,13 @@ def collate_groups(groups: list[list[dict]]) -> dict[str, Any]:
 
 
 def collate_items(records: list[dict | None]) -> dict[str, Any] | None:
-    records = [r for r in records if r is not None]
-    if not records:
+    ok = [r for r in records if r is not None]
+    if not ok:
         return None
-    batch = pad_clips(records)
-    batch["index"] = torch.tensor([r["index"] for r in records], dtype=torch.long)
-    batch["group"] = torch.tensor([r["group"] for r in records], dtype=torch.long)
-    batch["truth"] = torch.tensor([r["truth"] for r in records], dtype=torch.float32)
+    batch = pad_clips(ok)
+    batch["index"] = torch.tensor([r["index"] for r in ok], dtype=torch.long)
+    batch["group"] = torch.tensor([r["group"] for r in ok], dtype=torch.long)
+    batch["truth"] = torch.tensor([r["truth"] for r in ok], dtype=torch.float32)
     return batch
 
 
@@ -276,18 +277,20 @@ class GroupsDataModule(L.LightningDataModule):
         self.per_device_groups = groups_per_batch
 
     def resolve(self, path: str) -> str:
-        root = self.hparams.root
+        root = self.hparams["root"]
         return str(Path(root) / path) if root and not os.path.isabs(path) else str(path)
 
     def read(self, path: str) -> list[list[dict]]:
         return read_groups(
-            self.resolve(path), root=self.hparams.audio_root, check_files=self.hparams.check_files
+            self.resolve(path),
+            root=self.hparams["audio_root"],
+            check_files=self.hparams["check_files"],
         )
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_groups:
             return
-        hp = self.hparams
+        hp: Any = self.hparams  # save_hyperparameters: the __init__ arguments
         # ranking needs pairs: single-item groups carry no order information
         self.train_groups = [[g for g in self.read(f) if len(g) >= 2] for f in hp.train_files]
         for f, groups in zip(hp.train_files, self.train_groups, strict=True):
@@ -322,11 +325,11 @@ class GroupsDataModule(L.LightningDataModule):
         return float(np.mean(s)), float(np.std(s))
 
     def loader(self) -> ClipLoader:
-        hp = self.hparams
+        hp: Any = self.hparams  # save_hyperparameters: the __init__ arguments
         return ClipLoader(self.preprocess, hp.failures_path, hp.crop_grid_seconds)
 
     def train_dataloader(self) -> DataLoader:
-        hp = self.hparams
+        hp: Any = self.hparams  # save_hyperparameters: the __init__ arguments
         weights = hp.source_weights or [sum(len(g) for g in gs) for gs in self.train_groups]
         if len(weights) != len(self.train_groups):
             raise ValueError("data.source_weights needs one weight per training file")
@@ -349,7 +352,7 @@ class GroupsDataModule(L.LightningDataModule):
         )
 
     def val_dataloader(self) -> DataLoader:
-        hp = self.hparams
+        hp: Any = self.hparams  # save_hyperparameters: the __init__ arguments
         ds = ValItems(self.val_groups, self.loader(), self.singer_ids)
         return DataLoader(
             ds,

@@ -13,6 +13,9 @@ class ScoreRegressionLoss(nn.Module):
     DataModule's statistics); they are buffers, so they travel in checkpoints.
     """
 
+    mean: torch.Tensor  # registered buffers
+    std: torch.Tensor
+
     def __init__(
         self, kind: str = "huber", delta: float = 1.0, mean: float = 0.0, std: float = 1.0
     ):

@@ -1,5 +1,6 @@
 """Validation metrics for scorers."""
 
 from audioscore.metrics.ranking import group_metrics, kendall_tau, pairwise_accuracy, spearman
+from audioscore.metrics.validation import GroupRanking
 
-__all__ = ["group_metrics", "kendall_tau", "pairwise_accuracy", "spearman"]
+__all__ = ["GroupRanking", "group_metrics", "kendall_tau", "pairwise_accuracy", "spearman"]

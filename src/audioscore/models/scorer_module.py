@@ -2,38 +2,23 @@
 
 from __future__ import annotations
 
-import math
 import time
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
-from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from audioscore.metrics import group_metrics
-from audioscore.models.components.grl import RidgeAdversary, SingerAdversary, dann_lambda
-from audioscore.models.components.scorer import frozen_base_keys
+from audioscore.losses import ScoreRegressionLoss
+from audioscore.metrics import GroupRanking
+from audioscore.models.components.grl import Adversary, RidgeAdversary
+from audioscore.models.components.scorer import VocalScorer, frozen_base_keys
 
 # the MuQ backbone is kept in eval mode on purpose (BatchNorm, dropout, layerdrop)
 warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
-
-
-def to_container(cfg: Any) -> Any:
-    """DictConfig -> plain dict (checkpoints stay loadable with torch.load(weights_only=True))."""
-    if isinstance(cfg, DictConfig):
-        return OmegaConf.to_container(cfg, resolve=True)
-    return cfg
-
-
-def build_net(net_cfg: dict) -> nn.Module:
-    """Instantiate the net from its `_target_` config and remember that config for export."""
-    net = instantiate(net_cfg, _convert_="all")
-    net._net_config = net_cfg
-    return net
 
 
 def group_matrix(values: torch.Tensor, slots: torch.Tensor, fill: float) -> torch.Tensor:
@@ -42,78 +27,77 @@ def group_matrix(values: torch.Tensor, slots: torch.Tensor, fill: float) -> torc
     return out.masked_fill(slots < 0, fill)
 
 
-def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup_frac: float = 0.05):
-    """Linear warm-up then cosine decay to 0, stepped every optimizer step."""
-    warmup = max(1, int(total_steps * warmup_frac))
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = (step - warmup) / max(1, total_steps - warmup)
-        return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
 class ScorerLitModule(L.LightningModule):
     """Trains a `VocalScorer` on groups sorted high to low.
 
     Args:
-        net: `_target_` config of the net (kept as config so export/reload can rebuild it).
-        loss: `_target_` config of the objective (ListMLE, pairwise logistic, regression).
-        optimizer: `_target_` + `_partial_` config of the optimizer.
-        scheduler: None or dict(warmup_frac) for warm-up + cosine per step.
-        adversary: None or dict(kind=ridge|mlp, mode=classify|regress, max_weight, gamma, weight;
-            ridge: condition, bank, ridge; mlp: hidden_dim, dropout, norm, orthogonal, lr_scale,
-            reset_every_epochs): a singer adversary behind a gradient reversal layer on the pooled
-            vector (see `RidgeAdversary`, `SingerAdversary` and `adversary_input`).
-        save_full_encoder: False drops pretrained MuQ base weights from checkpoints/exports.
+        net: the built scorer net.
+        loss: the built objective (ListMLE, pairwise logistic, regression).
+        optimizer: optimizer partial, called with the parameter groups.
+        scheduler: None or a partial taking (optimizer, num_warmup_steps, num_training_steps),
+            stepped every optimizer step (e.g. transformers' `get_cosine_schedule_with_warmup`).
+        warmup_frac: share of the training steps spent warming up (needed with a scheduler).
+        adversary: None or an `Adversary` partial taking (in_dim, num_singers, timbre_dim): a
+            singer adversary behind a gradient reversal layer, built in `setup` from the data.
+        save_full_encoder: False drops pretrained base weights from checkpoints.
     """
 
     def __init__(
         self,
-        net: dict,
-        loss: dict,
-        optimizer: dict,
-        scheduler: dict | None = None,
-        adversary: dict | None = None,
+        net: VocalScorer,
+        loss: nn.Module,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., Any] | None = None,
+        warmup_frac: float | None = None,
+        adversary: Callable[..., Adversary] | None = None,
         save_full_encoder: bool = True,
     ) -> None:
         super().__init__()
-        net, loss, optimizer = to_container(net), to_container(loss), to_container(optimizer)
-        scheduler, adversary = to_container(scheduler), to_container(adversary)
-        self.save_hyperparameters(logger=False)
-        self.net = build_net(net)
-        self.loss_fn = instantiate(loss)
-        self.adv_cfg = dict(adversary) if adversary else None
-        self.adversary: SingerAdversary | RidgeAdversary | None = None
+        if scheduler is not None and warmup_frac is None:
+            raise ValueError("a scheduler needs model.warmup_frac (share of steps warming up)")
+        # built objects stay out of the checkpoint's hyperparameters: it must load with
+        # torch.load(weights_only=True)
+        self.save_hyperparameters(
+            logger=False, ignore=["net", "loss", "optimizer", "scheduler", "adversary"]
+        )
+        self.net = net
+        self.loss_fn = loss
+        self.make_optimizer, self.make_scheduler = optimizer, scheduler
+        self.make_adversary = adversary
+        self.adversary: Adversary | None = None
         self.grl_lambda = 0.0
-        self._val_outputs: list[dict[str, torch.Tensor]] = []
+        self._t0: float | None = None  # when fit started (time/train_s)
+        self.val_ranking = GroupRanking()
         # checkpoints may omit frozen pretrained weights; they are rebuilt from `pretrained`
         self.strict_loading = save_full_encoder
 
     # ---- setup -------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
-        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        if hasattr(self.loss_fn, "fit_stats") and dm is not None and stage == "fit":
-            mean, std = dm.score_stats()
-            self.loss_fn.fit_stats(mean, std)
-        if self.adv_cfg and self.adversary is None:
-            self.build_adversary(num_singers=getattr(dm, "num_singers", 0))
-            if stage == "fit" and dm is not None:
+        dm: Any = self.trainer.datamodule  # type: ignore[attr-defined]
+        if isinstance(self.loss_fn, ScoreRegressionLoss) and stage == "fit":
+            self.loss_fn.fit_stats(*dm.score_stats())
+        if self.make_adversary is not None and self.adversary is None:
+            self.build_adversary(num_singers=dm.num_singers)
+            if stage == "fit":
                 check_scores_for_adversary(self.adversary, dm)
 
     @property
     def adversary_dim(self) -> int:
-        """Width of what the adversary sees: `pooled` minus plan B's frozen CAM++ dims."""
-        timbre = getattr(self.net, "timbre", None)
-        return self.net.pooled_dim - (int(timbre.out_dim) if timbre is not None else 0)
+        """Width of what the adversary sees: `pooled` minus plan B's frozen clip timbre dims."""
+        return self.net.head.pooled_dim - self.net.head.extra_dim
+
+    def build_adversary(self, num_singers: int = 0) -> None:
+        """The adversary partial with the sizes the net and the data give."""
+        assert self.make_adversary is not None, "no adversary configured"
+        self.adversary = self.make_adversary(
+            in_dim=self.adversary_dim, num_singers=num_singers, timbre_dim=self.net.head.extra_dim
+        )
 
     def adversary_input(self, out: dict[str, torch.Tensor]) -> torch.Tensor:
         # plan B appends the frozen CAM++ embedding last; it is a speaker embedding by design and
         # nothing upstream of it trains, so only the MuQ part can be made singer-blind
         x = out["pooled"].float()[:, : self.adversary_dim]  # [B, P - E]
-        if (self.adv_cfg or {}).get("orthogonal", False):
+        if self.adversary is not None and self.adversary.orthogonal:
             # drop the one direction the score reads (score = fc(pooled)): whatever else the
             # adversary finds there is not needed by the task, so reversing it cannot trade
             # quality away even when singer and quality are confounded in the training data
@@ -121,57 +105,17 @@ class ScorerLitModule(L.LightningModule):
             x = x - (x @ w).unsqueeze(-1) * w / w.dot(w).clamp(min=1e-12)  # [B, P - E]
         return x
 
-    def build_adversary(self, num_singers: int = 0) -> None:
-        cfg = self.adv_cfg or {}
-        mode = cfg.get("mode", "classify")
-        if mode == "classify":
-            if num_singers < 2:
-                raise ValueError("GRL classify mode needs >= 2 singers (the `singer` field)")
-            out_dim = num_singers
-        elif mode == "regress":
-            if self.net.timbre is None:
-                raise ValueError("GRL regress mode needs a timbre module (speaker embedding)")
-            out_dim = int(self.net.timbre.out_dim)
-        else:
-            raise ValueError(f"adversary.mode must be classify or regress, got {mode!r}")
-        self.adversary = self.make_adversary(out_dim)
-
-    def make_adversary(self, out_dim: int) -> SingerAdversary | RidgeAdversary:
-        cfg = self.adv_cfg or {}
-        kind = cfg.get("kind", "ridge")
-        if kind == "ridge":
-            return RidgeAdversary(
-                self.adversary_dim,
-                out_dim,
-                bank=cfg.get("bank"),
-                ridge=float(cfg.get("ridge", 0.1)),
-                condition=bool(cfg.get("condition", True)),
-            )
-        if kind != "mlp":
-            raise ValueError(f"adversary.kind must be mlp or ridge, got {kind!r}")
-        return SingerAdversary(
-            self.adversary_dim,
-            out_dim,
-            hidden_dim=cfg.get("hidden_dim", 256),
-            dropout=cfg.get("dropout", 0.3),
-            norm=bool(cfg.get("norm", False)),
-        )
-
     def on_train_start(self) -> None:
         self._t0 = time.monotonic()
 
     def on_train_epoch_start(self) -> None:
-        # a fresh adversary cannot be fooled by a relabelling the encoder learned against the old
-        # one: to keep it at chance the features must stop identifying singers
-        every = int((self.adv_cfg or {}).get("reset_every_epochs", 0) or 0)
-        if self.adversary is None or not every or self.current_epoch == 0:
+        adv = self.adversary
+        if adv is None or not adv.reset_every_epochs or self.current_epoch == 0:
             return
-        if self.current_epoch % every == 0:
-            for m in self.adversary.modules():
-                if hasattr(m, "reset_parameters") and m is not self.adversary:
-                    m.reset_parameters()
+        if self.current_epoch % adv.reset_every_epochs == 0:
+            adv.reset_parameters()
             for opt in self.trainer.optimizers:
-                for p in self.adversary.parameters():
+                for p in adv.parameters():
                     opt.state.pop(p, None)
 
     # ---- steps ---------------------------------------------------------------------------
@@ -188,7 +132,7 @@ class ScorerLitModule(L.LightningModule):
         bs = int(batch["wav"].shape[0])
         if self.adversary is not None:
             adv = self.adversary_loss(out, batch)
-            loss = task + self.adv_cfg.get("weight", 1.0) * adv
+            loss = task + self.adversary.weight * adv
             self.log("train/adv_loss", adv, prog_bar=True, batch_size=bs)
             self.log("train/grl_lambda", self.grl_lambda, batch_size=bs)
         self.log("train/task_loss", task, batch_size=bs)
@@ -199,111 +143,72 @@ class ScorerLitModule(L.LightningModule):
         if self.adversary is None:
             return
         total = max(1, int(self.trainer.estimated_stepping_batches))
-        cfg = self.adv_cfg
-        self.grl_lambda = dann_lambda(
-            self.global_step / total, cfg.get("max_weight", 1.0), cfg.get("gamma", 10.0)
-        )
-        self.adversary.grl.lambd = self.grl_lambda
+        self.grl_lambda = self.adversary.schedule(self.global_step / total)
 
     def adversary_loss(self, out: dict[str, torch.Tensor], batch: dict[str, Any]) -> torch.Tensor:
-        classify = self.adv_cfg.get("mode", "classify") == "classify"
-        if isinstance(self.adversary, RidgeAdversary):
-            target = batch["singer"] if classify else out["timbre"].detach()
-            return self.adversary(self.adversary_input(out), target, batch["scores"])
-        pred = self.adversary(self.adversary_input(out))
-        if classify:
-            singer = batch["singer"]  # [B], -1 = unknown
-            if not bool((singer >= 0).any()):
-                return pred.sum() * 0.0  # keeps the graph (DDP) without a signal
-            return nn.functional.cross_entropy(pred, singer, ignore_index=-1)
-        target = out["timbre"].detach().float()  # [B, E] speaker embedding
-        return nn.functional.mse_loss(pred, target)
+        adv = self.adversary
+        assert adv is not None
+        target = batch["singer"] if adv.mode == "classify" else out["timbre"].detach()  # [B]/[B, E]
+        return adv.loss(self.adversary_input(out), target, batch.get("scores"))
 
     def validation_step(self, batch: dict[str, Any] | None, batch_idx: int) -> None:
         if batch is None:  # every clip of this batch was unreadable (recorded by the loader)
             return
         out = self(batch)
-        rec = {
-            "index": batch["index"],
-            "score": out["score"].detach().float(),
-            "truth": batch["truth"],
-            "group": batch["group"],
-        }
-        if self.adversary is not None and self.adv_cfg.get("mode", "classify") == "classify":
-            logits = self.adversary.predict(self.adversary_input(out))
-            rec["adv_hit"] = (logits.argmax(-1) == batch["singer"]).float()
-            rec["adv_known"] = (batch["singer"] >= 0).float()
-        self._val_outputs.append(rec)
+        hit = known = None
+        if self.adversary is not None and self.adversary.mode == "classify":
+            logits = self.adversary.predict(self.adversary_input(out))  # [B, C]
+            hit = logits.argmax(-1) == batch["singer"]
+            known = batch["singer"] >= 0
+        self.val_ranking.update(
+            batch["index"], out["score"].detach(), batch["truth"], batch["group"], hit, known
+        )
 
     def on_validation_epoch_end(self) -> None:
-        if not self._val_outputs:
+        m = self.val_ranking.compute()  # gathered over ranks
+        self.val_ranking.reset()
+        if not m:
             return
-        cat = {k: torch.cat([o[k] for o in self._val_outputs]) for k in self._val_outputs[0]}
-        self._val_outputs.clear()
-        if self.trainer.world_size > 1:
-            cat = self.gather_ranks(cat)
-        idx = cat["index"].cpu().numpy()
-        _, first = np.unique(idx, return_index=True)  # DistributedSampler pads by repeating
-        first = first[idx[first] >= 0]
-        pick = {k: v.cpu().numpy()[first] for k, v in cat.items()}
-        m = group_metrics(pick["score"], pick["truth"], pick["group"])
         for key in ("srcc", "ktau", "pair_acc"):
             # NaN (e.g. constant predictions) would break best-checkpoint selection
             value = 0.0 if np.isnan(m[key]) else m[key]
-            self.log(f"val/{key}", float(value), prog_bar=key == "srcc", sync_dist=False)
-        if not self.trainer.sanity_checking and hasattr(self, "_t0"):
+            self.log(f"val/{key}", value, prog_bar=key == "srcc")
+        if not self.trainer.sanity_checking and self._t0 is not None:
             # wall time since fit started (this process): time-to-quality comparisons
             self.log("time/train_s", time.monotonic() - self._t0)
-        if "adv_hit" in pick and pick["adv_known"].sum() > 0:
-            acc = float((pick["adv_hit"] * pick["adv_known"]).sum() / pick["adv_known"].sum())
-            self.log("val/adv_acc", acc)
-
-    def gather_ranks(self, cat: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """all_gather needs equal sizes: pad (index -1) up to the longest rank (skipped clips)."""
-        n = torch.tensor([len(cat["index"])], device=self.device)
-        longest = int(self.all_gather(n).max())
-        out = {}
-        for k, v in cat.items():
-            pad = torch.full((longest - len(v),), -1, dtype=v.dtype, device=v.device)
-            out[k] = self.all_gather(torch.cat([v, pad])).reshape(-1)
-        return out
+        if "adv_acc" in m:
+            self.log("val/adv_acc", m["adv_acc"])
 
     # ---- optimisation --------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
-        opt_cfg = {k: v for k, v in self.hparams.optimizer.items() if k != "_partial_"}
-        adv = {id(p) for p in self.adversary.parameters()} if self.adversary is not None else set()
-        params = [p for p in self.parameters() if p.requires_grad and id(p) not in adv]
+        adversary = self.adversary
+        adv = list(adversary.parameters()) if adversary is not None else []
+        adv_ids = {id(p) for p in adv}
+        params = [p for p in self.parameters() if p.requires_grad and id(p) not in adv_ids]
         groups = [{"params": params}]
-        if adv:
-            # the adversary restarts its job whenever the encoder moves: a faster learner keeps
-            # the reversed gradient informative within a short schedule
-            scale = float(self.adv_cfg.get("lr_scale", 1.0))
-            adv_params = [p for p in self.adversary.parameters() if p.requires_grad]
-            groups.append({"params": adv_params, "lr": opt_cfg["lr"] * scale})
-        opt = instantiate({**opt_cfg, "_partial_": True})(groups)  # param groups stay plain
-        sched_cfg = self.hparams.scheduler
-        if not sched_cfg:
+        if adversary is not None and adv:
+            groups.append({"params": [p for p in adv if p.requires_grad]})
+        opt = self.make_optimizer(params=groups)
+        if adversary is not None and adv:
+            opt.param_groups[1]["lr"] *= adversary.lr_scale
+        if self.make_scheduler is None:
             return opt
         total = max(1, int(self.trainer.estimated_stepping_batches))
-        sched = warmup_cosine(opt, total, sched_cfg.get("warmup_frac", 0.05))
+        sched = self.make_scheduler(
+            optimizer=opt,
+            num_warmup_steps=max(1, int(total * self.hparams["warmup_frac"])),
+            num_training_steps=total,
+        )
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     # ---- checkpoints ---------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if self.hparams.save_full_encoder:
+        if self.hparams["save_full_encoder"]:
             return
         drop = set(frozen_base_keys(self.net, prefix="net."))
         checkpoint["state_dict"] = {
             k: v for k, v in checkpoint["state_dict"].items() if k not in drop
         }
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # the adversary's size depends on the data; build it before weights are restored
-        if self.adv_cfg and self.adversary is None:
-            weights = [k for k in checkpoint["state_dict"] if k.startswith("adversary.mlp.")]
-            if weights:
-                last = max((k for k in weights if k.endswith(".weight")), key=mlp_index)
-                self.adversary = self.make_adversary(int(checkpoint["state_dict"][last].shape[0]))
 
 
 def check_scores_for_adversary(adversary: nn.Module | None, dm: Any) -> None:
@@ -318,8 +223,3 @@ def check_scores_for_adversary(adversary: nn.Module | None, dm: Any) -> None:
             f"model.adversary.condition=true conditions the singer adversary on each clip's score, "
             f"but {e}; set model.adversary.condition=false for groups that only give an order"
         ) from e
-
-
-def mlp_index(key: str) -> int:
-    """adversary.mlp.<i>.weight -> i (the last layer gives the adversary's output width)."""
-    return int(key.split(".")[2])

@@ -2,18 +2,20 @@
 
 `muq` 0.1.0's towers only return pooled or unmasked outputs; CMI-RM needs per-frame/per-token
 embeddings with masks (upstream patched the towers for it). These functions call the towers'
-own submodules the same way the patched towers do.
+own submodules the same way the patched towers do. The towers are typed `Any`: `muq` ships no
+types, and their submodules (`model`, `proj`, `tokenizer`, ...) are reached by name.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
-from torch import nn
 
 
 @torch.no_grad()
 def encode_audio_frames(
-    audio_module: nn.Module, wavs: torch.Tensor, mask: torch.Tensor | None = None
+    audio_module: Any, wavs: torch.Tensor, mask: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """wavs [B, N] at 24 kHz (mask [B, N] True = real sample) -> frames [B, T, D], mask [B, T]."""
     attn = mask.long() if mask is not None else None
@@ -32,9 +34,7 @@ def encode_audio_frames(
 
 
 @torch.no_grad()
-def encode_text_tokens(
-    text_module: nn.Module, texts: list[str]
-) -> tuple[torch.Tensor, torch.Tensor]:
+def encode_text_tokens(text_module: Any, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
     """Strings -> tokens [B, L, D] and mask [B, L]; XLM-R input truncated to 512 tokens as upstream."""
     max_len = min(int(text_module.max_seq_len), 512)
     tok = text_module.tokenizer(

@@ -9,6 +9,8 @@ sits inside a sequence does not change the result.
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -16,6 +18,8 @@ from torch import nn
 
 class LayerNorm(nn.Module):
     """Bias-free LayerNorm with a learned gain (`learned_gamma`); beta is a fixed zero buffer."""
+
+    beta: torch.Tensor  # registered buffer
 
     def __init__(self, dim: int) -> None:
         super().__init__()
@@ -63,7 +67,8 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         b, n, _ = x.shape  # [B, N, D]
         x = self.norm(x)
-        q, k, v = self.to_q(x), *self.to_kv(x).chunk(2, dim=-1)
+        q = self.to_q(x)
+        k, v = self.to_kv(x).chunk(2, dim=-1)
         q, k, v = (t.view(b, n, self.heads, -1).transpose(1, 2) for t in (q, k, v))  # [B, H, N, d]
         q = F.normalize(q, dim=-1) * self.q_scale
         k = F.normalize(k, dim=-1) * self.k_scale
@@ -103,7 +108,8 @@ class Transformer(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         if x.shape[1] == 0:  # an empty prompt stays empty
             return x
-        for attn, ff in self.layers:
+        for layer in self.layers:
+            attn, ff = cast(nn.ModuleList, layer)  # layers.{i} = [attention, feed-forward]
             x = attn(x, mask=mask) + x
             x = ff(x) + x
         return x

@@ -8,6 +8,8 @@ released `model.safetensors`: `audio_module.*` / `text_module.*` (MuQ-MuLan towe
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -20,7 +22,7 @@ ENCODER_PREFIXES = ("audio_module.", "text_module.")
 
 def load_mulan_towers(model_name: str) -> tuple[nn.Module, nn.Module]:
     """(audio tower, text tower) of `muq.MuQMuLan.from_pretrained(hub id or local dir)`."""
-    from muq import MuQMuLan
+    from muq import MuQMuLan  # heavy (pulls torchvision): only when real towers are loaded
 
     mulan = MuQMuLan.from_pretrained(model_name).mulan_module
     return mulan.audio, mulan.text
@@ -31,7 +33,7 @@ class CMIRewardNet(nn.Module):
         super().__init__()
         self.cfg = cfg
         dim = cfg.dim
-        tf = dict(
+        tf: dict[str, Any] = dict(
             dim_head=cfg.dim_head,
             heads=cfg.heads,
             attn_dropout=cfg.attn_dropout,
@@ -74,7 +76,7 @@ class CMIRewardNet(nn.Module):
         frames_mask: torch.Tensor,
     ) -> torch.Tensor:
         """Scores [B, output_dim]: column 0 alignment, column 1 musicality (upstream `forward_raw_text`)."""
-        dtype = self.score_projector[1].weight.dtype
+        dtype = next(self.score_projector.parameters()).dtype  # the head's (maybe half) dtype
         parts = [text, ref] if self.cfg.mode == "text_only" else [text, lyrics, ref]
         masks = (
             [text_mask, ref_mask]

@@ -25,12 +25,15 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
+from audiobase.cache import FeatureCache
 from rewards.base import BatchInput, RewardModel, ScoreItemError, as_input, load_waveform
 from rewards.cmi_rm.config import CMIRMConfig, find_checkpoint
 from rewards.cmi_rm.encoders import encode_audio_frames, encode_text_tokens
 from rewards.cmi_rm.loading import load_weights
 from rewards.cmi_rm.model import CMIRewardNet
+from rewards.cmi_rm.tiny import build_tiny_cmi_rm
 
 log = logging.getLogger(__name__)
 
@@ -117,8 +120,6 @@ class CMIRewardModel(RewardModel):
         if mode not in ("final", "standard"):
             raise ValueError(f"mode must be 'final' or 'standard', got {mode!r}")
         if tiny and not Path(checkpoint).exists():
-            from rewards.cmi_rm.tiny import build_tiny_cmi_rm
-
             build_tiny_cmi_rm(checkpoint)
         weights, cfg_path = find_checkpoint(checkpoint)
         self.cfg = CMIRMConfig.from_yaml(config or cfg_path)
@@ -133,8 +134,6 @@ class CMIRewardModel(RewardModel):
         self.checkpoint = str(weights)
         self._cache = None
         if cache_dir is not None:
-            from audiobase.cache import FeatureCache
-
             self._cache = FeatureCache(cache_dir, namespace="cmi_rm_audio")
         self._encoder_id: str | None = None
 
@@ -165,8 +164,6 @@ class CMIRewardModel(RewardModel):
         segments, owner = self._prepare(items, max_dur, dur_step)
         rows = range(0, len(segments), batch_size)
         if show_progress:
-            from tqdm import tqdm
-
             rows = tqdm(rows, desc=f"CMI-RM ({self.mode})")
         chunked = self.mode == "final"
         raw = torch.cat(
@@ -291,7 +288,7 @@ class CMIRewardModel(RewardModel):
         return [torch.cat(fs) for fs in per_wave]
 
     def _encode_padded(self, chunks: list[torch.Tensor], encode_batch: int) -> list[torch.Tensor]:
-        out = []
+        out: list[torch.Tensor] = []
         for s in range(0, len(chunks), encode_batch):
             group = chunks[s : s + encode_batch]
             wav, mask = pad_seqs([c.unsqueeze(-1) for c in group], 1, self.device)
@@ -305,10 +302,11 @@ class CMIRewardModel(RewardModel):
         out: list[torch.Tensor | None] = [None] * len(chunks)
         keys: list[str | None] = [None] * len(chunks)
         todo: dict[int, list[int]] = defaultdict(list)
+        cache = self._cache
         for i, c in enumerate(chunks):
-            if self._cache is not None:
-                keys[i] = self._cache.key(self._encoder_fingerprint(), c)
-                hit = self._cache.get(keys[i])
+            if cache is not None:
+                chunk_key = keys[i] = cache.key(self._encoder_fingerprint(), c)
+                hit = cache.get(chunk_key)
                 if hit is not None:
                     out[i] = hit["frames"]
                     continue
@@ -320,9 +318,10 @@ class CMIRewardModel(RewardModel):
                 with self._autocast():
                     f, _ = encode_audio_frames(self.net.audio_module, wav)
                 for j, i in enumerate(sel):
-                    out[i] = f[j].float().cpu()
-                    if keys[i] is not None:
-                        self._cache.put(keys[i], {"frames": out[i]})
+                    frames = out[i] = f[j].float().cpu()
+                    key = keys[i]
+                    if cache is not None and key is not None:
+                        cache.put(key, {"frames": frames})
         return out  # type: ignore[return-value]
 
     def _encoder_fingerprint(self) -> str:

@@ -17,15 +17,19 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import string
 from pathlib import Path
 
 import torch
 import yaml
 from safetensors.torch import save_file
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+from transformers import PreTrainedTokenizerFast, XLMRobertaConfig, XLMRobertaModel
 
+from audiobase.files import atomic_path
+from audioscore.models.components.muq_encoder import build_tiny_muq_dir
 from rewards.cmi_rm.config import CONFIG_NAME, WEIGHTS_NAME, CMIRMConfig
+from rewards.cmi_rm.model import CMIRewardNet
 
 TINY_DIM = 32
 SPECIALS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]  # XLM-R ids 0..4
@@ -33,9 +37,6 @@ SPECIALS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]  # XLM-R ids 0..4
 
 def save_tiny_tokenizer(path: Path) -> int:
     """A character WordPiece tokenizer with XLM-R special tokens; returns the vocabulary size."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
     chars = string.ascii_lowercase + string.digits
     vocab = {s: i for i, s in enumerate(SPECIALS)}
     for c in chars:
@@ -68,8 +69,6 @@ def save_tiny_tokenizer(path: Path) -> int:
 
 
 def save_tiny_xlmr(path: Path) -> None:
-    from transformers import XLMRobertaConfig, XLMRobertaModel
-
     vocab = save_tiny_tokenizer(path)
     cfg = XLMRobertaConfig(
         vocab_size=vocab,
@@ -126,18 +125,13 @@ def tiny_head_config(model_name: str) -> dict:
 
 def build_tiny_cmi_rm(out: str | os.PathLike, seed: int = 0) -> Path:
     """Write a tiny random CMI-RM to `out` (no-op if one is there); safe against concurrent builders."""
-    from muq import MuQMuLan
-
-    from audioscore.models.components.muq_encoder import build_tiny_muq_dir
-    from rewards.cmi_rm.model import CMIRewardNet
+    from muq import MuQMuLan  # heavy (pulls torchvision): only when a tiny model is built
 
     out = Path(out).absolute()
     if (out / CONFIG_NAME).is_file() and (out / WEIGHTS_NAME).is_file():
         return out
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    enc_tmp, enc_final = tmp / "encoders", out / "encoders"
-    with torch.random.fork_rng(devices=[]):
+    with atomic_path(out, is_dir=True) as tmp, torch.random.fork_rng(devices=[]):
+        enc_tmp, enc_final = tmp / "encoders", out / "encoders"
         torch.manual_seed(seed)
         build_tiny_muq_dir(enc_tmp / "muq-tiny", seed=seed, dim=TINY_DIM)
         save_tiny_xlmr(enc_tmp / "xlm-roberta-tiny")
@@ -167,10 +161,4 @@ def build_tiny_cmi_rm(out: str | os.PathLike, seed: int = 0) -> Path:
             {k: v.contiguous() for k, v in net.head_state_dict().items()}, str(tmp / WEIGHTS_NAME)
         )
         (tmp / CONFIG_NAME).write_text(yaml.safe_dump(head_cfg, sort_keys=False))
-    try:
-        os.replace(tmp, out)
-    except OSError:  # another process finished first
-        shutil.rmtree(tmp, ignore_errors=True)
-        if not (out / WEIGHTS_NAME).is_file():
-            raise
     return out

@@ -23,12 +23,12 @@ import torchaudio.compliance.kaldi as kaldi
 import torchaudio.functional as taf
 from torch import nn
 
+from audiobase.audio import CAMPP_SR, MUQ_SR
 from audiobase.cache import FeatureCache
+from audiobase.files import atomic_path
 
 log = logging.getLogger(__name__)
 
-CAMPP_SR = 16_000
-MUQ_SR = 24_000
 N_MELS = 80
 WEIGHT_SUFFIXES = (".bin", ".pt", ".ckpt", ".pth", ".safetensors")
 
@@ -50,7 +50,7 @@ class CamppLoadError(RuntimeError):
 
 def build_campp(
     embedding_size: int = 192, growth_rate: int = 32, bn_size: int = 4, init_channels: int = 128
-) -> nn.Module:
+) -> Any:
     """The official CAMPPlus class (random weights), checkpointing off since we never train it."""
     from modelscope.models.audio.sv.DTDNN import CAMPPlus  # slow import: only when needed
 
@@ -136,6 +136,7 @@ def _find_weights_in_dir(d: Path, filename: str | None, src: str) -> Path:
 def load_campp_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Read a flat CAMPPlus state dict (torch pickle with weights_only=True, or safetensors)."""
     path = Path(path)
+    state: Any
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -229,6 +230,8 @@ class CamppEncoder(nn.Module):
         cache_dir: str | None = None,
     ) -> None:
         super().__init__()
+        self.model: Any  # modelscope's CAMPPlus (untyped)
+        self.weights_sha1: str | None
         if source is None:
             if not arch:
                 raise CamppLoadError("<none>", "source=None needs `arch` (weights come later)")
@@ -251,6 +254,12 @@ class CamppEncoder(nn.Module):
         self.cache = None
         if cache_dir and self.weights_sha1 is not None:
             self.cache = FeatureCache(cache_dir, f"campp-{self.config_hash()[:16]}")
+
+    # ---- Pretrained protocol (export) --------------------------------------------------------
+    def base_state_keys(self) -> list[str]:
+        """None: CAM++ is small and its source (a hub cache, a local file) may be gone where the
+        scorer is used, so its weights travel in every export."""
+        return []
 
     def standalone_config(self) -> dict[str, Any]:
         """A `_target_` config rebuilding this encoder without any weights source; for exports,
@@ -320,7 +329,7 @@ class CamppEncoder(nn.Module):
             return self.embed_clips(clips)  # [B, E]
         ckeys = [self.cache.key(str(k), int(n)) for k, n in zip(keys, lengths, strict=True)]
         embs = self.cache.get_or_compute(
-            ckeys, "emb", lambda todo: self.embed_clips([clips[i] for i in todo]), wav.device
+            ckeys, "emb", lambda todo: list(self.embed_clips([clips[i] for i in todo])), wav.device
         )
         return torch.stack(embs)  # [B, E]
 
@@ -401,10 +410,8 @@ def save_random_campp(path: str | os.PathLike, seed: int = 0, **arch: Any) -> Pa
         model = build_campp(**arch)
         randomise_bn_stats(model)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(model.state_dict(), tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(model.state_dict(), tmp)
     return path
 
 
@@ -422,13 +429,13 @@ def build_tiny_campp_encoder(
     p = Path(path).expanduser()
     if not p.is_file():  # concurrent ranks may both write: save_random_campp renames atomically
         save_random_campp(
-            p.with_suffix(f".{os.getpid()}{p.suffix}"),
+            p,
             seed=seed,
             embedding_size=embedding_size,
             growth_rate=growth_rate,
             bn_size=bn_size,
             init_channels=init_channels,
-        ).replace(p)
+        )
     return CamppEncoder(str(p), **kwargs)
 
 

@@ -14,17 +14,16 @@ import copy
 import hashlib
 import json
 import os
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
 
 from audiobase.cache import FeatureCache
+from audiobase.files import atomic_path
 
-MUQ_SR = 24_000
 DEFAULT_PRETRAINED = "OpenMuQ/MuQ-large-msd-iter"
 DEFAULT_LORA_TARGETS = ("linear_q", "linear_k", "linear_v", "linear_out")
 # MuQ recipe statistics for the normalised log-mel (global scalars)
@@ -67,22 +66,13 @@ def build_tiny_muq_dir(path: str | os.PathLike, seed: int = 0, **kw: Any) -> Pat
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = MuQ(tiny_muq_config(**kw))
-    # write-then-rename so a concurrent reader never sees a half-written directory
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    model.save_pretrained(tmp)
-    try:
-        os.replace(tmp, path)
-    except OSError:  # `path` exists as a non-empty dir (e.g. another process won the race)
-        shutil.rmtree(tmp, ignore_errors=True)
-        if not (path / "config.json").exists():
-            model.save_pretrained(path)
+    # a concurrent reader never sees a half-written directory; a concurrent writer's copy wins
+    with atomic_path(path, is_dir=True) as tmp:
+        model.save_pretrained(tmp)
     return path
 
 
-def load_muq(
-    pretrained: str | None, muq_config: dict | str | None = None, seed: int = 0
-) -> nn.Module:
+def load_muq(pretrained: str | None, muq_config: dict | str | None = None, seed: int = 0) -> Any:
     """MuQ from a hub id / local dir (the user's path) or, with `pretrained=None`, random init."""
     from muq import MuQ
 
@@ -90,19 +80,21 @@ def load_muq(
         return MuQ.from_pretrained(str(pretrained))
     if muq_config is None:
         raise ValueError("MuQEncoder needs `pretrained` (hub id or dir) or `muq_config`")
-    if muq_config == "tiny":
+    if isinstance(muq_config, str):
+        if muq_config != "tiny":
+            raise ValueError(f"muq_config must be a MuQConfig dict or 'tiny', got {muq_config!r}")
         muq_config = tiny_muq_config()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return MuQ(copy.deepcopy(dict(muq_config)))
 
 
-def muq_config_dict(muq: nn.Module) -> dict:
+def muq_config_dict(muq: Any) -> dict:
     """The MuQConfig of a loaded model as a plain dict (stored by full-encoder exports)."""
     from dataclasses import asdict, is_dataclass
 
     cfg = muq.config
-    return asdict(cfg) if is_dataclass(cfg) else dict(cfg)
+    return asdict(cfg) if is_dataclass(cfg) and not isinstance(cfg, type) else dict(cfg)
 
 
 class MuQEncoder(nn.Module):
@@ -131,11 +123,20 @@ class MuQEncoder(nn.Module):
         cache_dir: str | None = None,
     ) -> None:
         super().__init__()
+        # what standalone_config() needs to rebuild this architecture without `pretrained`
+        self.init_args = {
+            "layer": layer,
+            "truncate": truncate,
+            "lora": None if lora is None else dict(lora),
+            "seed": seed,
+            "train_backbone": train_backbone,
+            "cache_dir": cache_dir,
+        }
         self.pretrained = pretrained
         self.cache_dir = None if cache_dir is None else str(cache_dir)
         self._cache: FeatureCache | None = None
         self.train_backbone = train_backbone
-        self.muq = load_muq(pretrained, muq_config, seed)
+        self.muq: Any = load_muq(pretrained, muq_config, seed)  # muq's MuQ (untyped)
         conformer = self.muq.model.conformer
         depth = len(conformer.layers)
         if not 0 <= layer <= depth:
@@ -164,7 +165,7 @@ class MuQEncoder(nn.Module):
     def _inject_lora(
         self,
         r: int = 16,
-        alpha: float = 32,
+        alpha: int = 32,
         dropout: float = 0.0,
         target_modules: list[str] | tuple[str, ...] = DEFAULT_LORA_TARGETS,
     ) -> None:
@@ -201,11 +202,22 @@ class MuQEncoder(nn.Module):
                 m.train(mode)
         return self
 
+    # ---- Pretrained protocol (export) --------------------------------------------------------
     def base_state_keys(self) -> list[str]:
-        """state_dict keys of frozen pretrained weights (not LoRA), relative to this module."""
-        if self.train_backbone:
+        """state_dict keys of frozen pretrained weights (not LoRA), relative to this module; none
+        for a random init (nothing could rebuild it) or a fine-tuned backbone."""
+        if self.pretrained is None or self.train_backbone:
             return []
         return [k for k in self.state_dict() if k.startswith("muq.") and "lora_" not in k]
+
+    def standalone_config(self) -> dict[str, Any]:
+        """This encoder rebuilt from its own MuQ config (no hub access); weights come later."""
+        return {
+            "_target_": f"{MuQEncoder.__module__}.MuQEncoder",
+            "pretrained": None,
+            "muq_config": muq_config_dict(self.muq),
+            **self.init_args,
+        }
 
     # ---- frames and masks ------------------------------------------------------------------
     def num_frames(self, n_samples: torch.Tensor | int) -> torch.Tensor | int:
@@ -215,7 +227,7 @@ class MuQEncoder(nn.Module):
     def frame_lengths(self, lengths: torch.Tensor, n_frames: int) -> torch.Tensor:
         """Valid frames per clip [B] of a padded batch with `n_frames` frames: each clip's own
         frame count, i.e. what it would get run alone."""
-        return torch.clamp(self.num_frames(lengths), min=1, max=n_frames)
+        return torch.clamp(cast(torch.Tensor, self.num_frames(lengths)), min=1, max=n_frames)
 
     # ---- cache -----------------------------------------------------------------------------
     @property
@@ -295,19 +307,19 @@ class MuQEncoder(nn.Module):
         """Every clip at its true length (equal lengths batched, never zero padding), so a clip
         gets the same features alone, padded in a batch, or from the cache."""
         B = wav.shape[0]
-        n_valid = [int(n) for n in self.num_frames(lengths).tolist()]
+        n_valid = [int(n) for n in cast(torch.Tensor, self.num_frames(lengths)).tolist()]
         feats: list[torch.Tensor | None] = [None] * B
         ckeys: list[str | None] = [None] * B
         cache = self.cache if keys is not None else None
-        if cache is not None:
+        if cache is not None and keys is not None:
             if len(keys) != B:
                 raise ValueError(f"{len(keys)} cache keys for a batch of {B} clips")
             # autocast changes the features: bf16 and fp32 results are separate entries
             dev = wav.device.type
             amp = str(torch.get_autocast_dtype(dev)) if torch.is_autocast_enabled(dev) else "fp32"
             for i in range(B):
-                ckeys[i] = cache.key(str(keys[i]), int(lengths[i]), amp)
-                hit = cache.get(ckeys[i])
+                key = ckeys[i] = cache.key(str(keys[i]), int(lengths[i]), amp)
+                hit = cache.get(key)
                 if hit is not None and hit["feats"].shape[0] == n_valid[i]:
                     feats[i] = hit["feats"].to(wav.device)  # [F_i, D]
         by_len: dict[int, list[int]] = {}
@@ -319,12 +331,13 @@ class MuQEncoder(nn.Module):
             out = hidden[self.tap]  # [b, F_n, D]
             for j, i in enumerate(idx):
                 feats[i] = out[j]
-                if ckeys[i] is not None:
-                    cache.put(ckeys[i], {"feats": out[j], "n_frames": torch.tensor([n_valid[i]])})
+                ckey = ckeys[i]
+                if cache is not None and ckey is not None:
+                    cache.put(ckey, {"feats": out[j], "n_frames": torch.tensor([n_valid[i]])})
+        done = cast(list[torch.Tensor], feats)  # every clip is a cache hit or was just run
         F = max(n_valid)
-        first = feats[0]
-        batch = first.new_zeros(B, F, first.shape[-1])  # [B, F, D], padded frames stay 0
-        for i, f in enumerate(feats):
+        batch = done[0].new_zeros(B, F, done[0].shape[-1])  # [B, F, D], padded frames stay 0
+        for i, f in enumerate(done):
             if f.shape[0] != n_valid[i]:
                 raise RuntimeError(f"MuQ gave {f.shape[0]} frames, expected {n_valid[i]}")
             batch[i, : f.shape[0]] = f.to(batch.dtype)

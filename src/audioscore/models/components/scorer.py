@@ -1,4 +1,4 @@
-"""VocalScorer: encoder -> (optional timbre branch) -> head; the net that gets exported."""
+"""VocalScorer: encoder (+ frame timbre) -> head (+ clip timbre); the net that gets exported."""
 
 from __future__ import annotations
 
@@ -7,44 +7,58 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
+from audioscore.models.components.fusion import FrameTimbre
+from audioscore.models.components.head import SongEvalHead
+from audioscore.models.components.protocols import ClipEncoder, Encoder, Pretrained
+
 
 class VocalScorer(nn.Module):
-    """wav [B, T] at 24 kHz + lengths [B] -> {"score": [B], "pooled": [B, P]}.
+    """wav [B, T] at 24 kHz + lengths [B] -> {"score": [B], "pooled": [B, P]} (+ "timbre" [B, E]).
 
     Args:
-        encoder: `MuQEncoder`-like: forward(wav, lengths) -> (feats [B, F, D], mask [B, F]),
-            with `out_dim`. An encoder whose `uses_keys` is true also gets the batch's per-clip
-            cache keys as forward(wav, lengths, keys=...) (a frozen, cached encoder).
-        head: an `nn.Module` or a factory `head(in_dim=..., extra_dim=...)` (Hydra `_partial_`),
-            so the head's input sizes follow the encoder and timbre branch.
-        timbre: optional module with `out_dim` and forward(wav, lengths, keys=None) -> [B, E];
-            its output is concatenated with the head's pooled vector before the final projection.
+        encoder: an `Encoder` (forward(wav, lengths, keys=None) -> (feats [B, F, D], mask [B, F]),
+            `out_dim`); it gets the batch's per-clip cache keys only when its `uses_keys` is true.
+        head: a `SongEvalHead` or a factory `head(in_dim=..., extra_dim=...)` (Hydra
+            `_partial_`), so the head's input sizes follow the encoder and the timbre branches.
+        timbre: optional `ClipEncoder` (e.g. CAM++): [B, E] per clip, concatenated with the
+            head's pooled vector before the projection.
+        frame_timbre: optional `FrameTimbre`: [B, F, P] appended to every encoder frame.
     """
 
     def __init__(
         self,
-        encoder: nn.Module,
-        head: nn.Module | Callable[..., nn.Module],
-        timbre: nn.Module | None = None,
+        encoder: Encoder,
+        head: SongEvalHead | Callable[..., SongEvalHead],
+        timbre: ClipEncoder | None = None,
+        frame_timbre: FrameTimbre | None = None,
     ) -> None:
         super().__init__()
-        self.encoder = encoder
-        self.timbre = timbre
-        extra = int(getattr(timbre, "out_dim", 0)) if timbre is not None else 0
-        if not isinstance(head, nn.Module):
-            head = head(in_dim=encoder.out_dim, extra_dim=extra)
-        self.head = head
-        self.pooled_dim = int(head.pooled_dim)
+        if not isinstance(encoder, Encoder):
+            raise TypeError(f"{type(encoder).__name__} does not implement the Encoder protocol")
+        self.encoder: Encoder = encoder
+        self.timbre: ClipEncoder | None = timbre
+        self.frame_timbre: FrameTimbre | None = frame_timbre
+        if not isinstance(head, SongEvalHead):
+            in_dim = encoder.out_dim + (frame_timbre.out_dim if frame_timbre is not None else 0)
+            head = head(in_dim=in_dim, extra_dim=timbre.out_dim if timbre is not None else 0)
+        self.head: SongEvalHead = head
+        self.pooled_dim = head.pooled_dim
 
     def forward(
         self,
         wav: torch.Tensor,
         lengths: torch.Tensor | None = None,
-        keys: list[str] | None = None,
+        keys: Sequence[str] | None = None,
     ) -> dict[str, torch.Tensor]:
         if lengths is None:
             lengths = torch.full((wav.shape[0],), wav.shape[1], dtype=torch.long, device=wav.device)
-        feats, mask = encode(self.encoder, wav, lengths, keys)  # [B, F, D], [B, F]
+        if keys is not None and self.encoder.uses_keys:
+            feats, mask = self.encoder(wav, lengths, keys=keys)  # [B, F, D], [B, F]
+        else:
+            feats, mask = self.encoder(wav, lengths)
+        if self.frame_timbre is not None:
+            frames = self.frame_timbre(wav, lengths, mask, keys=keys)  # [B, F, P]
+            feats = torch.cat([feats, frames.to(feats.dtype)], dim=-1)  # [B, F, D + P]
         extra = None
         if self.timbre is not None:
             extra = self.timbre(wav, lengths, keys=keys)  # [B, E]
@@ -56,26 +70,21 @@ class VocalScorer(nn.Module):
         return out
 
 
-def encode(
-    encoder: nn.Module,
-    wav: torch.Tensor,
-    lengths: torch.Tensor,
-    keys: Sequence[str] | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """encoder(wav, lengths) -> (feats [B, F, D], mask [B, F]); the per-clip cache keys go along
-    only to an encoder whose `uses_keys` is true (others would ignore them or not take them)."""
-    if keys is not None and getattr(encoder, "uses_keys", False):
-        return encoder(wav, lengths, keys=keys)
-    return encoder(wav, lengths)
+def pretrained_modules(net: nn.Module) -> dict[str, Pretrained]:
+    """Outermost modules implementing `Pretrained`, by attribute path ("encoder", "timbre", ...)."""
+    found: dict[str, Pretrained] = {}
+    for name, module in net.named_modules():
+        if name and isinstance(module, Pretrained):
+            if not any(name.startswith(f"{outer}.") for outer in found):
+                found[name] = module
+    return found
 
 
 def frozen_base_keys(net: nn.Module, prefix: str = "") -> list[str]:
-    """Keys of pretrained encoder weights that can be rebuilt from the encoder's `pretrained`."""
-    enc = getattr(net, "encoder", None)
-    if (
-        enc is None
-        or getattr(enc, "pretrained", None) is None
-        or not hasattr(enc, "base_state_keys")
-    ):
-        return []
-    return [f"{prefix}encoder.{k}" for k in enc.base_state_keys()]
+    """Keys of pretrained weights that the components' own sources rebuild
+    (`save_full_encoder=false` leaves them out of checkpoints and exports)."""
+    return [
+        f"{prefix}{path}.{k}"
+        for path, module in pretrained_modules(net).items()
+        for k in module.base_state_keys()
+    ]

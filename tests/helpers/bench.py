@@ -1,8 +1,9 @@
-"""A small CMI-RewardBench-shaped dataset for the bench tests (+ a check of the helper itself).
+"""Bench test helpers: a small CMI-RewardBench-shaped dataset, a runner config, and reward
+models that pause or die mid-run (to test resuming).
 
-All four subsets, a train row and an unknown source (both filtered out), a missing and a
-corrupt clip. Clip loudness follows the human musicality score, so the signal-statistics
-baseline correlates with it.
+The toy dataset has all four subsets, a train row and an unknown source (both filtered out), a
+missing and a corrupt clip. Clip loudness follows the human musicality score, so the
+signal-statistics baseline correlates with it.
 """
 
 from __future__ import annotations
@@ -139,7 +140,7 @@ def make_toy_bench(root: Path, *, corrupt: bool = True, missing: bool = True) ->
 
 def make_cfg(root: Path, out: Path, **over) -> OmegaConf:
     """A runner config like conf/bench/bench.yaml, with the signal-statistics baseline as `custom`."""
-    cfg = OmegaConf.load(Path(__file__).parents[1] / "conf" / "bench" / "bench.yaml")
+    cfg = OmegaConf.load(Path(__file__).parents[2] / "conf" / "bench" / "bench.yaml")
     cfg.pop("defaults")
     cfg.pop("hydra")
     cfg.model = {
@@ -161,12 +162,6 @@ def make_cfg(root: Path, out: Path, **over) -> OmegaConf:
     return cfg
 
 
-def build_baseline(cfg):
-    from bench.baselines import SignalStatsReward
-
-    return SignalStatsReward(sr=int(cfg.model.sr))
-
-
 class SlowSignalStats(SignalStatsReward):
     """The baseline with a pause per batch, so a test can kill a run between batches."""
 
@@ -179,9 +174,20 @@ class SlowSignalStats(SignalStatsReward):
         return super().score_batch(inputs, batch_size, max_dur, **kw)
 
 
-def test_toy_bench_layout(tmp_path):
-    path = make_toy_bench(tmp_path)
-    rows = [json.loads(line) for line in path.read_text().splitlines()]
-    assert len(rows) == 12 + 5 + 6 + 8 + 4
-    assert (tmp_path / rows[0]["audio-path"]).is_file()
-    assert not (tmp_path / "MusicEval_data/test_audio/nope.wav").exists()
+class SimulatedKill(BaseException):
+    """A BaseException, so the runner's per-clip error handling does not catch it: the run
+    stops as a killed process would (what was fsynced stays, nothing else happens)."""
+
+
+class DyingSignalStats(SignalStatsReward):
+    """The baseline, dying on its (`after` + 1)-th score_batch call: `after` batches are durable."""
+
+    def __init__(self, after: int, **kw):
+        super().__init__(**kw)
+        self.after, self.calls = after, 0
+
+    def score_batch(self, inputs, batch_size, max_dur, **kw):
+        self.calls += 1
+        if self.calls > self.after:
+            raise SimulatedKill(f"killed after {self.after} batches")
+        return super().score_batch(inputs, batch_size, max_dur, **kw)

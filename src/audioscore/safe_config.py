@@ -1,0 +1,144 @@
+"""Which `_target_`s a stored config may name, checked before Hydra builds anything.
+
+An export's `config.yaml` (or a run's `.hydra/config.yaml`, or a checkpoint's hparams) is data
+that Hydra turns into calls: `_target_: builtins.open` with `mode: w` would truncate a file the
+moment the scorer loads. So a stored config may only name the project's own components:
+
+- a class defined under `audioscore.models` or `audiobase` that is an `nn.Module` subclass or a
+  dataclass (`audiobase.preprocess.Preprocess`), or
+- a function defined there and marked with `@component` (a factory that builds a module and
+  writes nothing).
+
+The rule names no component, so a new module or dataclass needs no edit here; helpers that
+write files (`build_tiny_muq_dir`, `audiobase.files.write_text`) stay out because they are
+plain, unmarked functions. Only modules inside those packages are imported while checking.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import inspect
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from torch import nn
+
+COMPONENT_PACKAGES = ("audioscore.models", "audiobase")
+COMPONENT_MARK = "__config_component__"
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class UnsafeTargetError(ValueError):
+    """A `_target_` outside the allowed components; names the config, the key path and target."""
+
+    def __init__(self, where: str, key: str, target: Any, reason: str) -> None:
+        self.where, self.key, self.target, self.reason = where, key, target, reason
+        super().__init__(
+            f"{where}: refusing {key} = {target!r}: {reason} (a stored config may only name "
+            f"nn.Module subclasses or dataclasses defined under {' / '.join(COMPONENT_PACKAGES)}, "
+            "or functions marked @component)"
+        )
+
+
+def component(fn: F) -> F:
+    """Mark a factory function as a config component that stored configs may name.
+
+    Only for factories that build a module from their arguments and write nothing to disk.
+    """
+    setattr(fn, COMPONENT_MARK, True)
+    return fn
+
+
+def iter_targets(cfg: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """(key path, value) of every `_target_` in nested dicts and lists, e.g. `net.encoder._target_`."""
+    if isinstance(cfg, dict):
+        items = ((f"{prefix}.{k}" if prefix else str(k), k, v) for k, v in cfg.items())
+    elif isinstance(cfg, list | tuple):
+        items = ((f"{prefix}[{i}]", i, v) for i, v in enumerate(cfg))
+    else:
+        return
+    for path, key, value in items:
+        if key == "_target_":
+            yield path, value
+        else:
+            yield from iter_targets(value, path)
+
+
+def check_targets(cfg: Any, where: str, packages: tuple[str, ...] = COMPONENT_PACKAGES) -> None:
+    """Raise `UnsafeTargetError` unless every `_target_` in `cfg` (plain containers from
+    yaml.safe_load, or an OmegaConf config) names an allowed component; `where` names the
+    config in the message (a file path).
+
+    Every name is checked as a string first, so nothing is imported for a config that names
+    anything outside `packages`.
+    """
+    if isinstance(cfg, DictConfig | ListConfig):
+        cfg = OmegaConf.to_container(cfg, resolve=True)
+    found = list(iter_targets(cfg))
+    for key, target in found:
+        if not isinstance(target, str) or not _inside(target, packages):
+            reason = (
+                "not a dotted name"
+                if not isinstance(target, str)
+                else f"outside the component packages {', '.join(packages)}"
+            )
+            raise UnsafeTargetError(where, key, target, reason)
+    for key, target in found:
+        refusal = _refusal(target, packages)
+        if refusal:
+            raise UnsafeTargetError(where, key, target, refusal)
+
+
+def _inside(name: str, packages: tuple[str, ...]) -> bool:
+    return any(name == p or name.startswith(f"{p}.") for p in packages)
+
+
+def _refusal(target: str, packages: tuple[str, ...]) -> str | None:
+    """Why `target` is not an allowed component (None: it is one)."""
+    try:
+        obj = _resolve(target, packages)
+    except (ImportError, AttributeError, ValueError) as e:
+        return f"does not resolve inside the project ({type(e).__name__}: {e})"
+    if inspect.ismodule(obj):
+        return "a module, not a component"
+    module = getattr(obj, "__module__", None) or ""
+    if not _inside(module, packages):  # e.g. a module's re-exported `shutil.rmtree`
+        return f"resolves to {obj!r} from {module or 'nowhere'!r}"
+    if inspect.isclass(obj):
+        if issubclass(obj, nn.Module) or dataclasses.is_dataclass(obj):
+            return None
+        return "a class that is neither an nn.Module nor a dataclass"
+    if inspect.isfunction(obj):
+        if getattr(obj, COMPONENT_MARK, False) is True:
+            return None
+        return "a function not marked @component"
+    return f"a {type(obj).__name__}, not a component"
+
+
+def _resolve(target: str, packages: tuple[str, ...]) -> Any:
+    """Import the longest module path of `target` inside `packages`, then walk attributes;
+    stepping into another module through an attribute (a re-export) is refused."""
+    parts = target.split(".")
+    if not all(p.isidentifier() for p in parts):
+        raise ValueError("not a dotted name")
+    start = next(len(p.split(".")) for p in packages if _inside(target, (p,)))
+    obj: Any = None
+    n = 0
+    for k in range(start, len(parts) + 1):
+        name = ".".join(parts[:k])
+        try:
+            obj, n = importlib.import_module(name), k
+        except ModuleNotFoundError as e:
+            if e.name != name:
+                raise  # a project module whose own imports fail
+            break
+    if obj is None:
+        raise ImportError(f"no module {'.'.join(parts[:start])!r}")
+    for attr in parts[n:]:
+        obj = getattr(obj, attr)
+        if inspect.ismodule(obj):
+            raise ValueError(f"{attr!r} is the module {obj.__name__!r}")
+    return obj

@@ -1,0 +1,108 @@
+"""The scoring stage: rows to score -> duration batches -> result records appended per batch.
+
+One process (`score_local`: DataLoader workers decode ahead, the model scores, each batch is
+fsynced to results.jsonl), or `trainer.devices > 1` ranks (bench.sharded, one part file each).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+from tqdm import tqdm
+
+from audiobase.preprocess import Preprocess
+from bench.data import BenchRow, fill_durations, make_batches
+from bench.infer import autocast_for, make_loader, score_batch_rows
+from bench.models import n_devices, pick_threads, resolve_device, torch_threads
+from bench.store import ResultWriter
+
+
+def new_counts() -> dict[str, Any]:
+    """What a scoring pass reports: rows ok / failed, audio seconds, the keys it wrote."""
+    return {"ok": 0, "error": 0, "audio_seconds": 0.0, "scored_keys": [], "batches": 0}
+
+
+def batch_rows(cfg: DictConfig, rows: list[BenchRow], pre: Preprocess) -> list[list[BenchRow]]:
+    """`batch_size`-clip batches, packed by the duration the model will see."""
+    fill_durations(rows)
+    return make_batches(
+        rows,
+        int(cfg.batch_size),
+        pre.max_dur,
+        batching=str(cfg.get("batching", "duration")),
+        max_batch_seconds=cfg.get("max_batch_seconds"),
+    )
+
+
+def score_local(
+    cfg: DictConfig,
+    model: Any,
+    score_kwargs: dict[str, Any],
+    batches: list[list[BenchRow]],
+    pre: Preprocess,
+    writer: ResultWriter,
+    fp: str = "",
+) -> dict[str, Any]:
+    """One process: workers decode ahead, the model scores, each batch is appended durably."""
+    device = resolve_device(cfg.get("device", "auto"))
+    loader = make_loader(batches, pre, int(cfg.num_workers))
+    counts = new_counts() | {"batches": len(batches)}
+    t0 = time.perf_counter()
+    bar = tqdm(
+        total=sum(len(b) for b in batches),
+        unit="row",
+        desc=f"{cfg.model.name}/{cfg.dataset.name}",
+        dynamic_ncols=True,
+    )
+    with bar:
+        for decoded in loader:
+            rows = score_batch_rows(
+                model,
+                decoded,
+                pre.max_dur,
+                score_kwargs,
+                str(cfg.model.name),
+                autocast=lambda: autocast_for(device, bool(cfg.get("bf16", True))),
+                extra={"bench_fingerprint": fp},
+                per_side=cfg.get("batching") == "upstream",
+            )
+            writer.write(rows)
+            for r in rows:
+                counts[r["status"]] += 1
+                counts["scored_keys"].append(r["bench_row_key"])
+                counts["audio_seconds"] += r["bench_audio_seconds"]
+            rate = counts["audio_seconds"] / max(time.perf_counter() - t0, 1e-9)
+            bar.set_postfix(ok=counts["ok"], err=counts["error"], audio_s_per_s=f"{rate:.1f}")
+            bar.update(len(rows))
+    return counts
+
+
+def score_rows(
+    cfg: DictConfig,
+    model: Any,
+    score_kwargs: dict[str, Any],
+    rows: list[BenchRow],
+    pre: Preprocess,
+    out: Path,
+    fp: str,
+) -> dict[str, Any]:
+    """Score `rows` and append their records under `out`; returns the pass's counts.
+
+    `model=None` with `trainer.devices > 1`: every rank builds its own from `cfg.model`.
+    Under plain ddp every rank runs this; the counts of a non-zero rank say
+    `is_global_zero: False` and that rank stops after scoring.
+    """
+    batches = batch_rows(cfg, rows, pre)
+    if not batches:
+        return new_counts()
+    if n_devices(cfg) > 1:
+        # here on purpose: Lightning takes seconds to import and only sharded runs need it
+        from bench.sharded import score_sharded
+
+        counts = score_sharded(cfg, model, score_kwargs, batches, out, fp)
+        return counts | {"batches": len(batches)}
+    with ResultWriter(out / "results.jsonl") as writer, torch_threads(pick_threads(cfg)):
+        return score_local(cfg, model, score_kwargs, batches, pre, writer, fp)

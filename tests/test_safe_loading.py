@@ -1,0 +1,170 @@
+"""Stored configs may only name the project's components: crafted exports are refused before
+anything is built, through every loader; real exports of every model config still load."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from helpers.routes import make_tiny_export, write_clips
+from helpers.train import compose_train
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+import audioscore.models.components.muq_encoder as muq_encoder
+from audioscore.export import ExportError, export_scorer, load_scorer, read_export_config
+from audioscore.safe_config import COMPONENT_MARK, UnsafeTargetError, check_targets, iter_targets
+from audioscore.train import load_init_weights
+from rewards.build import build_reward_model
+
+ROOT = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def export(tmp_path_factory) -> Path:
+    return make_tiny_export(tmp_path_factory.mktemp("safe"))
+
+
+@pytest.fixture
+def victim(tmp_path) -> Path:
+    path = tmp_path / "victim.txt"
+    path.write_text("keep me")
+    return path
+
+
+def craft(export: Path, out: Path, edit) -> Path:
+    """A copy of `export` whose config.yaml went through `edit(config)`."""
+    shutil.copytree(export, out)
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    edit(config)
+    (out / "config.yaml").write_text(yaml.safe_dump(config))
+    return out
+
+
+def open_for_writing(victim: Path):
+    def edit(config):
+        config["net"] = {"_target_": "builtins.open", "file": str(victim), "mode": "w"}
+
+    return edit
+
+
+def test_open_for_writing_is_refused_by_every_loader(export, victim, tmp_path):
+    bad = craft(export, tmp_path / "bad", open_for_writing(victim))
+    loaders = {
+        "load_scorer": lambda: load_scorer(bad),
+        "read_export_config": lambda: read_export_config(bad),
+        "model=audioscore": lambda: build_reward_model(
+            {
+                "name": "audioscore",
+                "_target_": "rewards.audioscore_rm.AudioscoreRewardModel",
+                "checkpoint": str(bad),
+            }
+        ),  # fmt: skip
+        "init_from": lambda: load_init_weights(torch.nn.Linear(2, 2), str(bad)),
+    }
+    for name, load in loaders.items():
+        with pytest.raises(ExportError, match=r"net\._target_ = 'builtins\.open'") as err:
+            load()
+        assert "config.yaml" in str(err.value), name
+        assert victim.read_text() == "keep me", name
+
+
+def test_score_cli_refuses_with_exit_status_2(export, victim, tmp_path):
+    bad = craft(export, tmp_path / "bad", open_for_writing(victim))
+    clip = write_clips(tmp_path, [("a.wav", 0.5, 24_000)])[0]
+    out = subprocess.run(
+        [sys.executable, "-m", "audioscore.score", str(bad), str(clip)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
+    assert out.returncode == 2, out.stderr
+    assert "cannot load scorer" in out.stderr and "net._target_ = 'builtins.open'" in out.stderr
+    assert out.stdout == "" and victim.read_text() == "keep me"
+
+
+@pytest.mark.parametrize(
+    ("where", "target", "reason"),
+    [
+        ("encoder", "shutil.rmtree", "outside the component packages"),
+        ("list", "os.remove", "outside the component packages"),
+        ("meta", "os.system", "outside the component packages"),
+        ("encoder", "audioscore.models.components.muq_encoder.build_tiny_muq_dir", "not marked"),
+        ("encoder", "audiobase.files.write_text", "not marked"),
+        ("encoder", "audioscore.models.components.muq_encoder.os.remove", "is the module 'os'"),
+        ("encoder", "audiobase.cache.FeatureCache", "neither an nn.Module nor a dataclass"),
+        ("encoder", "audioscore.models.components.nothing_here.X", "does not resolve"),
+    ],
+)
+def test_nested_targets_are_refused_naming_the_key(export, tmp_path, where, target, reason):
+    keep = tmp_path / "keep"
+    keep.mkdir()
+    (keep / "f.txt").write_text("x")
+    planted = tmp_path / "planted"
+    args = {"path": str(keep / "f.txt") if "remove" in target else str(planted)}
+
+    def edit(config):
+        node = {"_target_": target, **args}
+        if where == "encoder":
+            config["net"]["encoder"] = node
+        elif where == "list":
+            config["net"]["head"]["blocks"] = [{"dim": 2}, node]
+        else:
+            config["meta"] = {"hook": node}
+
+    bad = craft(export, tmp_path / "bad", edit)
+    key = {"encoder": "net.encoder", "list": "net.head.blocks[1]", "meta": "meta.hook"}[where]
+    with pytest.raises(
+        ExportError, match=re.escape(f"{key}._target_ = '{target}': ") + ".*" + re.escape(reason)
+    ):
+        load_scorer(bad)
+    assert (keep / "f.txt").read_text() == "x" and not planted.exists()
+
+
+def test_real_tiny_export_loads_and_scores(export, tmp_path):
+    config = read_export_config(export)
+    assert [k for k, _ in iter_targets(config)] == [
+        "net._target_",
+        "net.encoder._target_",
+        "net.head._target_",
+    ]
+    clips = write_clips(tmp_path)
+    scores = load_scorer(export).score([str(p) for p in clips])
+    assert scores.shape == (len(clips),) and torch.isfinite(torch.from_numpy(scores)).all()
+
+
+@pytest.mark.parametrize(
+    "model", sorted(p.stem for p in (ROOT / "conf/train/model").glob("*.yaml"))
+)
+def test_every_model_config_exports_loadable(model, tmp_path):
+    """The rule names no component: whatever a model config builds exports a config that passes
+    (factories that write files, like the tiny CAM++ builder, are rewritten by the export)."""
+    cfg = compose_train(f"model={model}", "debug=tiny", f"paths.data_dir={tmp_path}")
+    net_cfg = OmegaConf.to_container(cfg.model.net, resolve=True)
+    torch.manual_seed(0)
+    net = instantiate(net_cfg, _convert_="all").eval()
+    out = export_scorer(net, tmp_path / "export", net_config=net_cfg)
+    check_targets(read_export_config(out), "export")
+    assert load_scorer(out).score([torch.zeros(24_000) + 0.01]).shape == (1,)
+
+
+def test_marked_factories_pass_and_unmarked_ones_do_not(monkeypatch):
+    cfg = {"net": {"_target_": "audioscore.models.components.muq_encoder.tiny_muq_config"}}
+    with pytest.raises(UnsafeTargetError, match="not marked @component") as err:
+        check_targets(cfg, "x.yaml")
+    assert err.value.key == "net._target_" and err.value.where == "x.yaml"
+    monkeypatch.setattr(muq_encoder.tiny_muq_config, COMPONENT_MARK, True, raising=False)
+    check_targets(cfg, "x.yaml")
+    check_targets(OmegaConf.create(cfg), "x.yaml")  # OmegaConf configs too
+    check_targets({"preprocess": {"_target_": "audiobase.preprocess.Preprocess", "sr": 1}}, "x")
+    with pytest.raises(UnsafeTargetError, match="not a dotted name"):
+        check_targets({"a": [{"_target_": 3}]}, "x.yaml")
