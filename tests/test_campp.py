@@ -195,11 +195,14 @@ def test_cache_hits_return_same_embedding(tiny_file, tmp_path):
     assert other.cache.namespace != enc.cache.namespace
 
 
-def test_tiny_builder_writes_once_and_reloads(tmp_path):
-    p = tmp_path / "w" / "campp_tiny.bin"
-    a = build_tiny_campp_encoder(str(p), seed=3, embedding_size=8)
-    assert p.is_file() and a.out_dim == 8
-    mtime = p.stat().st_mtime_ns
-    b = build_tiny_campp_encoder(str(p), seed=3, embedding_size=8)
-    assert p.stat().st_mtime_ns == mtime and a.weights_sha1 == b.weights_sha1
-    assert list(p.parent.iterdir()) == [p]
+def test_tiny_builder_is_seeded_and_writes_nothing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    a = build_tiny_campp_encoder(seed=3, embedding_size=8)
+    b = build_tiny_campp_encoder(seed=3, embedding_size=8)
+    c = build_tiny_campp_encoder(seed=4, embedding_size=8)
+    assert a.out_dim == 8 and a.weights_sha1 == b.weights_sha1 != c.weights_sha1
+    wav = 0.1 * torch.randn(1, 24_000)
+    lengths = torch.tensor([24_000])
+    torch.testing.assert_close(a(wav, lengths), b(wav, lengths))
+    assert not torch.allclose(a(wav, lengths), c(wav, lengths))
+    assert list(tmp_path.iterdir()) == []

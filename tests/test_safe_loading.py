@@ -146,8 +146,7 @@ def test_real_tiny_export_loads_and_scores(export, tmp_path):
     "model", sorted(p.stem for p in (ROOT / "conf/train/model").glob("*.yaml"))
 )
 def test_every_model_config_exports_loadable(model, tmp_path):
-    """The rule names no component: whatever a model config builds exports a config that passes
-    (factories that write files, like the tiny CAM++ builder, are rewritten by the export)."""
+    """The rule names no component: whatever a model config builds exports a config that passes."""
     cfg = compose_train(f"model={model}", "debug=tiny", f"paths.data_dir={tmp_path}")
     net_cfg = OmegaConf.to_container(cfg.model.net, resolve=True)
     torch.manual_seed(0)
@@ -168,3 +167,32 @@ def test_marked_factories_pass_and_unmarked_ones_do_not(monkeypatch):
     check_targets({"preprocess": {"_target_": "audiobase.preprocess.Preprocess", "sr": 1}}, "x")
     with pytest.raises(UnsafeTargetError, match="not a dotted name"):
         check_targets({"a": [{"_target_": 3}]}, "x.yaml")
+
+
+@pytest.mark.parametrize(
+    "experiment", sorted(p.stem for p in (ROOT / "conf/train/experiment").glob("*.yaml"))
+)
+def test_every_run_config_passes_the_check(experiment, tmp_path):
+    """Run configs are read back from disk (`audioscore.probe` rebuilds a net from
+    `<run>/.hydra/config.yaml`), so what every experiment builds must pass the same rule."""
+    cfg = compose_train(f"experiment={experiment}", "debug=tiny", f"paths.data_dir={tmp_path}")
+    check_targets(OmegaConf.to_container(cfg.model.net, resolve=True), "net")
+    check_targets(OmegaConf.to_container(cfg.data.preprocess, resolve=True), "preprocess")
+
+
+def test_crafted_run_config_is_refused_by_the_probe(victim, tmp_path):
+    from audioscore.probe import export_checkpoint
+
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    (run / "checkpoints").mkdir()
+    ckpt = run / "checkpoints" / "last.ckpt"
+    torch.save({"state_dict": {}}, ckpt)
+    config = {
+        "model": {"net": {"_target_": "builtins.open", "file": str(victim), "mode": "w"}},
+        "data": {"preprocess": {"_target_": "audiobase.preprocess.Preprocess", "sr": 24000}},
+    }
+    (run / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+    with pytest.raises(UnsafeTargetError, match=r"model\.net\._target_ = 'builtins.open'"):
+        export_checkpoint(ckpt)
+    assert victim.read_text() == "keep me"

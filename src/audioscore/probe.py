@@ -38,6 +38,7 @@ from audiobase.files import write_json
 from audioscore.data.groups import read_groups
 from audioscore.export import equal_length_batches, export_scorer, load_scorer
 from audioscore.models.components.scorer import VocalScorer
+from audioscore.safe_config import check_targets
 
 
 def read_clips(groups_file: str, root: str | None = None) -> list[dict[str, Any]]:
@@ -128,10 +129,13 @@ def export_checkpoint(ckpt: str | os.PathLike) -> Path:
         raise FileNotFoundError(f"{ckpt}: no run config at {cfg_file}")
     cfg = OmegaConf.load(cfg_file)
     net_config = cast(dict, OmegaConf.to_container(cfg.model.net, resolve=True))
+    pre_config = cast(dict, OmegaConf.to_container(cfg.data.preprocess, resolve=True))
+    # a run config is data from disk: only the project's own components may be built from it
+    check_targets({"model": {"net": net_config}, "data": {"preprocess": pre_config}}, str(cfg_file))
     net = instantiate(net_config, _convert_="all")
     state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
     net.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("net.")})
-    pre = instantiate(cfg.data.preprocess)
+    pre = instantiate(pre_config)
     out = run_dir / f"export_{ckpt.stem}"
     return export_scorer(net.eval(), out, net_config=net_config, preprocess=pre)
 

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from audiobase.audio import audio_duration
+
 SUBSETS = ("PAM", "MusicEval", "MusicArena", "CMI-Pref")
 PAIR_SUBSETS = ("MusicArena", "CMI-Pref")
 
@@ -143,8 +145,6 @@ def probe_duration(path: str | None) -> float:
     """Container duration in seconds; 0 when unknown (the worker then reports the real error)."""
     if not path:
         return 0.0
-    from audiobase.audio import audio_duration
-
     try:
         return float(audio_duration(path))
     except Exception:  # a broken file is reported by the decoder, with its reason

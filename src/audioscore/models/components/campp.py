@@ -21,11 +21,13 @@ import torch
 import torch.nn.functional as F
 import torchaudio.compliance.kaldi as kaldi
 import torchaudio.functional as taf
+from safetensors.torch import load_file
 from torch import nn
 
 from audiobase.audio import CAMPP_SR, MUQ_SR
 from audiobase.cache import FeatureCache
 from audiobase.files import atomic_path
+from audioscore.safe_config import component
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +107,7 @@ def resolve_campp_weights(
             os.environ.get("MODELSCOPE_OFFLINE"),
             os.environ.get("HF_HUB_OFFLINE"),
         )
-    from modelscope.hub.snapshot_download import snapshot_download
+    from modelscope.hub.snapshot_download import snapshot_download  # slow import: hub ids only
 
     try:
         snap = snapshot_download(
@@ -139,8 +141,6 @@ def load_campp_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     state: Any
     try:
         if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
             state = load_file(str(path))
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
@@ -170,11 +170,26 @@ def load_campp(path: str | os.PathLike) -> tuple[nn.Module, str]:
         raise CamppLoadError(
             str(path), f"state dict mismatch: missing {missing[:5]}, unexpected {unexpected[:5]}"
         )
+    return model, state_sha1(state)
+
+
+def state_sha1(state: dict[str, torch.Tensor]) -> str:
+    """Content hash of a state dict: the identity of the weights (feature-cache namespaces)."""
     h = hashlib.sha1()
     for k in sorted(state):
         h.update(k.encode())
         h.update(state[k].detach().cpu().contiguous().numpy().tobytes())
-    return model, h.hexdigest()
+    return h.hexdigest()
+
+
+def build_random_campp(seed: int, **arch: Any) -> nn.Module:
+    """CAMPPlus with seeded random weights and non-trivial BatchNorm statistics (tiny configs,
+    tests, offline demos); the caller's RNG stream is left untouched."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = build_campp(**arch)
+        randomise_bn_stats(model)
+    return model
 
 
 def compute_fbank(wav16: torch.Tensor) -> torch.Tensor:
@@ -203,6 +218,8 @@ class CamppEncoder(nn.Module):
             None builds the architecture `arch` with random weights that an enclosing
             checkpoint (a scorer export) is expected to overwrite; such an encoder has no cache.
         arch: CAMPPlus constructor sizes (embedding_size, growth_rate, ...), only with source=None.
+        seed: with source=None, seeded random weights (a tiny debug CAM++ that needs no file
+            and is cached like real weights); None = weights come later (an export).
         revision, filename, hub_cache_dir, local_files_only: passed to `snapshot_download`.
         in_sr: sample rate of the incoming waveforms (MuQ's 24 kHz).
         chunk_s: chunk length; longer clips are split and chunk embeddings averaged.
@@ -218,6 +235,7 @@ class CamppEncoder(nn.Module):
         source: str | None,
         *,
         arch: dict[str, int] | None = None,
+        seed: int | None = None,
         revision: str | None = None,
         filename: str | None = None,
         hub_cache_dir: str | None = None,
@@ -235,7 +253,11 @@ class CamppEncoder(nn.Module):
         if source is None:
             if not arch:
                 raise CamppLoadError("<none>", "source=None needs `arch` (weights come later)")
-            self.model, self.weights_sha1 = build_campp(**arch), None
+            if seed is None:
+                self.model, self.weights_sha1 = build_campp(**arch), None
+            else:
+                self.model = build_random_campp(seed, **arch)
+                self.weights_sha1 = state_sha1(self.model.state_dict())
         else:
             path = resolve_campp_weights(
                 source,
@@ -404,19 +426,16 @@ def randomise_bn_stats(model: nn.Module) -> None:
 
 
 def save_random_campp(path: str | os.PathLike, seed: int = 0, **arch: Any) -> Path:
-    """Write a randomly initialised CAMPPlus state dict (tiny configs, tests, offline demos)."""
-    with torch.random.fork_rng(devices=[]):  # leave the caller's RNG stream untouched
-        torch.manual_seed(seed)
-        model = build_campp(**arch)
-        randomise_bn_stats(model)
+    """Write a seeded random CAMPPlus state dict: a user-style weights file for tests."""
+    model = build_random_campp(seed, **arch)
     path = Path(path)
     with atomic_path(path) as tmp:
         torch.save(model.state_dict(), tmp)
     return path
 
 
+@component
 def build_tiny_campp_encoder(
-    path: str,
     *,
     seed: int = 0,
     embedding_size: int = 32,
@@ -425,37 +444,31 @@ def build_tiny_campp_encoder(
     init_channels: int = 16,
     **kwargs: Any,
 ) -> CamppEncoder:
-    """A small random CAM++ written to `path` once, then loaded like any user weights file."""
-    p = Path(path).expanduser()
-    if not p.is_file():  # concurrent ranks may both write: save_random_campp renames atomically
-        save_random_campp(
-            p,
-            seed=seed,
-            embedding_size=embedding_size,
-            growth_rate=growth_rate,
-            bn_size=bn_size,
-            init_channels=init_channels,
-        )
-    return CamppEncoder(str(p), **kwargs)
+    """A small CAM++ (the official class) with seeded random weights, built in memory."""
+    arch = dict(
+        embedding_size=embedding_size,
+        growth_rate=growth_rate,
+        bn_size=bn_size,
+        init_channels=init_channels,
+    )
+    return CamppEncoder(None, arch=arch, seed=seed, **kwargs)
 
 
+@component
 def build_campp_encoder(
     source: str | None,
     *,
     tiny: Any = None,
-    tiny_path: str | None = None,
     tiny_arch: dict[str, int] | None = None,
     **kwargs: Any,
 ) -> CamppEncoder:
     """Config entry point (`conf/campp/*.yaml`): the real encoder, or a tiny random one.
 
     `tiny` is truthy under `debug=tiny`, where MuQ is replaced by a random tiny model too; the
-    tiny CAM++ is written once to `tiny_path` and loaded through the same local-file path.
+    tiny CAM++ gets seeded random weights in memory (nothing is written).
     """
     if tiny:
-        if not tiny_path:
-            raise CamppLoadError("<tiny>", "tiny CAM++ needs `tiny_path`")
-        return build_tiny_campp_encoder(tiny_path, **(tiny_arch or {}), **kwargs)
+        return build_tiny_campp_encoder(**(tiny_arch or {}), **kwargs)
     if source is None and "arch" not in kwargs:
         raise CamppLoadError("<none>", "no CAM++ source given")
     return CamppEncoder(source, **kwargs)

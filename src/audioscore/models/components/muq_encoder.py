@@ -15,11 +15,14 @@ import hashlib
 import json
 import os
 from collections.abc import Sequence
+from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any, cast
 
 import torch
+from peft import LoraConfig, inject_adapter_in_model
 from torch import nn
+from transformers import Wav2Vec2ConformerConfig
 
 from audiobase.cache import FeatureCache
 from audiobase.files import atomic_path
@@ -32,8 +35,6 @@ MEL_MEAN, MEL_STD = 6.768444971712967, 18.417922652295623
 
 def tiny_muq_config(dim: int = 32, depth: int = 2, heads: int = 2, ffn: int = 64) -> dict:
     """A MuQ config of a few hundred thousand parameters that builds and runs offline."""
-    from transformers import Wav2Vec2ConformerConfig
-
     w2v2 = Wav2Vec2ConformerConfig(
         hidden_size=dim,
         num_hidden_layers=depth,
@@ -58,7 +59,7 @@ def tiny_muq_config(dim: int = 32, depth: int = 2, heads: int = 2, ffn: int = 64
 
 def build_tiny_muq_dir(path: str | os.PathLike, seed: int = 0, **kw: Any) -> Path:
     """Save a tiny random MuQ with `save_pretrained`, loadable by `MuQ.from_pretrained(path)`."""
-    from muq import MuQ
+    from muq import MuQ  # heavy (pulls torchvision): only when a MuQ is built
 
     path = Path(path)
     if (path / "config.json").exists() and (path / "model.safetensors").exists():
@@ -74,7 +75,7 @@ def build_tiny_muq_dir(path: str | os.PathLike, seed: int = 0, **kw: Any) -> Pat
 
 def load_muq(pretrained: str | None, muq_config: dict | str | None = None, seed: int = 0) -> Any:
     """MuQ from a hub id / local dir (the user's path) or, with `pretrained=None`, random init."""
-    from muq import MuQ
+    from muq import MuQ  # heavy (pulls torchvision): only when a MuQ is built
 
     if pretrained is not None:
         return MuQ.from_pretrained(str(pretrained))
@@ -91,8 +92,6 @@ def load_muq(pretrained: str | None, muq_config: dict | str | None = None, seed:
 
 def muq_config_dict(muq: Any) -> dict:
     """The MuQConfig of a loaded model as a plain dict (stored by full-encoder exports)."""
-    from dataclasses import asdict, is_dataclass
-
     cfg = muq.config
     return asdict(cfg) if is_dataclass(cfg) and not isinstance(cfg, type) else dict(cfg)
 
@@ -169,8 +168,6 @@ class MuQEncoder(nn.Module):
         dropout: float = 0.0,
         target_modules: list[str] | tuple[str, ...] = DEFAULT_LORA_TARGETS,
     ) -> None:
-        from peft import LoraConfig, inject_adapter_in_model
-
         cfg = LoraConfig(
             r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(target_modules)
         )
