@@ -1,4 +1,4 @@
-"""`build_reward_model(cfg.model)`: one entry point for every reward-model config in conf/model/."""
+"""`build_reward_model(cfg.model)`: one entry point for every reward-model config in conf/bench/model/."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def _locate(target: str) -> type:
 
 
 def build_reward_model(model_cfg: Any) -> tuple[RewardModel, dict[str, Any]]:
-    """Build the model a `conf/model/<reward>.yaml` describes; returns (model, score_kwargs).
+    """Build the model a `conf/bench/model/<reward>.yaml` describes; returns (model, score_kwargs).
 
     Two forms:
     - `_target_: pkg.mod.Class` + constructor keys (cmi_rm, audioscore, http): `Class(**keys)`.

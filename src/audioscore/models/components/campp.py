@@ -462,7 +462,7 @@ def build_campp_encoder(
     tiny_arch: dict[str, int] | None = None,
     **kwargs: Any,
 ) -> CamppEncoder:
-    """Config entry point (`conf/campp/*.yaml`): the real encoder, or a tiny random one.
+    """Config entry point (`conf/train/campp/*.yaml`): the real encoder, or a tiny random one.
 
     `tiny` is truthy under `debug=tiny`, where MuQ is replaced by a random tiny model too; the
     tiny CAM++ gets seeded random weights in memory (nothing is written).
