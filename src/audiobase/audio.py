@@ -21,6 +21,8 @@ import pyloudnorm
 import soundfile as sf
 import soxr
 
+from audiobase.files import atomic_path
+
 if TYPE_CHECKING:  # torch is imported only when a tensor is resampled
     import torch
 
@@ -186,20 +188,18 @@ def save_audio(path: str | Path, wav: np.ndarray, sr: int) -> Path:
     Written to a temporary name and renamed, so a crash never leaves a half file.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     wav = np.clip(np.asarray(wav, dtype=np.float32), -1.0, 1.0)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
     ext = path.suffix.lower()
-    if ext in (".wav", ".flac", ".ogg"):
-        subtype = {".wav": "PCM_16", ".flac": "PCM_16", ".ogg": "VORBIS"}[ext]
-        with sf.SoundFile(str(tmp), "w", sr, 1, subtype=subtype) as f:
-            for i in range(0, len(wav), sr):  # 1 s blocks: one long Vorbis write can crash
-                f.write(wav[i : i + sr])
-    elif ext in _PYAV_ENCODERS:
-        _encode_pyav(tmp, wav, sr, *_PYAV_ENCODERS[ext])
-    else:
+    if ext not in (".wav", ".flac", ".ogg") and ext not in _PYAV_ENCODERS:
         raise ValueError(f"{path}: cannot write format {ext!r}")
-    tmp.replace(path)
+    with atomic_path(path, suffix=f".tmp{path.suffix}") as tmp:
+        if ext in (".wav", ".flac", ".ogg"):
+            subtype = {".wav": "PCM_16", ".flac": "PCM_16", ".ogg": "VORBIS"}[ext]
+            with sf.SoundFile(str(tmp), "w", sr, 1, subtype=subtype) as f:
+                for i in range(0, len(wav), sr):  # 1 s blocks: one long Vorbis write can crash
+                    f.write(wav[i : i + sr])
+        else:
+            _encode_pyav(tmp, wav, sr, *_PYAV_ENCODERS[ext])
     return path
 
 

@@ -13,7 +13,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,8 @@ import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+
+from audiobase.files import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -114,21 +115,13 @@ class FeatureCache:
         return out
 
     def put(self, key: str, tensors: dict[str, torch.Tensor]) -> None:
-        """Store tensors atomically (temp file in the same dir, then os.replace)."""
+        """Store tensors atomically (`audiobase.files.atomic_path`)."""
         if not tensors:
             raise CacheError(f"refusing to cache an empty dict under {key}")
         # safetensors rejects shared storage and non-contiguous views: store private copies.
         data = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
-        p = self.path(key)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{key}.", suffix=".tmp", dir=p.parent)
-        os.close(fd)
-        try:
-            save_file(data, tmp, metadata={"namespace": self.namespace})
-            os.replace(tmp, p)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_path(self.path(key)) as tmp:
+            save_file(data, str(tmp), metadata={"namespace": self.namespace})
 
     def get_or_compute(
         self,

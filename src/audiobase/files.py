@@ -18,16 +18,19 @@ from typing import Any
 
 
 @contextmanager
-def atomic_path(path: str | os.PathLike, *, is_dir: bool = False) -> Iterator[Path]:
+def atomic_path(
+    path: str | os.PathLike, *, is_dir: bool = False, suffix: str = ".tmp"
+) -> Iterator[Path]:
     """Yield a temporary sibling of `path` to write into; on success it is renamed onto `path`.
 
     `is_dir`: the caller writes a directory there. When another process has already put a
     non-empty directory at `path`, theirs is kept and ours is dropped (both are complete).
+    `suffix` ends the temporary name (writers that pick the format from it want `.tmp.wav`).
     On an exception the temporary sibling is removed and the target is left untouched.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(fd)
     tmp = Path(name)
     if is_dir:
