@@ -96,3 +96,20 @@ def test_concurrent_writers_never_expose_partial_files(tmp_path):
     assert [p.exitcode for p in procs] == [0, 0, 0]
     leftovers = [p for p in (tmp_path / "ns").rglob("*") if p.is_file()]
     assert len(leftovers) == 3 and all(p.suffix == ".safetensors" for p in leftovers)
+
+
+def test_atomic_writes_get_the_umask_mode_and_leave_nothing_on_error(tmp_path):
+    import os
+
+    from audiobase.files import atomic_path, write_text
+
+    old = os.umask(0o022)
+    try:
+        p = write_text(tmp_path / "a.txt", "x")
+        assert (p.stat().st_mode & 0o777) == 0o644  # readable by others, as open() would make it
+    finally:
+        os.umask(old)
+    with pytest.raises(RuntimeError), atomic_path(tmp_path / "b.bin") as tmp:
+        tmp.write_bytes(b"half")
+        raise RuntimeError("crash mid-write")
+    assert sorted(q.name for q in tmp_path.iterdir()) == ["a.txt"]

@@ -35,6 +35,8 @@ def atomic_path(
     tmp = Path(name)
     if is_dir:
         tmp.unlink()
+    else:  # mkstemp makes the file 0600; give it the mode a plain open() would (umask)
+        os.chmod(tmp, 0o666 & ~current_umask())
     try:
         yield tmp
         if not is_dir:
@@ -49,6 +51,13 @@ def atomic_path(
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink()
+
+
+def current_umask() -> int:
+    """The process umask (read by setting and restoring it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:
