@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pickle
 
+import av
 import numpy as np
 import pyloudnorm
 import pytest
@@ -136,25 +137,98 @@ def test_text_file_named_m4a(tmp_path):
         load_audio(path, MUQ_SR)
 
 
+def cut(path, tmp_path, keep: float = 0.5):
+    """A copy of `path` with only its first `keep` share of bytes, as an interrupted copy."""
+    data = path.read_bytes()
+    out = tmp_path / f"cut{path.suffix}"
+    out.write_bytes(data[: int(len(data) * keep)])
+    return out
+
+
 @pytest.mark.timeout(10)
-@pytest.mark.parametrize("ext", ["flac", "m4a"])
+@pytest.mark.parametrize("ext", ["flac", "m4a", "wav", "mp3"])
 def test_truncated_file_is_corrupt(encoded, tmp_path, ext):
-    data = encoded[ext].read_bytes()
-    path = tmp_path / f"cut.{ext}"
-    path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(AudioDecodeError):
+    path = cut(encoded[ext], tmp_path)
+    with pytest.raises(AudioDecodeError) as info:
         load_audio(path, MUQ_SR)
+    assert str(path) in str(info.value)
+    if ext != "m4a":  # a cut mp4 loses its index: FFmpeg cannot open it at all
+        assert "truncated" in str(info.value)
+
+
+def test_truncated_wav_is_caught_whatever_window_is_read(encoded, tmp_path):
+    """A wav header declares its length: a cut file fails even where its samples survive."""
+    path = cut(encoded["wav"], tmp_path, keep=0.9)
+    with pytest.raises(AudioDecodeError, match="truncated"):
+        load_audio(path, MUQ_SR, duration=0.5)
+    with pytest.raises(AudioDecodeError, match="truncated"):
+        audio_duration(path)
+
+
+def encode_vbr_mp3(path, wav: np.ndarray, sr: int):
+    """An mp3 in LAME's VBR mode (save_audio writes constant bit rate)."""
+    with av.open(str(path), "w", format="mp3") as container:
+        stream = container.add_stream("libmp3lame", rate=sr)
+        stream.layout = "mono"
+        stream.codec_context.flags |= av.codec.context.Flags.qscale
+        stream.codec_context.qscale = 4
+        frame = av.AudioFrame.from_ndarray(wav[None], format="flt", layout="mono")
+        frame.sample_rate, frame.pts = sr, 0
+        container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    return path
 
 
 @pytest.mark.timeout(10)
-def test_truncated_mp3_decodes_what_is_there(encoded, tmp_path):
-    # MPEG frames are self-contained and mp3 durations may be bitrate estimates, so a cut mp3
-    # yields its surviving frames instead of an error (documented in audio.py)
+def test_vbr_mp3_loads_whole_and_fails_cut(tmp_path):
+    """Its Xing header counts the frames, so a cut VBR file is caught too; a whole one loads."""
+    path = encode_vbr_mp3(tmp_path / "vbr.mp3", make_tone(), SRC_SR)
+    assert b"Xing" in path.read_bytes()[:2000]  # VBR (a CBR file says "Info")
+    assert abs(load_audio(path, MUQ_SR).shape[0] - SECONDS * MUQ_SR) <= 2
+    assert audio_duration(path) == pytest.approx(SECONDS, abs=1e-3)
+    with pytest.raises(AudioDecodeError, match="truncated"):
+        load_audio(cut(path, tmp_path), MUQ_SR)
+
+
+@pytest.mark.timeout(10)
+def test_truncated_mp3_without_a_frame_count_decodes_what_is_there(encoded, tmp_path):
+    # without a Xing/Info/VBRI header an mp3 declares no length (its duration is a bitrate
+    # estimate from the file size), so a cut one yields its surviving frames
     data = encoded["mp3"].read_bytes()
     path = tmp_path / "cut.mp3"
-    path.write_bytes(data[: len(data) // 2])
+    path.write_bytes(data[: len(data) // 2].replace(b"Info", b"\0\0\0\0", 1))
     wav = load_audio(path, MUQ_SR)
     assert 0.3 * SECONDS * MUQ_SR < wav.shape[0] < 0.7 * SECONDS * MUQ_SR
+
+
+def test_symlink_loop_is_reported_as_a_loop(tmp_path):
+    a, b = tmp_path / "a.wav", tmp_path / "b.wav"
+    a.symlink_to(b)
+    b.symlink_to(a)
+    for read in (lambda p: load_audio(p, MUQ_SR), audio_duration):
+        with pytest.raises(AudioDecodeError, match="symlink loop") as info:
+            read(a)
+        assert info.value.path == str(a)
+
+
+def test_dangling_symlink_names_its_target(tmp_path):
+    link = tmp_path / "clip.wav"
+    link.symlink_to(tmp_path / "gone.wav")
+    with pytest.raises(AudioMissingError, match="gone.wav"):
+        load_audio(link, MUQ_SR)
+
+
+def test_silent_audio_is_scored_with_a_warning_naming_the_file(tmp_path, caplog):
+    path = save_audio(tmp_path / "quiet.wav", np.zeros(MUQ_SR, np.float32), MUQ_SR)
+    with caplog.at_level("WARNING", logger="audiobase.audio"):
+        load_audio(path, MUQ_SR)
+        load_audio(path, MUQ_SR)
+    warned = [r.getMessage() for r in caplog.records if "silent" in r.getMessage()]
+    assert len(warned) == 1 and str(path) in warned[0]  # once per file, not per read
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="audiobase.audio"):
+        load_audio(save_audio(tmp_path / "tone.wav", make_tone(), SRC_SR), MUQ_SR)
+    assert not caplog.records
 
 
 def test_silence_is_rejected_only_on_request(tmp_path):

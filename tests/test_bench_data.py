@@ -13,6 +13,7 @@ from bench.data import (
     fill_durations,
     make_batches,
     read_bench,
+    read_bench_counted,
     resolve_path,
     subset_of,
 )
@@ -135,3 +136,23 @@ def test_toy_bench_layout(tmp_path):
     assert len(rows) == 12 + 5 + 6 + 8 + 4
     assert (tmp_path / rows[0]["audio-path"]).is_file()
     assert not (tmp_path / "MusicEval_data/test_audio/nope.wav").exists()
+
+
+def test_utf8_bom_is_accepted(tmp_path):
+    path = make_toy_bench(tmp_path)
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())  # as Windows editors save it
+    assert len(read_bench(path, tmp_path)) == 33
+
+
+def test_selection_counts_what_each_filter_dropped(tmp_path):
+    path = make_toy_bench(tmp_path)
+    rows, counts = read_bench_counted(path, tmp_path, subsets=["PAM"], start_idx=2, end_idx=5)
+    assert len(rows) == 3
+    assert counts == {
+        "lines": 35,
+        "dropped_split": 1,
+        "dropped_source": 1,
+        "dropped_subsets": 21,
+        "dropped_slice": 9,
+        "selected": 3,
+    }

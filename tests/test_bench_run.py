@@ -4,18 +4,33 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers.bench import SR, DyingSignalStats, SimulatedKill, make_cfg, make_toy_bench
+import torch
+from helpers.bench import (
+    SR,
+    CountingHandler,
+    DyingSignalStats,
+    ExtraColumnsReward,
+    SimulatedKill,
+    make_cfg,
+    make_toy_bench,
+    serve,
+)
 from helpers.routes import make_tiny_export
 from omegaconf import OmegaConf
 
 from audiobase.audio import AudioTooShortError
 from audiobase.preprocess import Preprocess
 from bench.baselines import SignalStatsReward
+from bench.guard import RunRefused
 from bench.run import run, run_cli
+from rewards.base import ScoreItemError, score_detailed
+from rewards.http import HTTPRewardModel
 
 os.environ.setdefault("WANDB_MODE", "offline")
 CONF = Path(__file__).parents[1] / "conf" / "bench"
@@ -255,3 +270,100 @@ def test_audioscore_export_keeps_its_contract_unless_model_max_dur_is_set(toy, t
     assert len(shorter["scored_keys"]) == 12
     rows = read_results(tmp_path / "out" / "audioscore" / "toy")
     assert max(r["bench_audio_seconds"] for r in rows) == pytest.approx(0.5)
+
+
+def test_http_model_sends_each_clip_once_when_one_clip_of_a_batch_fails(toy, tmp_path):
+    """The runner takes the HTTP model's per-item results: a clip the service rejects fails
+    alone, its batch-mates are not sent again (counted server-side)."""
+    handler = type(
+        "Counting",
+        (CountingHandler,),
+        {"counts": Counter(), "count_lock": threading.Lock(), "reject": ("pam real 1",)},
+    )
+    server, url = serve(SignalStatsReward(sr=SR), handler)
+    try:
+        cfg = make_cfg(toy, tmp_path, **{"dataset.subsets": ["PAM"]})
+        model = HTTPRewardModel(url, sr=SR, max_retries=2, backoff_base=0.01)
+        _, info = run(cfg, model=model)
+    finally:
+        server.shutdown()
+        server.server_close()
+    rows = read_results(tmp_path / "signal_stats" / "toy")
+    bad = [r for r in rows if r["status"] == "error"]
+    assert [r["prompt"] for r in bad] == ["pam real 1"] and info["failed_rows"] == 1
+    assert "HTTP 400" in bad[0]["inference_error"]
+    assert len(handler.counts) == 12 and max(handler.counts.values()) == 1  # once per clip
+
+
+class PathlessErrorReward(SignalStatsReward):
+    """Rejects the clip with prompt "pam real 1" with a ScoreItemError (as CMI-RM does)."""
+
+    def score_batch(self, inputs, batch_size, max_dur, **kw):
+        for i, x in enumerate(inputs):
+            if x.text == "pam real 1":
+                raise ScoreItemError(i, x, "cannot score this clip")
+        return super().score_batch(inputs, batch_size, max_dur, **kw)
+
+
+def test_score_errors_name_the_file_not_waveform(toy, tmp_path):
+    cfg = make_cfg(toy, tmp_path, **{"dataset.subsets": ["PAM"]})
+    run(cfg, model=PathlessErrorReward(sr=SR))
+    bad = [r for r in read_results(tmp_path / "signal_stats" / "toy") if r["status"] == "error"]
+    err = bad[0]["inference_error"]
+    assert "<waveform>" not in err and str(toy / "human_eval/music/real/1.wav") in err, err
+    stats = json.loads((tmp_path / "signal_stats" / "toy" / "statistics.json").read_text())
+    assert stats["failure_reasons"] == {"score_error: ScoreItemError": 1}  # counted by kind
+
+
+def test_empty_selection_is_refused(toy, tmp_path, caplog):
+    cfg = make_cfg(toy, tmp_path, start_idx=500)
+    assert run_cli(cfg) == RunRefused.exit_code
+    assert "no rows selected" in caplog.text and "bench.jsonl" in caplog.text
+    cfg = make_cfg(toy, tmp_path, **{"dataset.split": "validation"})
+    with pytest.raises(RunRefused, match=r"35 dropped by split='validation'"):
+        run(cfg)
+
+
+def test_dropped_rows_are_counted_in_statistics(toy, tmp_path):
+    cfg = make_cfg(toy, tmp_path, **{"dataset.subsets": ["PAM", "MusicEval"]})
+    run(cfg)
+    stats = json.loads((tmp_path / "signal_stats" / "toy" / "statistics.json").read_text())
+    sel = stats["run"]["selection"]
+    assert sel == {
+        "lines": 35,
+        "dropped_split": 1,
+        "dropped_source": 1,
+        "dropped_subsets": 14,
+        "dropped_slice": 0,
+        "selected": 19,
+    }
+
+
+def test_extra_columns_become_predicted_fields(toy, tmp_path):
+    cfg = make_cfg(toy, tmp_path, **{"dataset.subsets": ["PAM", "CMI-Pref"]})
+    run(cfg, model=ExtraColumnsReward(sr=SR))
+    rows = read_results(tmp_path / "signal_stats" / "toy")
+    pam = next(r for r in rows if r["benchmark_dataset"] == "PAM")
+    assert pam["predicted_loudness"] == pam["predicted_musicality"]
+    assert pam["predicted_half"] == pytest.approx(pam["predicted_musicality"] / 2)
+    assert "predicted_loudness_b" not in pam
+    pair = next(r for r in rows if r["benchmark_dataset"] == "CMI-Pref")
+    assert pair["predicted_half_b"] == pytest.approx(pair["predicted_musicality_b"] / 2)
+    run(make_cfg(toy, tmp_path / "plain", **{"dataset.subsets": ["PAM"]}))
+    plain = read_results(tmp_path / "plain" / "signal_stats" / "toy")
+    assert not [k for k in plain[0] if k.startswith("predicted_loud")]  # others unchanged
+
+
+def test_score_detailed_keeps_extra_columns_when_falling_back_per_item():
+    class Picky(ExtraColumnsReward):
+        def score_batch(self, inputs, batch_size, max_dur, **kw):
+            if len(inputs) > 1 and any(torch.as_tensor(x).abs().max() == 0 for x in inputs):
+                raise ValueError("a silent clip in the batch")
+            if torch.as_tensor(inputs[0]).abs().max() == 0:
+                raise ValueError("silent")
+            return super().score_batch(inputs, batch_size, max_dur, **kw)
+
+    xs = [0.3 * torch.randn(SR), torch.zeros(SR)]
+    scores, errors = score_detailed(Picky(sr=SR), xs, 2, 30.0)
+    assert scores.shape == (2, 4) and np.isfinite(scores[0]).all() and np.isnan(scores[1]).all()
+    assert errors[0] is None and "silent" in errors[1]

@@ -113,3 +113,31 @@ def test_atomic_writes_get_the_umask_mode_and_leave_nothing_on_error(tmp_path):
         tmp.write_bytes(b"half")
         raise RuntimeError("crash mid-write")
     assert sorted(q.name for q in tmp_path.iterdir()) == ["a.txt"]
+
+
+@pytest.mark.parametrize("suffix", [".tmp", ".tmp.wav"])
+def test_next_write_removes_stale_temp_files_of_interrupted_writes(tmp_path, suffix):
+    """A killed writer leaves `.<name>.<random><suffix>`; the next write to that target removes
+    such leftovers once they are old enough that no live writer can own them."""
+    import os
+    import time
+
+    from audiobase.files import STALE_TEMP_AGE_S, atomic_path
+
+    stale = tmp_path / f".x.wav.k3j_9a0q{suffix}"  # named as mkstemp names them
+    stale_dir = tmp_path / f".x.wav.zz8aa1b2{suffix}"  # an interrupted directory write
+    busy = tmp_path / f".x.wav.b7c2d1e0{suffix}"  # another writer's, in progress
+    other = tmp_path / f".y.wav.k3j_9a0q{suffix}"  # another target's: its own writes clean it
+    notes = tmp_path / ".x.wav.notes"  # not a temp name
+    for p in (stale, busy, other, notes):
+        p.write_bytes(b"half")
+    stale_dir.mkdir()
+    (stale_dir / "weights").write_bytes(b"half")
+    old = time.time() - STALE_TEMP_AGE_S - 60
+    for p in (stale, stale_dir, other, notes):
+        os.utime(p, (old, old))
+    with atomic_path(tmp_path / "x.wav", suffix=suffix) as tmp:
+        tmp.write_bytes(b"whole")
+    assert not stale.exists() and not stale_dir.exists()
+    assert busy.exists() and other.exists() and notes.exists()
+    assert (tmp_path / "x.wav").read_bytes() == b"whole"

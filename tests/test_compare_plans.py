@@ -14,7 +14,14 @@ from audioscore import compare as compare_plans
 from audioscore import probe as probe_singer
 
 
-def fake_run(root: Path, name: str, experiment: str, srcc: list[float], adv: list[float] | None):
+def fake_run(
+    root: Path,
+    name: str,
+    experiment: str,
+    srcc: list[float],
+    adv: list[float] | None,
+    mae: list[float] | None = None,
+):
     run = root / name
     csv_dir = run / "csv" / "version_0"
     csv_dir.mkdir(parents=True)
@@ -22,9 +29,8 @@ def fake_run(root: Path, name: str, experiment: str, srcc: list[float], adv: lis
     (run / ".hydra" / "hydra.yaml").write_text(
         yaml.safe_dump({"hydra": {"runtime": {"choices": {"experiment": experiment}}}})
     )
-    cols = ["epoch", "step", "train/loss", "val/srcc", "val/pair_acc"] + (
-        ["val/adv_acc"] if adv else []
-    )
+    cols = ["epoch", "step", "train/loss", "val/srcc", "val/pair_acc"]
+    cols += (["val/adv_acc"] if adv else []) + (["val/mae"] if mae else [])
     with open(csv_dir / "metrics.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=cols)
         w.writeheader()
@@ -33,12 +39,14 @@ def fake_run(root: Path, name: str, experiment: str, srcc: list[float], adv: lis
             row = {"epoch": i, "step": 10 * (i + 1), "val/srcc": s, "val/pair_acc": 0.5 + s / 2}
             if adv:
                 row["val/adv_acc"] = adv[i]
+            if mae:
+                row["val/mae"] = mae[i]
             w.writerow(row)
     return run
 
 
 def test_table_and_plots(tmp_path):
-    a = fake_run(tmp_path, "plan_a", "muq_lora", [0.1, 0.5, 0.4], None)
+    a = fake_run(tmp_path, "plan_a", "muq_lora", [0.1, 0.5, 0.4], None, mae=[9.0, 4.5, 6.0])
     b = fake_run(tmp_path, "plan_b_grl", "hybrid_campp_grl", [0.2, 0.3, 0.6], [0.9, 0.5, 0.3])
     res = compare_plans.compare([str(a), str(b), str(tmp_path / "missing")], tmp_path / "out")
     rows = {r["run"]: r for r in res["rows"]}
@@ -47,10 +55,12 @@ def test_table_and_plots(tmp_path):
     assert rows["hybrid_campp_grl"]["adv_acc best"] == "0.300"
     assert rows["muq_lora"]["adv_acc final"] == "-"
     assert rows["hybrid_campp_grl"]["steps"] == "30"
+    assert rows["muq_lora"]["mae best"] == "4.500" and rows["muq_lora"]["mae final"] == "6.000"
+    assert rows["hybrid_campp_grl"]["mae best"] == "-"
     md = (tmp_path / "out" / "plans.md").read_text()
     assert "| muq_lora |" in md and "hybrid_campp_grl" in md
     names = sorted(p.name for p in res["plots"])
-    assert names == ["val_adv_acc.png", "val_pair_acc.png", "val_srcc.png"]
+    assert names == ["val_adv_acc.png", "val_mae.png", "val_pair_acc.png", "val_srcc.png"]
     assert all(p.stat().st_size > 1000 for p in res["plots"])
     assert len(res["failed"]) == 1 and "missing" in res["failed"][0]
 

@@ -3,6 +3,8 @@ of training crops repeat (cache hits); null keeps today's continuous random crop
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
@@ -73,7 +75,11 @@ def test_datamodule_grid_makes_training_crops_repeat(synth_corpus):
             num_workers=0,
         )
         dm.setup("fit")
-        return [k for _ in range(3) for b in dm.train_dataloader() for k in b["keys"]]
+        out = []
+        for epoch in range(3):
+            dm.trainer = SimpleNamespace(current_epoch=epoch)  # each epoch draws anew
+            out += [k for b in dm.train_dataloader() for k in b["keys"]]
+        return out
 
     free, grid = keys(None), keys(1.0)
     # 3-4 s clips, 2 s crops: at most 3 grid starts per clip, so keys repeat a lot

@@ -174,3 +174,40 @@ def test_adversary_reset_every_epoch_restarts_weights_and_optimizer_state(monkey
     assert not any(p in opt.state for p in module.adversary.parameters())
     head = next(module.net.head.parameters())
     assert head in opt.state  # the scorer's own optimizer state is untouched
+
+
+@pytest.mark.parametrize("kind", ["mlp", "ridge"])
+def test_each_step_sets_the_reversal_strength_the_features_receive(kind):
+    """`on_train_batch_start` follows the DANN schedule: halfway through training the features
+    get -lambda(0.5) x the adversary's gradient (no reversal strength = no signal at all)."""
+    torch.manual_seed(0)
+    extra = MLP if kind == "mlp" else {"bank": 16}
+    module = tiny_module(adversary_config(kind, **extra))
+    module.build_adversary(num_singers=3)
+    adv = module.adversary
+
+    class _Trainer:
+        global_step = 5
+        estimated_stepping_batches = 10
+
+    module._trainer = _Trainer()
+    assert adv.grl.lambd == 0.0
+    module.on_train_batch_start(None, 0)
+    expected = dann_lambda(0.5, adv.max_weight, adv.gamma)
+    assert expected > 0.1 and module.grl_lambda == pytest.approx(expected)  # what is logged
+
+    adv.eval()  # the same fit both times (the ridge bank stays empty)
+    batch = {"singer": torch.tensor([0, 1, 2, 0, 1, 2]), "scores": torch.linspace(1, 2, 6)}
+    pooled = torch.randn(6, module.net.pooled_dim)
+
+    def feature_grad() -> torch.Tensor:
+        x = pooled.clone().requires_grad_(True)
+        module.adversary_loss({"pooled": x}, batch).backward()
+        return x.grad
+
+    reversed_grad = feature_grad()
+    adv.grl.lambd = -1.0  # the GRL multiplies by -lambda: -1 passes the plain gradient
+    plain = feature_grad()
+    scale = plain.abs().max()  # the ridge probe's gradients are small: compare relatively
+    assert scale > 0
+    torch.testing.assert_close(reversed_grad / scale, -expected * plain / scale)

@@ -298,3 +298,103 @@ def test_serves_tiny_cmi_rm_end_to_end(tmp_path_factory):
     finally:
         server.shutdown()
         server.server_close()
+
+
+class TruncatingHandler(ScoreHandler):
+    """Per clip: attempt 1 -> a body shorter than its Content-Length, attempt 2 -> a chunked
+    body cut after one chunk, then OK. Both connections close mid-body."""
+
+    attempts: Counter = Counter()
+
+    def do_POST(self):  # noqa: N802
+        raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        key = json.loads(raw)["text"]
+        with self.lock_counts:
+            self.attempts[key] += 1
+            n = self.attempts[key]
+        if n <= 2:
+            self.close_connection = True
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            if n == 1:
+                self.send_header("Content-Length", "200")
+                self.end_headers()
+                self.wfile.write(b'{"alignment": 1.0, "musi')
+            else:
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                self.wfile.write(b'10\r\n{"alignment": 1.\r\n')
+            self.wfile.flush()
+            return None
+        self.headers.replace_header("Content-Length", str(len(raw)))
+        self.rfile = __import__("io").BytesIO(raw)
+        return super().do_POST()
+
+
+def test_truncated_response_bodies_are_retried():
+    TruncatingHandler.attempts = Counter()
+    TruncatingHandler.lock_counts = threading.Lock()
+    server, url = serve(WaveStats(), TruncatingHandler)
+    try:
+        xs = clips(3)
+        scores, errors = client(url).score_batch_detailed(xs, 3, 30.0)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert errors == [None] * 3, errors
+    np.testing.assert_allclose(scores, WaveStats().score_batch(xs, 3, 30.0), rtol=1e-6)
+    assert dict(TruncatingHandler.attempts) == {f"clip-{i}": 3 for i in range(3)}
+
+
+class EchoKeyHandler(ScoreHandler):
+    """Answers 400 with the request's Authorization header placed across the 300th character
+    of the body (as a service echoing the request back in its error page)."""
+
+    def do_POST(self):  # noqa: N802
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        key = self.headers.get("Authorization", "").removeprefix("Bearer ")
+        self.send_json(400, {"error": "x" * (300 - len('{"error": "') - 6) + key})
+
+
+def test_api_key_is_redacted_before_the_response_text_is_cut(monkeypatch):
+    secret = "0123456789abcdefghijklmnopqrstuvwxyz"
+    monkeypatch.setenv("RM_TEST_KEY", secret)
+    server, url = serve(WaveStats(), EchoKeyHandler)
+    try:
+        m = HTTPRewardModel(url, sr=SR, api_key_env="RM_TEST_KEY", max_retries=0, info_url="")
+        _, errors = m.score_batch_detailed(clips(1), 1, 30.0)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert "HTTP 400" in errors[0] and secret[:6] not in errors[0], errors[0]
+
+
+class RetryAfterHandler(ScoreHandler):
+    """First POST: 429 with `Retry-After: 1`; then OK. Records when each POST arrived."""
+
+    times: list[float] = []
+
+    def do_POST(self):  # noqa: N802
+        self.times.append(time.monotonic())
+        if len(self.times) == 1:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self.send_response(429)
+            self.send_header("Retry-After", "1")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return None
+        return super().do_POST()
+
+
+def test_retry_after_is_honoured():
+    """Fails when the client ignores the header: its own backoff here is at most 10 ms."""
+    RetryAfterHandler.times = []
+    server, url = serve(WaveStats(), RetryAfterHandler)
+    try:
+        m = HTTPRewardModel(url, sr=SR, backoff_base=0.01, backoff_max=5.0, info_url="")
+        scores, errors = m.score_batch_detailed(clips(1), 1, 30.0)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert errors == [None] and len(RetryAfterHandler.times) == 2
+    assert RetryAfterHandler.times[1] - RetryAfterHandler.times[0] >= 1.0

@@ -4,6 +4,8 @@ same scores, although the benchmark crops at 120 s and the export at 1 s (its ow
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import threading
 from pathlib import Path
@@ -104,9 +106,9 @@ def test_the_export_crop_matters(setup, reference):
 
 def test_score_cli_agrees(setup, reference, capsys):
     assert score_main([str(setup["export"]), *setup["clips"]]) == 0
-    lines = [line.split("\t") for line in capsys.readouterr().out.strip().splitlines()]
-    assert [p for _, p in lines] == setup["clips"]
-    np.testing.assert_allclose([float(s) for s, _ in lines], reference, atol=ATOL)
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))  # path,score,raw_score,error
+    assert [r["path"] for r in rows] == setup["clips"]
+    np.testing.assert_allclose([float(r["score"]) for r in rows], reference, atol=ATOL)
 
 
 # 120 s: the benchmark's default; 1.5 s: shorter than the long clips, so a route that decoded

@@ -1,4 +1,5 @@
-"""Export -> reload -> score: batching invariance, fresh-process reload, LoRA-only vs full, CLI."""
+"""Export -> reload -> score: batching invariance, fresh-process reload, LoRA-only vs full,
+calibration stored in the export (`calibrated=False` gives raw)."""
 
 from __future__ import annotations
 
@@ -9,14 +10,16 @@ import sys
 import numpy as np
 import pytest
 import torch
+import yaml
 from helpers.train import net_config
 from hydra.utils import instantiate
 from safetensors.torch import load_file
 
 from audiobase.audio import AudioError, save_audio
+from audioscore.calibrate import TanhCalibration, fit_calibration
 from audioscore.export import DEFAULT_PREPROCESS, ExportError, export_scorer
+from audioscore.export import load_scorer as export_load_scorer
 from audioscore.models.components.muq_encoder import build_tiny_muq_dir
-from audioscore.score import main as score_main
 from rewards.audioscore_rm import AudioscoreRewardModel, load_scorer
 from rewards.base import BatchInput, is_reward_model
 
@@ -118,18 +121,40 @@ def test_broken_exports_fail_clearly(exports, tmp_path):
         load_scorer(bad)
 
 
-def test_score_cli_reports_bad_files_and_scores_the_rest(exports, clips, tmp_path, capsys):
-    _, paths = clips
-    broken = tmp_path / "broken.m4a"
-    broken.write_bytes(b"not audio at all")
-    rc = score_main(
-        [str(exports[0]), paths[0], str(broken), str(tmp_path / "missing.wav"), paths[1]]
+def test_calibration_round_trips_through_the_export(trained_net, clips, tmp_path):
+    cfg = net_config(str(trained_net.encoder.pretrained))
+    raw = load_scorer(export_scorer(trained_net, tmp_path / "raw", net_config=cfg))
+    assert raw.scorer.calibration is None  # no calibration: scores stay raw
+    wavs = [torch.from_numpy(w) for w in clips[0]]
+    raw_scores = raw.score_batch(wavs, 4)[:, 1]
+    cal = fit_calibration(raw_scores, [60.0, 70.0, 80.0, 90.0], source="val")
+    out = export_scorer(trained_net, tmp_path / "cal", net_config=cfg, calibration=cal)
+    assert yaml.safe_load((out / "config.yaml").read_text())["calibration"] == cal.to_dict()
+    model = load_scorer(out)
+    assert model.scorer.calibration == cal
+    calibrated = model.score_batch(wavs, 4)[:, 1]
+    np.testing.assert_allclose(calibrated, cal(raw_scores), atol=1e-6)
+    assert np.abs(calibrated - raw_scores).min() > 10  # on the label scale now
+    # calibrated=false gives raw, through every constructor
+    for off in (
+        load_scorer(out, calibrated=False),
+        AudioscoreRewardModel(checkpoint=str(out), calibrated=False),
+    ):
+        np.testing.assert_allclose(off.score_batch(wavs, 4)[:, 1], raw_scores, atol=1e-6)
+    assert export_load_scorer(out, calibrated=False).score(wavs).tolist() == pytest.approx(
+        raw_scores.tolist(), abs=1e-6
     )
-    out, err = capsys.readouterr()
-    assert rc == 1
-    scored = [line.split("\t") for line in out.strip().splitlines()]
-    assert [p for _, p in scored] == [paths[0], paths[1]]
-    expected = load_scorer(exports[0]).score_batch(paths[:2], 2, None)[:, 1]
-    np.testing.assert_allclose([float(s) for s, _ in scored], expected, atol=1e-5)
-    assert "broken.m4a" in err and "missing.wav" in err
-    assert score_main([str(exports[0]), paths[0]]) == 0
+
+
+def test_tanh_calibration_and_a_bad_section(trained_net, tmp_path):
+    cfg = net_config(str(trained_net.encoder.pretrained))
+    legacy = TanhCalibration(scale=2.0, offset=2.0)  # what the legacy converter writes
+    out = export_scorer(trained_net, tmp_path / "tanh", net_config=cfg, calibration=legacy)
+    wav = [torch.zeros(24_000) + 0.01]
+    model = export_load_scorer(out)
+    raw = export_load_scorer(out, calibrated=False).score(wav)
+    np.testing.assert_allclose(model.score(wav), 2.0 + 2.0 * np.tanh(raw), atol=1e-6)
+    text = (out / "config.yaml").read_text().replace("kind: tanh", "kind: cubic")
+    (out / "config.yaml").write_text(text)
+    with pytest.raises(ExportError, match=r"config\.yaml: calibration kind must be one of"):
+        load_scorer(out)

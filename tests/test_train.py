@@ -5,15 +5,17 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import hydra
 import pytest
 import torch
+from helpers.callbacks import keys_seen
 from helpers.train import FAST, make_cfg, read_csv_rows
 from safetensors.torch import load_file
 
 from audioscore.models.components.muq_encoder import build_tiny_muq_dir
-from audioscore.train import load_init_weights, train
+from audioscore.train import build_loggers, load_init_weights, train
 from rewards.audioscore_rm import load_scorer
 
 
@@ -56,10 +58,74 @@ def test_resume_continues_and_lora_only_checkpoints(tmp_path, synth_corpus):
     last_b = torch.load(tmp_path / "b" / "checkpoints" / "last.ckpt", weights_only=True)
     assert last_b["global_step"] == 4
     steps = [int(r["step"]) for r in read_csv_rows(tmp_path / "b") if r.get("train/loss")]
-    assert steps and min(steps) >= 2  # only the second epoch ran here
+    assert steps == [0, 1, 2, 3]  # the first epoch's rows come from run a, each step once
     weights = load_file(str(second["export_dir"] / "model.safetensors"))
     assert not any("base_layer" in k for k in weights)  # LoRA-only export, base from `pretrained`
     assert load_scorer(second["export_dir"]).net.encoder.pretrained == str(tiny)
+
+
+KEYS_SEEN = "+callbacks.keys_seen._target_=helpers.callbacks.KeysSeen"
+
+
+def test_resume_in_place_keeps_the_history_and_the_draws(tmp_path, synth_corpus):
+    """Train 2 epochs, resume the run in its own dir to 3: the CSV log holds all 3 epochs once
+    (rows the interrupted run logged after the checkpoint are dropped), and epoch 3 trains on
+    the draws of (seed, epoch 3), which do not depend on what ran before (test_datamodule.py)."""
+    run = tmp_path / "run"
+    common = ["export=false", KEYS_SEEN]
+    train(make_cfg(run, synth_corpus, *common, "trainer.max_epochs=2"))
+    with open(run / "csv" / "metrics.csv", "a", newline="") as f:  # logged, then killed
+        f.write(",".join("4" if k == "step" else "" for k in read_csv_rows(run)[0]) + "\n")
+    last = run / "checkpoints" / "last.ckpt"
+    cfg = make_cfg(run, synth_corpus, *common, "trainer.max_epochs=3", f"ckpt_path={last}")
+    _, resumed = train(cfg)
+    rows = read_csv_rows(run)
+    assert [int(r["step"]) for r in rows if r.get("train/loss")] == list(range(6))
+    assert [int(r["epoch"]) for r in rows if r.get("val/srcc")] == [0, 1, 2]
+    assert [r["step"] for r in rows].count("4") == 2  # epoch 3's lr and loss rows, once each
+
+    torch.manual_seed(cfg.seed)  # as seed_everything: the datamodule's seed
+    dm = hydra.utils.instantiate(cfg.data, _convert_="all")
+    dm.setup("fit")
+    dm.trainer = SimpleNamespace(current_epoch=2)
+    drawn = [k for batch in dm.train_dataloader() for k in batch["keys"]]
+    assert keys_seen(resumed["trainer"]) == {2: drawn}
+
+
+@pytest.mark.slow
+def test_resumed_run_trains_and_logs_like_an_uninterrupted_one(tmp_path, synth_corpus, monkeypatch):
+    """The user's sequence with wandb: 2 epochs, then resume in place to 3: epoch 3 draws the
+    groups and crops an uninterrupted 3-epoch run draws, and both wandb segments share the id."""
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    run = tmp_path / "run"
+    common = ["export=false", KEYS_SEEN, "logger=default"]
+    train(make_cfg(run, synth_corpus, *common, "trainer.max_epochs=2"))
+    last = f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}"
+    _, resumed = train(make_cfg(run, synth_corpus, *common, "trainer.max_epochs=3", last))
+    segments = sorted(run.glob("wandb/offline-run-*"))
+    assert len(segments) == 2 and len({p.name.rsplit("-", 1)[1] for p in segments}) == 1
+    assert [int(r["epoch"]) for r in read_csv_rows(run) if r.get("val/srcc")] == [0, 1, 2]
+
+    straight = make_cfg(tmp_path / "straight", synth_corpus, *common, "trainer.max_epochs=3")
+    first, again = keys_seen(train(straight)[1]["trainer"]), keys_seen(resumed["trainer"])
+    assert list(again) == [2] and again[2] == first[2]
+    assert first[2] != first[1]  # each epoch draws anew
+
+
+def test_resume_continues_the_wandb_run(tmp_path, synth_corpus, monkeypatch):
+    """The wandb run id is kept in the run dir; a resume (in place or in a new dir) continues
+    that run, a fresh run starts its own."""
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    (first,) = build_loggers(make_cfg(tmp_path / "a", synth_corpus, "logger=wandb"))
+    run_id = (tmp_path / "a" / "wandb_run_id").read_text().strip()
+    assert run_id and first.version == run_id
+    last = f"ckpt_path={tmp_path / 'a' / 'checkpoints' / 'last.ckpt'}"
+    for out in ("a", "b"):
+        (resumed,) = build_loggers(make_cfg(tmp_path / out, synth_corpus, "logger=wandb", last))
+        assert resumed.version == run_id
+        assert (tmp_path / out / "wandb_run_id").read_text().strip() == run_id
+    (fresh,) = build_loggers(make_cfg(tmp_path / "a", synth_corpus, "logger=wandb"))
+    assert fresh.version != run_id
 
 
 def test_init_from_copies_exported_weights(tmp_path, synth_corpus):

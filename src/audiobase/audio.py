@@ -7,11 +7,22 @@ the same samples whichever decoder read it.
 
 AAC priming: FFmpeg's mp4 demuxer applies the edit list, so the encoder delay is already
 dropped; the trailing padding is not, so we stop at the stream's declared duration.
+
+Truncated files (an interrupted copy or download) are errors naming the file and "truncated":
+a wav whose data chunk declares more bytes than the file holds, whatever window is read; a
+flac, m4a/AAC or mp3 whose decoding stops short of the length its container declares (an mp3
+declares one only in a Xing/Info/VBRI header, which LAME and FFmpeg write; without one its
+duration is a bitrate estimate and a cut file yields its surviving frames). All-silent audio
+is decoded (a logged warning names the file, once per process) unless the caller rejects it.
 """
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
+import stat
+import struct
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,6 +36,8 @@ from audiobase.files import atomic_path
 
 if TYPE_CHECKING:  # torch is imported only when a tensor is resampled
     import torch
+
+log = logging.getLogger(__name__)
 
 MUQ_SR = 24_000
 CAMPP_SR = 16_000
@@ -44,6 +57,7 @@ _PYAV_ENCODERS = {
 _SEEK_PREROLL_S = 0.5  # decode from this much earlier: mp3/AAC need warm-up frames after a seek
 _MPEG_AUDIO_CODECS = {"mp3", "mp3float", "mp2", "mp2float", "mp1", "mp1float"}
 _SEEKABLE_CODECS = _MPEG_AUDIO_CODECS | {"aac", "aac_fixed", "alac", "flac"}
+_WARNED_SILENT: set[str] = set()  # files already warned about in this process
 
 
 class AudioError(Exception):
@@ -110,8 +124,17 @@ def load_audio(
     wav = resample(wav, native_sr, sr)
     if duration is not None:
         wav = wav[: int(round(duration * sr))]
-    if reject_silent and float(np.max(np.abs(wav))) < SILENCE_PEAK:
-        raise AudioSilentError(path, "all samples are silent (peak below -80 dBFS)")
+    if float(np.max(np.abs(wav))) < SILENCE_PEAK:
+        if reject_silent:
+            raise AudioSilentError(path, "all samples are silent (peak below -80 dBFS)")
+        if str(path) not in _WARNED_SILENT:
+            _WARNED_SILENT.add(str(path))
+            span = "" if offset == 0 and duration is None else " in the window read"
+            log.warning(
+                "%s: all samples are silent%s (peak below -80 dBFS); a score of it means nothing",
+                path,
+                span,
+            )
     if wav.shape[0] < min_samples:
         raise AudioTooShortError(
             path, f"{wav.shape[0]} samples at {sr} Hz, the encoder needs at least {min_samples}"
@@ -123,6 +146,7 @@ def audio_duration(path: str | os.PathLike) -> float:
     """Duration in seconds from container metadata, falling back to a full decode."""
     path = Path(path)
     _check_file(path)
+    _check_wav_length(path)
     if path.suffix.lower() in _SOUNDFILE_EXTS:
         try:
             info = sf.info(str(path))
@@ -224,17 +248,90 @@ def _encode_pyav(path: Path, wav: np.ndarray, sr: int, codec: str, fmt: str, rat
 
 
 def _check_file(path: Path) -> None:
-    if not path.exists():
-        raise AudioMissingError(path, "file does not exist")
-    if not path.is_file():
+    try:
+        st = path.stat()
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise AudioDecodeError(
+                path, "symlink loop (too many levels of symbolic links)"
+            ) from exc
+        if exc.errno not in (errno.ENOENT, errno.ENOTDIR):
+            raise AudioDecodeError(path, f"cannot access: {exc.strerror}") from exc
+        if path.is_symlink():
+            raise AudioMissingError(
+                path, f"broken symlink: its target {os.readlink(path)} does not exist"
+            ) from exc
+        raise AudioMissingError(path, "file does not exist") from exc
+    if not stat.S_ISREG(st.st_mode):
         raise AudioDecodeError(path, "not a regular file")
-    if path.stat().st_size == 0:
+    if st.st_size == 0:
         raise AudioEmptyError(path, "zero-length file (0 bytes)")
+
+
+def _check_wav_length(path: Path) -> None:
+    """A RIFF/WAVE file's data chunk declares its size: fewer bytes on disk means it was cut
+    (soundfile would quietly read what is there). Streamed wavs (size 0 or 0xFFFFFFFF), RF64
+    and anything that is not a RIFF/WAVE file are left to the decoders."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:] != b"WAVE":
+            return
+        pos, block, rate = 12, 0, 0
+        while pos + 8 <= size:
+            f.seek(pos)
+            chunk, n = struct.unpack("<4sI", f.read(8))
+            if chunk == b"fmt ":
+                fmt = f.read(14)
+                if len(fmt) == 14:
+                    _, _, rate, _, block = struct.unpack("<HHIIH", fmt)
+            elif chunk == b"data":
+                if n in (0, 0xFFFFFFFF) or not (block and rate):
+                    return  # length unknown
+                held = size - pos - 8
+                if (n - held) / block / rate > _TRUNCATION_SLACK_S:
+                    raise AudioDecodeError(
+                        path,
+                        f"truncated: the wav header declares {n / block / rate:.2f} s, the file "
+                        f"holds {held / block / rate:.2f} s",
+                    )
+                return
+            pos += 8 + n + (n & 1)  # chunks are padded to even sizes
+
+
+def _mpeg_declares_frames(path: Path) -> bool:
+    """Whether an MPEG audio file's first frame is a Xing/Info/VBRI header with a frame count
+    (LAME and FFmpeg write one): then FFmpeg's duration is exact, not a bitrate estimate."""
+    with open(path, "rb") as f:
+        tag = f.read(10)
+        start = 0
+        if len(tag) == 10 and tag[:3] == b"ID3":  # ID3v2: a syncsafe size, maybe a footer
+            start = 10 + sum((b & 0x7F) << (7 * (3 - i)) for i, b in enumerate(tag[6:10]))
+            start += 10 if tag[5] & 0x10 else 0
+        f.seek(start)
+        buf = f.read(4096)
+    for i in range(len(buf) - 44):
+        b1, b2, b3 = buf[i + 1], buf[i + 2], buf[i + 3]
+        version, layer = (b1 >> 3) & 3, (b1 >> 1) & 3  # version 3 = MPEG-1; layer 1 = III
+        if buf[i] != 0xFF or b1 & 0xE0 != 0xE0 or version == 1 or layer == 0:
+            continue
+        if b2 >> 4 == 15 or (b2 >> 2) & 3 == 3:  # bad bitrate or sample rate index: no frame
+            continue
+        if layer != 1:
+            return False  # Layer I/II files carry no frame-count header
+        mono = b3 >> 6 == 3
+        side = (17 if mono else 32) if version == 3 else (9 if mono else 17)
+        xing = buf[i + 4 + side : i + 12 + side]
+        if xing[:4] in (b"Xing", b"Info"):
+            return bool(int.from_bytes(xing[4:8], "big") & 1)  # flag 1: the frame count
+        return buf[i + 36 : i + 40] == b"VBRI"
+    return False
 
 
 def _decode(path: Path, offset: float, duration: float | None) -> tuple[np.ndarray, int]:
     """Decode [offset, offset + duration) at the native rate; returns ([T] float32, rate)."""
     sf_error = None
+    _check_wav_length(path)
     if path.suffix.lower() in _SOUNDFILE_EXTS:
         try:
             return _decode_soundfile(path, offset, duration)
@@ -271,9 +368,10 @@ def _decode_pyav(path: Path, offset: float, duration: float | None) -> tuple[np.
         rate = stream.codec_context.sample_rate or stream.rate
         if not rate:
             raise AudioDecodeError(path, "audio stream has no sample rate")
-        # MPEG audio durations may be bitrate estimates, so only trust exact ones (mp4, flac, ogg)
+        # MPEG audio durations are bitrate estimates unless a Xing/Info/VBRI header counts the
+        # frames; the others' are exact (mp4, flac, ogg)
         codec = stream.codec_context.name
-        exact = codec not in _MPEG_AUDIO_CODECS
+        exact = codec not in _MPEG_AUDIO_CODECS or _mpeg_declares_frames(path)
         declared = _declared_seconds(container, stream) if exact else None
         start = int(round(offset * rate))
         stop = None if duration is None else start + int(np.ceil(duration * rate))

@@ -1,20 +1,25 @@
 """Atomic writes: a file or directory appears whole under its name, or not at all.
 
 Everything goes to a temporary sibling (same folder, so the rename stays on one filesystem),
-is flushed, then renamed over the target. A crash leaves at most a stray `.tmp` sibling; a
-reader never sees half a file.
+is flushed, then renamed over the target. A reader never sees half a file. A killed writer
+leaves a stray `.<name>.<random>.tmp` sibling; the next write to the same target removes
+those older than `STALE_TEMP_AGE_S` (no live writer keeps one untouched that long).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+STALE_TEMP_AGE_S = 24 * 3600  # a temp sibling untouched this long belongs to a dead writer
 
 
 @contextmanager
@@ -30,6 +35,7 @@ def atomic_path(
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(path, suffix)
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(fd)
     tmp = Path(name)
@@ -51,6 +57,31 @@ def atomic_path(
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink()
+
+
+def remove_stale_temps(path: Path, suffix: str = ".tmp") -> list[Path]:
+    """Remove temporary siblings of `path` that interrupted writes left (named as `atomic_path`
+    names them: `.<name>.<8 random chars><suffix>`) untouched for `STALE_TEMP_AGE_S`; returns
+    what was removed. Fresh ones may belong to a live writer and stay."""
+    pattern = re.compile(re.escape(f".{path.name}.") + r"[a-z0-9_]{8}" + re.escape(suffix))
+    prefix = f".{path.name}."
+    cutoff = time.time() - STALE_TEMP_AGE_S
+    removed = []
+    with os.scandir(path.parent) as entries:
+        for entry in entries:
+            if not entry.name.startswith(prefix) or not pattern.fullmatch(entry.name):
+                continue
+            try:
+                if entry.stat(follow_symlinks=False).st_mtime >= cutoff:
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path)
+                else:
+                    os.unlink(entry.path)
+            except OSError:  # removed by another writer first, or not ours to remove
+                continue
+            removed.append(Path(entry.path))
+    return removed
 
 
 def current_umask() -> int:

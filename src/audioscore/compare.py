@@ -27,8 +27,10 @@ from audiobase.files import write_text
 METRICS = {
     "val/srcc": "validation SRCC",
     "val/pair_acc": "validation pairwise accuracy",
+    "val/mae": "validation MAE of calibrated scores (label units)",
     "val/adv_acc": "adversary (singer) accuracy",
 }
+LOWER_IS_BETTER = {"val/mae", "val/adv_acc"}  # best = min over epochs
 
 
 class RunLogError(ValueError):
@@ -119,9 +121,8 @@ def summarise(run: Run) -> dict[str, str]:
         short = key.split("/", 1)[1]
         if pts:
             row[f"{short} final"] = f"{pts[-1][1]:.3f}"
-            best = (
-                min(pts, key=lambda p: p[1]) if short == "adv_acc" else max(pts, key=lambda p: p[1])
-            )
+            pick = min if key in LOWER_IS_BETTER else max
+            best = pick(pts, key=lambda p: p[1])
             row[f"{short} best"] = f"{best[1]:.3f}"
         else:
             row[f"{short} final"] = row[f"{short} best"] = "-"
@@ -133,8 +134,10 @@ def write_table(rows: list[dict[str, str]], out: Path) -> Path:
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(r.get(c, "-") for c in cols) + " |" for r in rows]
     note = (
-        "\n\nbest = max over validation epochs (min for adv_acc: lower = less singer "
-        "information left); final = last validation epoch.\n"
+        "\n\nbest = max over validation epochs (min for mae, and for adv_acc: lower = less "
+        "singer information left); final = last validation epoch; steps = last optimizer step "
+        "logged. mae: calibrated scores vs labels, each validation clip calibrated by a fit on "
+        "the other validation folds.\n"
     )
     md = write_text(out / "plans.md", "# Plan comparison\n\n" + "\n".join(lines) + note)
     buf = io.StringIO()

@@ -1,7 +1,8 @@
 """Self-contained scorer export (config.yaml + model.safetensors) and the reward-model wrapper.
 
 No Lightning on this path: `load_scorer` rebuilds the net from the `_target_` config stored in
-config.yaml, so plan A (MuQ-LoRA) and plan B (MuQ + timbre) nets reload the same way.
+config.yaml, so plan A (MuQ-LoRA) and plan B (MuQ + timbre) nets reload the same way. An
+optional `calibration:` section (`audioscore.calibrate`) maps raw scores onto the label scale.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from torch import nn
 from audiobase.audio import MUQ_MIN_SAMPLES, MUQ_SR
 from audiobase.files import atomic_path, write_text
 from audiobase.preprocess import Preprocess
+from audioscore.calibrate import Calibration, CalibrationError
 from audioscore.models.components.scorer import frozen_base_keys, pretrained_modules
 from audioscore.safe_config import UnsafeTargetError, check_targets
 
@@ -49,6 +51,7 @@ def export_scorer(
     save_full_encoder: bool = True,
     preprocess: Preprocess = DEFAULT_PREPROCESS,
     meta: dict | None = None,
+    calibration: Calibration | None = None,
 ) -> Path:
     """Write `out_dir/config.yaml` + `out_dir/model.safetensors`; returns `out_dir`.
 
@@ -57,6 +60,8 @@ def export_scorer(
     its `standalone_config()`, since its weights travel in the state dict, unless
     `save_full_encoder=False` leaves its base weights out: those then come from its configured
     source (e.g. MuQ's `pretrained`) at load time, so its config stays as trained.
+    `calibration`: raw score -> label scale, stored as plain numbers (`config.yaml`
+    `calibration:`); `Scorer.score` applies it unless loaded with `calibrated=False`.
     """
     cfg = copy.deepcopy(net_config)
     drop: set[str] = set()
@@ -73,6 +78,7 @@ def export_scorer(
         "sr": preprocess.sr,
         "save_full_encoder": not drop,
         "preprocess": preprocess.to_dict(),
+        "calibration": calibration.to_dict() if calibration is not None else None,
         "net": cfg,
         "meta": meta or {},
     }
@@ -109,7 +115,17 @@ def read_export_config(path: str | os.PathLike) -> dict:
         check_targets(config, str(cfg_path))
     except UnsafeTargetError as e:
         raise ExportError(str(e)) from e
+    try:
+        export_calibration(config)
+    except CalibrationError as e:
+        raise ExportError(f"{cfg_path}: {e}") from e
     return config
+
+
+def export_calibration(config: dict) -> Calibration | None:
+    """The calibration an export stores (its `calibration` section), None when it has none."""
+    section = config.get("calibration")
+    return None if section is None else Calibration.from_dict(section)
 
 
 def load_net(path: str | os.PathLike, device: str = "cpu") -> tuple[nn.Module, dict]:
@@ -144,6 +160,31 @@ def equal_length_batches(lengths: Sequence[int], batch_size: int) -> list[list[i
     return batches
 
 
+@torch.inference_mode()
+def score_wavs(
+    net: nn.Module,
+    wavs: Sequence[np.ndarray],
+    batch_size: int = 8,
+    device: str | torch.device = "cpu",
+    bf16: bool = False,
+    keys: Sequence[str] | None = None,
+) -> np.ndarray:
+    """Prepared waveforms [T_i] -> the net's raw scores [N] (batches of equal-length clips).
+    `keys`: feature-cache keys of the clips (crop identities), for frozen encoders' caches."""
+    device = torch.device(device)
+    scores = np.full(len(wavs), np.nan, dtype=np.float64)
+    for idx in equal_length_batches([len(w) for w in wavs], max(1, batch_size)):
+        x = torch.from_numpy(np.stack([wavs[i] for i in idx])).to(device)  # [B, T]
+        lengths = torch.full((len(idx),), x.shape[1], dtype=torch.long, device=device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            if keys is None:
+                out = net(x, lengths)
+            else:
+                out = net(x, lengths, keys=[keys[i] for i in idx])
+        scores[idx] = out["score"].float().cpu().numpy()
+    return scores
+
+
 class Scorer:
     """An exported scorer: files or waveforms in, one score each out, through its own contract.
 
@@ -151,17 +192,26 @@ class Scorer:
         path: the export directory (config.yaml + model.safetensors).
         device: torch device for the net.
         bf16: autocast in bfloat16 (None: on CUDA only).
+        calibrated: scores on the label scale when the export stores a calibration (the
+            default); False gives the net's raw scores. Ranks are the same either way.
         **preprocess: overrides of the stored contract (`max_dur`, `crop`, `target_lufs`).
     """
 
     def __init__(
-        self, path: str | os.PathLike, device: str = "cpu", bf16: bool | None = None, **preprocess
+        self,
+        path: str | os.PathLike,
+        device: str = "cpu",
+        bf16: bool | None = None,
+        calibrated: bool = True,
+        **preprocess,
     ) -> None:
         self.path = str(path)
         self.device = torch.device(device)
         self.bf16 = self.device.type == "cuda" if bf16 is None else bool(bf16)
         self.net, self.config = load_net(path, str(self.device))
         self.preprocess = export_preprocess(self.config).replace(**preprocess)
+        self.calibration = export_calibration(self.config)
+        self.calibrated = bool(calibrated)
 
     @property
     def sr(self) -> int:
@@ -172,20 +222,21 @@ class Scorer:
         return self.preprocess(audio)
 
     def score(self, inputs: Sequence[Any], batch_size: int = 8) -> np.ndarray:
-        """Paths or waveforms at `sr` -> scores [N]."""
+        """Paths or waveforms at `sr` -> scores [N] (calibrated unless `calibrated=False`)."""
         return self.score_prepared([self.prepare(x) for x in inputs], batch_size)
 
-    @torch.inference_mode()
     def score_prepared(self, wavs: Sequence[np.ndarray], batch_size: int = 8) -> np.ndarray:
-        """Prepared waveforms [T_i] -> scores [N] (batches hold equal-length clips only)."""
-        scores = np.full(len(wavs), np.nan, dtype=np.float64)
-        for idx in equal_length_batches([len(w) for w in wavs], max(1, batch_size)):
-            x = torch.from_numpy(np.stack([wavs[i] for i in idx])).to(self.device)  # [B, T]
-            lengths = torch.full((len(idx),), x.shape[1], dtype=torch.long, device=self.device)
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-                out = self.net(x, lengths)
-            scores[idx] = out["score"].float().cpu().numpy()
-        return scores
+        """Prepared waveforms [T_i] -> scores [N] (calibrated unless `calibrated=False`)."""
+        raw = self.raw_scores(wavs, batch_size)
+        return self.calibrate(raw) if self.calibrated else raw
+
+    def raw_scores(self, wavs: Sequence[np.ndarray], batch_size: int = 8) -> np.ndarray:
+        """Prepared waveforms [T_i] -> the net's raw scores [N]."""
+        return score_wavs(self.net, wavs, batch_size, self.device, self.bf16)
+
+    def calibrate(self, raw: np.ndarray) -> np.ndarray:
+        """Raw scores -> the label scale (unchanged when the export has no calibration)."""
+        return raw if self.calibration is None else self.calibration(raw)
 
     def __repr__(self) -> str:
         return f"Scorer({self.path!r}, {self.preprocess})"
@@ -198,6 +249,8 @@ def export_preprocess(config: dict) -> Preprocess:
     return Preprocess.from_dict({**stored, **config["preprocess"]})
 
 
-def load_scorer(path: str | os.PathLike, device: str = "cpu", **preprocess: Any) -> Scorer:
-    """Load an exported scorer directory."""
-    return Scorer(path, device=device, **preprocess)
+def load_scorer(
+    path: str | os.PathLike, device: str = "cpu", calibrated: bool = True, **preprocess: Any
+) -> Scorer:
+    """Load an exported scorer directory (`calibrated=False`: raw scores)."""
+    return Scorer(path, device=device, calibrated=calibrated, **preprocess)

@@ -1,26 +1,108 @@
-"""Score audio files with an exported scorer: `python -m audioscore.score CKPT_DIR a.m4a b.wav ...`.
+"""Score audio with an exported scorer: `python -m audioscore.score EXPORT FILES_OR_DIRS...`.
 
-Prints `<score>\t<path>` per file (higher is better). A bad file gets an error line on stderr,
-the others still score, and the exit status is 1 if any file failed. No Lightning import here.
+Folders are walked (recursively, sorted) for audio files by extension. Prints CSV rows
+`path,score,raw_score,error` (header first) to stdout as batches finish, and writes the same
+table to `--out` when given. `score` is on the label scale when the export stores a calibration
+(`--raw`: the raw score; ranks are the same either way); `raw_score` is the net's output. Files
+are decoded ahead in DataLoader worker processes, at most a few batches of audio in memory; a
+bad file gets a row with its error (and a line on stderr), the others still score, and the exit
+status is 1 if any file failed (2 if the export cannot be loaded). A progress bar goes to
+stderr on long lists. No Lightning import here.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
+import io
+import os
 import sys
+from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
 
 from audiobase.audio import AudioError
+from audiobase.files import write_text
+from audiobase.preprocess import Preprocess
 from audioscore.export import ExportError, load_scorer
+
+# what a folder is searched for (PyAV + soundfile decode these)
+AUDIO_EXTENSIONS = frozenset(
+    {".wav", ".flac", ".ogg", ".opus", ".mp3", ".m4a", ".aac", ".mp4", ".aiff", ".aif", ".wma"}
+)
+COLUMNS = ("path", "score", "raw_score", "error")
+PROGRESS_MIN_FILES = 50  # shorter lists print no progress bar
+
+
+def expand_inputs(inputs: list[str]) -> list[str]:
+    """Files as given; folders -> their audio files (recursive, sorted by path)."""
+    out: list[str] = []
+    for spec in inputs:
+        if os.path.isdir(spec):
+            found = [
+                str(p)
+                for p in Path(spec).rglob("*")
+                if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file()
+            ]
+            out.extend(sorted(found))
+        else:
+            out.append(spec)  # a missing or unreadable file gets its error row
+    return out
+
+
+class PreparedFiles(Dataset):
+    """Index -> (path, model input [T] or None, error or None), decoded in worker processes."""
+
+    def __init__(self, paths: list[str], preprocess: Preprocess) -> None:
+        self.paths, self.preprocess = paths, preprocess
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> tuple[str, np.ndarray | None, str | None]:
+        path = self.paths[i]
+        try:
+            return path, self.preprocess(path), None
+        except (AudioError, OSError, ValueError) as e:
+            return path, None, str(e) or type(e).__name__
+
+
+def prepared_batches(
+    paths: list[str], preprocess: Preprocess, batch_size: int, workers: int
+) -> Iterator[list[tuple[str, np.ndarray | None, str | None]]]:
+    """Batches of decoded files in input order; workers keep 2 batches each ready ahead."""
+    loader = DataLoader(
+        PreparedFiles(paths, preprocess),
+        batch_size=batch_size,
+        num_workers=workers,
+        collate_fn=list,
+        prefetch_factor=2 if workers > 0 else None,
+    )
+    yield from loader
+
+
+def format_row(row: dict[str, str]) -> str:
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerow([row[c] for c in COLUMNS])
+    return buf.getvalue()
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(prog="python -m audioscore.score", description=__doc__)
+    ap = argparse.ArgumentParser(
+        prog="python -m audioscore.score",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ap.add_argument("ckpt_dir", help="exported scorer directory (config.yaml + model.safetensors)")
-    ap.add_argument("files", nargs="+", help="audio files (any format PyAV decodes)")
+    ap.add_argument("files", nargs="+", help="audio files or folders (walked for audio files)")
+    ap.add_argument("--out", help="also write the CSV table here")
+    ap.add_argument("--raw", action="store_true", help="score = raw score (no calibration)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--workers", type=int, default=2, help="decoding processes (0 = in-process)")
     ap.add_argument(
         "--max-dur", type=float, default=None, help="seconds per clip (default: export's)"
     )
@@ -34,17 +116,36 @@ def main(argv: list[str] | None = None) -> int:
     except (ExportError, OSError) as e:
         print(f"error: cannot load scorer: {e}", file=sys.stderr)
         return 2
-    wavs, good, failed = [], [], 0
-    for path in args.files:
-        try:
-            wavs.append(model.prepare(path))
-            good.append(path)
-        except (AudioError, ValueError) as e:
-            failed += 1
-            print(f"error: {e}", file=sys.stderr)
-    scores = model.score_prepared(wavs, args.batch_size) if wavs else np.zeros(0)
-    for path, s in zip(good, scores, strict=True):
-        print(f"{s:.6f}\t{path}", flush=True)
+    paths = expand_inputs(args.files)
+    if not paths:
+        print(f"error: no audio files in {args.files}", file=sys.stderr)
+        return 1
+    batch_size = max(1, args.batch_size)
+    table = [format_row(dict(zip(COLUMNS, COLUMNS, strict=True)))]
+    print(table[0], end="", flush=True)
+    failed = 0
+    with tqdm(
+        total=len(paths), unit="file", file=sys.stderr, disable=len(paths) < PROGRESS_MIN_FILES
+    ) as bar:
+        for batch in prepared_batches(paths, model.preprocess, batch_size, args.workers):
+            ok = [(i, wav) for i, (_, wav, _) in enumerate(batch) if wav is not None]
+            raw = np.full(len(batch), np.nan)
+            if ok:
+                raw[[i for i, _ in ok]] = model.raw_scores([w for _, w in ok], batch_size)
+            score = raw if args.raw else model.calibrate(raw)
+            for (path, _, err), s, r in zip(batch, score, raw, strict=True):
+                if err is None:
+                    row = {"path": path, "score": f"{s:.6f}", "raw_score": f"{r:.6f}", "error": ""}
+                else:
+                    failed += 1
+                    row = {"path": path, "score": "", "raw_score": "", "error": err}
+                    tqdm.write(f"error: {err}", file=sys.stderr)
+                table.append(format_row(row))
+                print(table[-1], end="", flush=True)
+            bar.update(len(batch))
+    if args.out:
+        write_text(args.out, "".join(table))
+        print(f"wrote {args.out} ({len(paths)} files, {failed} failed)", file=sys.stderr)
     return 1 if failed else 0
 
 

@@ -88,7 +88,7 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     if not path.is_file():
         raise BenchDataError(path, "benchmark file not found")
     rows: list[dict[str, Any]] = []
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8-sig") as f:  # -sig: a leading BOM (Windows editors) is skipped
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue
@@ -115,15 +115,36 @@ def read_bench(
 
     The slice applies after filtering, as seed 004's `--start_idx/--end_idx` do on the data list.
     """
+    return read_bench_counted(
+        path, root, split=split, subsets=subsets, start_idx=start_idx, end_idx=end_idx
+    )[0]
+
+
+def read_bench_counted(
+    path: str | Path,
+    root: str | Path,
+    *,
+    split: str | None = "test",
+    subsets: Sequence[str] | None = None,
+    start_idx: int = 0,
+    end_idx: int | None = None,
+) -> tuple[list[BenchRow], dict[str, int]]:
+    """`read_bench` plus what each filter dropped: {"lines", "dropped_split",
+    "dropped_source" (not a benchmark subset), "dropped_subsets" (not in `subsets`),
+    "dropped_slice", "selected"}."""
     unknown = set(subsets or ()) - set(SUBSETS)
     if unknown:
         raise BenchDataError(path, f"unknown subsets {sorted(unknown)}; choose from {SUBSETS}")
+    raws = read_jsonl(path)
+    counts = dict.fromkeys(("dropped_split", "dropped_source", "dropped_subsets"), 0)
     rows: list[BenchRow] = []
-    for i, raw in enumerate(read_jsonl(path)):
+    for i, raw in enumerate(raws):
         if split is not None and str(raw.get("split")) != str(split):
-            continue  # CMI-RewardBench drops rows without a matching `split`
+            counts["dropped_split"] += 1  # CMI-RewardBench drops rows without a matching `split`
+            continue
         subset = subset_of(raw.get("source"))
         if subset is None or (subsets and subset not in subsets):
+            counts["dropped_source" if subset is None else "dropped_subsets"] += 1
             continue
         rows.append(
             BenchRow(
@@ -138,7 +159,9 @@ def read_bench(
                 lyrics=raw.get("lyrics") or "",
             )
         )
-    return rows[start_idx:end_idx]
+    kept = rows[start_idx:end_idx]
+    counts = {"lines": len(raws), **counts, "dropped_slice": len(rows) - len(kept)}
+    return kept, counts | {"selected": len(kept)}
 
 
 def probe_duration(path: str | None) -> float:

@@ -1,7 +1,11 @@
 """Decode in DataLoader workers, score batches, turn scores into CMI-RewardBench result rows.
 
-A batch that fails as a whole is retried clip by clip, so one bad input costs one recorded
-error instead of the batch; decoding errors never reach the model.
+A model with per-item results (`score_batch_detailed`, e.g. the HTTP model) is called once per
+batch and its failed items are recorded as they are: nothing is sent twice. For any other
+model a batch that fails as a whole is retried clip by clip, so one bad input costs one
+recorded error instead of the batch. Decoding errors never reach the model; every score error
+names the clip's file. A model declaring `extra_columns` (names for columns 2.. of its
+scores) gets them written as `predicted_<name>` / `predicted_<name>_b`.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from audiobase.preprocess import Preprocess
 from bench.data import BenchRow
 from rewards.base import ALIGNMENT, MUSICALITY, BatchInput
 
-SideScore = dict[str, Any]  # {"alignment", "musicality", "valid", "error"}
+SideScore = dict[str, Any]  # {"alignment", "musicality", "valid", "error", "extra"?}
 
 
 def describe_error(e: BaseException) -> str:
@@ -60,7 +64,9 @@ def decode_row(row: BenchRow, pre: Preprocess) -> dict[str, Any]:
             continue
         try:
             wav = decode_clip(path, pre)
-            sides[side] = BatchInput(audio=wav, text=row.text, lyrics=row.lyrics, ref_audio=ref)
+            sides[side] = BatchInput(
+                audio=wav, text=row.text, lyrics=row.lyrics, ref_audio=ref, path=path
+            )
         except Exception as e:
             sides[side] = describe_error(e)
     return {"row": row, "sides": sides, "notes": notes}
@@ -107,16 +113,46 @@ def autocast_for(
     return contextlib.nullcontext()
 
 
+def extra_columns(model: Any) -> list[str]:
+    """Names the model gives its score columns 2.. (`extra_columns`); [] for most models."""
+    return [str(n) for n in getattr(model, "extra_columns", None) or []]
+
+
+def check_scores(model: Any, out: Any, n: int, what: str = "score_batch") -> np.ndarray:
+    """`out` as float64 [n, 2 + len(extra_columns)] or more columns; ValueError otherwise."""
+    out = np.asarray(out, dtype=np.float64)
+    width = 2 + len(extra_columns(model))
+    if out.ndim != 2 or out.shape[0] != n or out.shape[1] < width:
+        raise ValueError(f"{what} returned shape {out.shape}, expected [{n}, {width}]")
+    return out
+
+
 def call_model(
     model: Any, inputs: list[BatchInput], max_dur: float | None, score_kwargs: dict[str, Any]
 ) -> np.ndarray:
-    """score_batch with a shape check; returns float64 [N, 2]."""
+    """score_batch with a shape check; returns float64 [N, 2 + extra columns]."""
     with torch.inference_mode():
         out = model.score_batch(inputs, batch_size=len(inputs), max_dur=max_dur, **score_kwargs)
-    out = np.asarray(out, dtype=np.float64)
-    if out.ndim != 2 or out.shape[0] != len(inputs) or out.shape[1] < 2:
-        raise ValueError(f"score_batch returned shape {out.shape}, expected [{len(inputs)}, 2]")
-    return out
+    return check_scores(model, out, len(inputs))
+
+
+def call_model_detailed(
+    model: Any, inputs: list[BatchInput], max_dur: float | None, score_kwargs: dict[str, Any]
+) -> tuple[np.ndarray, list[str | None]]:
+    """score_batch_detailed with shape checks: (scores, error text or None per input)."""
+    with torch.inference_mode():
+        out, errors = model.score_batch_detailed(
+            inputs, batch_size=len(inputs), max_dur=max_dur, **score_kwargs
+        )
+    errors = list(errors)
+    if len(errors) != len(inputs):
+        raise ValueError(f"score_batch_detailed returned {len(errors)} errors for {len(inputs)}")
+    return check_scores(model, out, len(inputs), "score_batch_detailed"), errors
+
+
+def name_file(err: str, path: str | None) -> str:
+    """The error text, with the clip's file added when the model's message lacks it."""
+    return err if not path or path in err else f"{err} [{path}]"
 
 
 def to_float(x: float) -> float | None:
@@ -135,7 +171,8 @@ def score_decoded(
     """Score every decodable side of a decoded batch; per row, a SideScore per side.
 
     One score_batch call for the batch (`per_side`: one for its A clips, then one for its B
-    clips, as CMI-RewardBench does); a call that raises is retried clip by clip.
+    clips, as CMI-RewardBench does); a call that raises is retried clip by clip. A model with
+    `score_batch_detailed` gives per-item results in one call, never retried here.
     """
     slots = [(i, s, inp) for i, d in enumerate(decoded) for s, inp in d["sides"].items()]
     out: list[dict[str, SideScore]] = [{} for _ in decoded]
@@ -145,11 +182,34 @@ def score_decoded(
     todo = [(i, s, inp) for i, s, inp in slots if isinstance(inp, BatchInput)]
     groups = [[t for t in todo if t[1] == side] for side in ("a", "b")] if per_side else [todo]
 
+    names = extra_columns(model)
+
     def put(i: int, s: str, row: np.ndarray) -> None:
         a, m = to_float(row[ALIGNMENT]), to_float(row[MUSICALITY])
         out[i][s] = {"alignment": a, "musicality": m, "valid": True, "error": ""}
+        if names:
+            out[i][s]["extra"] = {n: to_float(row[2 + j]) for j, n in enumerate(names)}
 
+    def fail(i: int, s: str, err: str) -> None:
+        err = name_file(f"score_error: {err}", decoded[i]["row"].side_path(s))
+        out[i][s] = {"alignment": None, "musicality": None, "valid": False, "error": err}
+
+    detailed = callable(getattr(model, "score_batch_detailed", None))
     for group in (g for g in groups if g):
+        if detailed:  # per-item results: a failed clip fails alone, nothing is sent twice
+            try:
+                with autocast():
+                    scores, errors = call_model_detailed(
+                        model, [t[2] for t in group], max_dur, score_kwargs
+                    )
+            except Exception as e:
+                scores, errors = np.empty((len(group), 0)), [describe_error(e)] * len(group)
+            for (i, s, _), row, item_err in zip(group, scores, errors, strict=True):
+                if item_err is None:
+                    put(i, s, row)
+                else:
+                    fail(i, s, item_err)
+            continue
         try:
             with autocast():
                 scores = call_model(model, [t[2] for t in group], max_dur, score_kwargs)
@@ -161,13 +221,7 @@ def score_decoded(
                     with autocast():
                         put(i, s, call_model(model, [inp], max_dur, score_kwargs)[0])
                 except Exception as e:
-                    err = f"score_error: {describe_error(e)}"
-                    out[i][s] = {
-                        "alignment": None,
-                        "musicality": None,
-                        "valid": False,
-                        "error": err,
-                    }
+                    fail(i, s, describe_error(e))
     return out
 
 
@@ -179,9 +233,14 @@ def pair_pref_label(a: float | None, b: float | None) -> str | None:
 
 
 def make_result(
-    row: BenchRow, sides: dict[str, SideScore], notes: list[str], model_name: str
+    row: BenchRow,
+    sides: dict[str, SideScore],
+    notes: list[str],
+    model_name: str,
+    extra_names: list[str] | tuple[str, ...] = (),
 ) -> dict:
-    """Input row + predicted_* fields (CMI-RewardBench names) + validity, error and status."""
+    """Input row + predicted_* fields (CMI-RewardBench names, then `predicted_<name>` for the
+    model's `extra_names` columns) + validity, error and status."""
     pa = sides.get("a", {})
     pb = sides.get("b", {})
     res = dict(row.raw)
@@ -198,6 +257,10 @@ def make_result(
             res["predicted_preference-musicality"] = mus
         if ali is not None:
             res["predicted_preference-alignment"] = ali
+    for n in extra_names:  # a failed side: None, as its other scores
+        res[f"predicted_{n}"] = pa.get("extra", {}).get(n)
+        if "b" in sides:
+            res[f"predicted_{n}_b"] = pb.get("extra", {}).get(n)
     res["inference_valid_a"] = bool(pa.get("valid", False))
     if "b" in sides:
         res["inference_valid_b"] = bool(pb.get("valid", False))
@@ -225,7 +288,7 @@ def score_batch_rows(
     scored = score_decoded(model, decoded, max_dur, score_kwargs, autocast, per_side)
     out = []
     for d, sides in zip(decoded, scored, strict=True):
-        res = make_result(d["row"], sides, d["notes"], model_name)
+        res = make_result(d["row"], sides, d["notes"], model_name, extra_columns(model))
         wavs = [x.audio for x in d["sides"].values() if isinstance(x, BatchInput)]
         res["bench_audio_seconds"] = sum(len(w) for w in wavs) / float(model.sr)  # cropped
         res.update(extra or {})

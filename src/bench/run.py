@@ -6,11 +6,14 @@ Scores side A and side B of every CMI-RewardBench row, appending result rows per
 outputs/bench/<model.name>/<dataset.name>/results.jsonl, then writes the metrics files.
 Rerunning resumes: rows already scored are skipped, failed ones retried. Several models run
 one after another as a Hydra multirun: `python -m bench.run -m model=cmi_rm_tiny,audioscore`.
+One run at a time per output folder (bench.guard.OutputLock): a second is refused, naming the
+first, so compaction can never drop rows another process is appending.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -24,8 +27,9 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from audiobase.preprocess import Preprocess
-from bench.data import BenchRow, read_bench
+from bench.data import BenchRow, read_bench_counted
 from bench.evaluate import evaluate_rows
+from bench.guard import OutputLock, RunRefused
 from bench.infer import model_preprocess
 from bench.models import build_model, extra_score_kwargs, fingerprint, n_devices, resolve_device
 from bench.score import score_rows
@@ -44,7 +48,8 @@ def part_files(out: Path) -> list[Path]:
 
 
 def prepare_output(cfg: DictConfig) -> Path:
-    """The run's folder; unless `resume`, earlier scores in it are forgotten."""
+    """The run's folder; unless `resume`, earlier scores in it are forgotten. Call it with the
+    folder's lock held."""
     out = output_dir(cfg)
     out.mkdir(parents=True, exist_ok=True)
     if not cfg.get("resume", True):
@@ -55,8 +60,13 @@ def prepare_output(cfg: DictConfig) -> Path:
 
 def read_dataset(cfg: DictConfig, whole: bool = False) -> list[BenchRow]:
     """The dataset's rows after the split filter; unless `whole`, also subsets and the slice."""
+    return read_selection(cfg, whole)[0]
+
+
+def read_selection(cfg: DictConfig, whole: bool = False) -> tuple[list[BenchRow], dict[str, int]]:
+    """`read_dataset` plus how many lines each filter dropped (bench.data.read_bench_counted)."""
     ds = cfg.dataset
-    return read_bench(
+    return read_bench_counted(
         ds.jsonl,
         ds.root,
         split=ds.get("split", "test"),
@@ -66,16 +76,36 @@ def read_dataset(cfg: DictConfig, whole: bool = False) -> list[BenchRow]:
     )
 
 
-def select_rows(cfg: DictConfig, out: Path, fp: str) -> tuple[list[BenchRow], int]:
-    """Stage 1: rows in the selection that still need scoring, and how many are already done
-    (scored ok under the same fingerprint)."""
-    rows = read_dataset(cfg)
+def select_rows(cfg: DictConfig, out: Path, fp: str) -> tuple[list[BenchRow], int, dict[str, int]]:
+    """Stage 1: rows in the selection that still need scoring, how many are already done
+    (scored ok under the same fingerprint), and what the filters dropped. An empty selection
+    is refused (`RunRefused`): it is a wrong split, subset or slice, not a result."""
+    rows, selection = read_selection(cfg)
+    dropped = {
+        k.removeprefix("dropped_"): n for k, n in selection.items() if k.startswith("dropped")
+    }
+    log.info(
+        "%s: %d of %d lines selected; dropped by %s",
+        cfg.dataset.jsonl,
+        selection["selected"],
+        selection["lines"],
+        ", ".join(f"{k}: {n}" for k, n in dropped.items()),
+    )
+    if not rows:
+        raise RunRefused(
+            f"{cfg.dataset.jsonl}: no rows selected: {selection['lines']} lines, "
+            f"{selection['dropped_split']} dropped by split={cfg.dataset.get('split', 'test')!r}, "
+            f"{selection['dropped_source']} with a source outside the benchmark, "
+            f"{selection['dropped_subsets']} outside subsets={cfg.dataset.get('subsets')}, "
+            f"{selection['dropped_slice']} outside start_idx={cfg.get('start_idx')} "
+            f"end_idx={cfg.get('end_idx')}"
+        )
     latest = read_latest([out / "results.jsonl", *part_files(out)])
     done = {
         k for k, r in latest.items() if r.get("status") == "ok" and r.get("bench_fingerprint") == fp
     }
     todo = [r for r in rows if r.key not in done]
-    return todo, len(rows) - len(todo)
+    return todo, len(rows) - len(todo), selection
 
 
 def compact_results(cfg: DictConfig, out: Path, fp: str) -> list[dict[str, Any]]:
@@ -108,9 +138,14 @@ def evaluate(
 
 
 def describe_run(
-    cfg: DictConfig, counts: dict[str, Any], skipped: int, wall: float
+    cfg: DictConfig,
+    counts: dict[str, Any],
+    skipped: int,
+    wall: float,
+    selection: dict[str, int] | None = None,
 ) -> dict[str, Any]:
-    """statistics.json's `run` entry: what this invocation did and how fast."""
+    """statistics.json's `run` entry: what this invocation did and how fast, and what the
+    split, source, subset and slice filters dropped (`selection`)."""
     return {
         "model": str(cfg.model.name),
         "dataset": str(cfg.dataset.name),
@@ -123,6 +158,7 @@ def describe_run(
         "audio_seconds": counts["audio_seconds"],
         "wall_s": wall,
         "audio_s_per_s": counts["audio_seconds"] / wall if wall > 0 else 0.0,
+        "selection": selection or {},
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
 
@@ -148,21 +184,37 @@ def run(
     """Score the dataset with one model and write all outputs; returns (metrics, info).
 
     `model` lets callers pass a built reward model (anything with `sr` + `score_batch`);
-    otherwise `cfg.model` goes through rewards.build.build_reward_model.
+    otherwise `cfg.model` goes through rewards.build.build_reward_model. Raises `RunRefused`
+    (`OutputBusy`: another run holds the output folder; an empty selection; too little disk).
     """
+    if is_launched_rank():  # plain ddp's rank > 0 reruns this script; rank 0 holds the lock
+        return run_locked(cfg, model, score_kwargs)
+    with OutputLock(output_dir(cfg)):
+        return run_locked(cfg, model, score_kwargs)
+
+
+def is_launched_rank() -> bool:
+    """A process Lightning's ddp launcher started for rank > 0 (it sets these variables)."""
+    return any(int(os.environ.get(v) or 0) > 0 for v in ("LOCAL_RANK", "NODE_RANK"))
+
+
+def run_locked(
+    cfg: DictConfig, model: Any = None, score_kwargs: dict[str, Any] | None = None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """`run` with the output folder's lock held."""
     out = prepare_output(cfg)
     t0 = time.perf_counter()
     model, scoring_model, score_kwargs = prepare_model(cfg, model, score_kwargs)
     pre: Preprocess = model_preprocess(model, cfg.max_dur)
     fp = fingerprint(cfg, pre)
 
-    todo, skipped = select_rows(cfg, out, fp)
+    todo, skipped, selection = select_rows(cfg, out, fp)
     log.info("%s: %d rows to score, %d already done; model input %s", out, len(todo), skipped, pre)
     counts = score_rows(cfg, scoring_model, score_kwargs, todo, pre, out, fp)
     if not counts.get("is_global_zero", True):  # plain ddp: every rank gets here, rank 0 reports
         return {}, {"is_global_zero": False}
     rows = compact_results(cfg, out, fp)
-    run_info = describe_run(cfg, counts, skipped, time.perf_counter() - t0)
+    run_info = describe_run(cfg, counts, skipped, time.perf_counter() - t0, selection)
     metrics = evaluate(cfg, rows, out, run_info)
     return metrics, describe_outcome(cfg, rows, counts, run_info, out)
 
@@ -209,8 +261,13 @@ def report(cfg: DictConfig, metrics: dict[str, Any], info: dict[str, Any]) -> in
 
 
 def run_cli(cfg: DictConfig) -> int:
-    """One model's benchmark, reported; returns the exit status."""
-    metrics, info = run(cfg)
+    """One model's benchmark, reported; returns the exit status (a refused run: its
+    `exit_code`, with the reason logged)."""
+    try:
+        metrics, info = run(cfg)
+    except RunRefused as e:
+        log.error("%s", e)
+        return e.exit_code
     return report(cfg, metrics, info)
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from audiobase.files import write_text
+from bench.guard import check_free_space
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +83,13 @@ def compact(
     keep: Callable[[dict[str, Any]], bool] | None = None,
 ) -> list[dict[str, Any]]:
     """Merge `parts` into `results`: one record per row (those `keep` accepts), in file
-    order; parts are removed."""
+    order; parts are removed. Refuses up front (`DiskSpaceError`, nothing changed) when the
+    disk cannot hold the rewritten file next to the old one."""
     part_paths = [Path(p) for p in parts]
+    results = Path(results)
+    # the rewrite goes next to the old file before replacing it: about its size again
+    need = sum(p.stat().st_size for p in [results, *part_paths] if p.is_file())
+    check_free_space(results.parent, need, f"compacting {results}")
     latest = [r for r in read_latest([results, *part_paths]).values() if keep is None or keep(r)]
     rows = sorted(latest, key=lambda r: (r.get("bench_row_index", 0), r["bench_row_key"]))
     write_text(results, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))

@@ -16,7 +16,9 @@ from rewards.base import MUSICALITY, BatchInput, RewardModel, as_input
 class AudioscoreRewardModel(RewardModel):
     """An exported scorer dir (config.yaml + model.safetensors); `model=audioscore` in bench.
 
-    Column 1 (musicality) is the scorer's vocal-quality score; column 0 (alignment) is NaN.
+    Column 1 (musicality) is the scorer's vocal-quality score, on the label scale when the
+    export stores a calibration (`calibrated=False`: the raw score; ranks are the same either
+    way); column 0 (alignment) is NaN.
     The export's preprocessing contract decides what audio the net sees; `max_dur`, `crop` and
     `target_lufs` given here override it for this model. The runner's `max_dur` argument to
     `score_batch` does not: the same file gets the same score from every route.
@@ -30,6 +32,7 @@ class AudioscoreRewardModel(RewardModel):
         max_dur: float | None = None,
         crop: str | None = None,
         target_lufs: float | None = None,
+        calibrated: bool = True,
     ) -> None:
         path = Path(checkpoint)
         if not path.exists():
@@ -38,7 +41,13 @@ class AudioscoreRewardModel(RewardModel):
             )
         self.checkpoint = str(path)
         self.scorer = Scorer(
-            path, device, bf16, max_dur=max_dur, crop=crop, target_lufs=target_lufs
+            path,
+            device,
+            bf16,
+            calibrated=calibrated,
+            max_dur=max_dur,
+            crop=crop,
+            target_lufs=target_lufs,
         )
 
     @property
@@ -73,6 +82,8 @@ class AudioscoreRewardModel(RewardModel):
         return f"AudioscoreRewardModel({self.checkpoint!r})"
 
 
-def load_scorer(path: str | Path, device: str = "cpu", **preprocess: Any) -> AudioscoreRewardModel:
-    """An exported scorer directory as a reward model."""
-    return AudioscoreRewardModel(path, device=device, **preprocess)
+def load_scorer(
+    path: str | Path, device: str = "cpu", calibrated: bool = True, **preprocess: Any
+) -> AudioscoreRewardModel:
+    """An exported scorer directory as a reward model (`calibrated=False`: raw scores)."""
+    return AudioscoreRewardModel(path, device=device, calibrated=calibrated, **preprocess)

@@ -2,7 +2,9 @@
 
 Every reward model exposes `sr` and `score_batch(inputs, batch_size, max_dur, **kw)`
 returning a float array [N, 2]: column 0 = text-music alignment, column 1 = musicality,
-NaN where a model has no such dimension. Higher is better in both columns.
+NaN where a model has no such dimension. Higher is better in both columns. A model may return
+more columns and name them in `extra_columns: list[str]` (for columns 2..); the benchmark
+writes them as `predicted_<name>`.
 """
 
 from __future__ import annotations
@@ -21,15 +23,21 @@ ALIGNMENT, MUSICALITY = 0, 1  # column indices of score_batch's output
 
 @dataclass
 class BatchInput:
-    """One item to score. `audio`/`ref_audio`: a file path or a mono waveform tensor at `sr`."""
+    """One item to score. `audio`/`ref_audio`: a file path or a mono waveform tensor at `sr`.
+    `path`: the file a waveform was decoded from, so errors can name it (not sent to models'
+    services, not part of `to_dict`)."""
 
     audio: Any
     text: str = ""
     lyrics: str = ""
     ref_audio: Any | None = None
+    path: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The CMI-RewardBench fields (audio, text, lyrics, ref_audio)."""
+        d = asdict(self)
+        d.pop("path")
+        return d
 
 
 class RewardModel(ABC):
@@ -64,7 +72,8 @@ def as_input(x: BatchInput | dict[str, Any] | Any) -> BatchInput:
     if isinstance(x, BatchInput):
         return x
     if isinstance(x, dict):
-        return BatchInput(**{k: x[k] for k in ("audio", "text", "lyrics", "ref_audio") if k in x})
+        keys = ("audio", "text", "lyrics", "ref_audio", "path")
+        return BatchInput(**{k: x[k] for k in keys if k in x})
     if hasattr(x, "audio") and hasattr(x, "text"):
         return BatchInput(
             audio=x.audio,
@@ -76,14 +85,15 @@ def as_input(x: BatchInput | dict[str, Any] | Any) -> BatchInput:
 
 
 class ScoreItemError(RuntimeError):
-    """One input could not be scored. `index` is its position in the `score_batch` call."""
+    """One input could not be scored. `index` is its position in the `score_batch` call;
+    `audio` names it: its path, the file a waveform came from (`BatchInput.path`), or
+    `<waveform>` when nothing is known."""
 
     def __init__(self, index: int, item: Any, reason: str) -> None:
         self.index, self.reason = index, reason
-        self.audio = (
-            str(getattr(item, "audio", item))
-            if not _is_array(getattr(item, "audio", item))
-            else "<waveform>"
+        audio = getattr(item, "audio", item)
+        self.audio = str(
+            getattr(item, "path", None) or ("<waveform>" if _is_array(audio) else audio)
         )
         super().__init__(f"item {index} ({self.audio}): {reason}")
 
@@ -105,7 +115,8 @@ def load_waveform(x: Any, sr: int, max_dur: float | None = None, *, min_samples:
 def score_detailed(
     model: Any, inputs: list, batch_size: int, max_dur: float, **kwargs: Any
 ) -> tuple[np.ndarray, list[str | None]]:
-    """Score with per-item failure capture: (scores [N, 2] with NaN rows, error text or None per item).
+    """Score with per-item failure capture: (scores [N, C] with NaN rows, error text or None
+    per item); C = 2, or more for a model with `extra_columns`.
 
     Tries the whole call first; if it raises, scores items one by one so one bad file costs one
     row, not the batch. Models with their own `score_batch_detailed` (e.g. HTTP) are used directly.
@@ -119,13 +130,16 @@ def score_detailed(
         return scores, [None] * len(inputs)
     except Exception:  # noqa: BLE001 - fall back to per-item to find and record the culprit(s)
         pass
-    scores = np.full((len(inputs), 2), np.nan)
+    rows: list[np.ndarray | None] = [None] * len(inputs)
     errors: list[str | None] = [None] * len(inputs)
     for i, item in enumerate(inputs):
         try:
-            scores[i] = np.asarray(
-                model.score_batch([item], 1, max_dur, **kwargs), dtype=np.float64
-            )[0]
+            rows[i] = np.asarray(model.score_batch([item], 1, max_dur, **kwargs), np.float64)[0]
         except Exception as e:  # noqa: BLE001 - recorded per item, the run goes on
             errors[i] = f"{type(e).__name__}: {e}"
+    width = max([2] + [len(r) for r in rows if r is not None])
+    scores = np.full((len(inputs), width), np.nan)
+    for i, r in enumerate(rows):
+        if r is not None:
+            scores[i, : len(r)] = r
     return scores, errors

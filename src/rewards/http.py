@@ -14,14 +14,16 @@ An info route that answers 4xx or no JSON means no contract (the runner's first 
 seconds at `sr`); one that cannot be reached fails the items.
 
 Transport: at most `concurrency` requests in flight, request starts spaced by `1/rate_limit`
-seconds, `timeout` seconds per request. Connection errors, timeouts, 429 and 5xx are retried
-`max_retries` times with exponential backoff and full jitter (Retry-After honoured, capped);
-any other 4xx or an unparsable 200 fails the item at once.
+seconds, `timeout` seconds per request. Connection errors, timeouts, response bodies cut short
+(a chunked body or a Content-Length not delivered), 429 and 5xx are retried `max_retries`
+times with exponential backoff and full jitter (Retry-After seconds honoured, up to
+`backoff_max`); any other 4xx or an unparsable 200 fails the item at once.
 
 Failures: `score_batch_detailed` returns (scores with NaN rows, per-item error text);
 `score_batch` raises `ScoreItemError` for the first failed item (the others still ran).
 The API key is read from the environment variable named by `api_key_env` at request time; it
-is never stored on the object, logged, or put in an error message.
+is never stored on the object, logged, or put in an error message (response text quoted in
+an error is redacted before it is shortened, so no part of the key survives the cut).
 """
 
 from __future__ import annotations
@@ -289,22 +291,24 @@ class HTTPRewardModel(RewardModel):
             resp = session.request(
                 method, url, data=body, headers=self.request_headers(), timeout=self.timeout
             )
-        except (requests.ConnectionError, requests.Timeout) as e:
+        except (
+            requests.ConnectionError,
+            requests.Timeout,
+            requests.exceptions.ChunkedEncodingError,  # a body cut short: chunked or by length
+        ) as e:
             raise _RetryableError(f"{type(e).__name__} contacting {url}") from None
         if resp.status_code == 429 or resp.status_code >= 500:
             raise _RetryableError(
                 f"HTTP {resp.status_code} from {url}", resp.status_code, _retry_after(resp.headers)
             )
-        if resp.status_code >= 400:
-            raise HTTPScoreError(
-                f"HTTP {resp.status_code} from {url}: {resp.text[:300]}", status=resp.status_code
-            )
+        if resp.status_code >= 400:  # redact before the cut: a cut key would no longer match
+            text = self._redact(resp.text)[:300]
+            raise HTTPScoreError(f"HTTP {resp.status_code} from {url}: {text}", resp.status_code)
         try:
             return resp.json()
         except ValueError as e:
-            raise HTTPScoreError(
-                f"non-JSON response from {url}: {resp.text[:200]!r}", status=resp.status_code
-            ) from e
+            text = self._redact(resp.text)[:200]
+            raise HTTPScoreError(f"non-JSON response from {url}: {text!r}", resp.status_code) from e
 
     def _pace(self) -> None:
         """Space request starts by 1/rate_limit seconds across all worker threads."""

@@ -8,7 +8,10 @@ signal-statistics baseline correlates with it.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
+import threading
 import time
 from pathlib import Path
 
@@ -17,6 +20,7 @@ from omegaconf import OmegaConf
 
 from audiobase.audio import save_audio
 from bench.baselines import SignalStatsReward
+from rewards.serve import ScoreHandler, make_server
 
 SR = 16_000
 MONTHS = ("01-2025JULAUG", "02-2025SEP")
@@ -191,3 +195,38 @@ class DyingSignalStats(SignalStatsReward):
         if self.calls > self.after:
             raise SimulatedKill(f"killed after {self.after} batches")
         return super().score_batch(inputs, batch_size, max_dur, **kw)
+
+
+class ExtraColumnsReward(SignalStatsReward):
+    """The baseline plus two named extra columns (as a multi-dimension scorer like SongEval)."""
+
+    extra_columns = ["loudness", "half"]
+
+    def score_batch(self, inputs, batch_size, max_dur, **kw):
+        base = np.asarray(super().score_batch(inputs, batch_size, max_dur, **kw))
+        return np.concatenate([base, base[:, 1:2], base[:, 1:2] / 2], axis=1)  # [N, 4]
+
+
+class CountingHandler(ScoreHandler):
+    """Counts POSTs per clip (by the audio's content) and rejects clips whose prompt starts
+    with "reject" or equals a prompt in `reject`, as a service that cannot score one clip."""
+
+    reject: tuple[str, ...] = ()
+
+    def do_POST(self):  # noqa: N802 - http.server naming
+        raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        body = json.loads(raw)
+        with self.count_lock:
+            self.counts[hashlib.sha1(body["audio"]["data"].encode()).hexdigest()] += 1
+        if body["text"] in self.reject:
+            return self.send_json(400, {"error": "this clip cannot be scored"})
+        self.rfile = io.BytesIO(raw)  # replay the body for the real handler
+        return super().do_POST()
+
+
+def serve(model, handler=ScoreHandler, **kw):
+    """A `rewards.serve` server for `model` on a free local port, in a daemon thread; returns
+    (server, score url). Call `server.shutdown(); server.server_close()` when done."""
+    server = make_server(model, "127.0.0.1", 0, handler=handler, **kw)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}/score"

@@ -6,6 +6,10 @@ random window of the contract's `max_dur` (shorter clips whole), prepared by the
 `Preprocess` contract. Validation scores every item of the validation groups through the
 same contract's own (centre) window, which the export stores for inference.
 
+Each training sample is drawn from its own generator seeded by (seed, epoch, position in the
+epoch), so the draws do not depend on worker processes or on what else consumed random numbers:
+a run resumed from a checkpoint trains on the groups and crops an uninterrupted run would.
+
 With `crop_grid_seconds` set, random crop starts are drawn from a fixed grid per clip instead of
 anywhere, so a clip only ever yields a few distinct training crops and frozen encoders (CAM++,
 frozen MuQ) serve them from the feature cache after the first epochs.
@@ -17,13 +21,14 @@ import json
 import logging
 import math
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from audiobase.audio import MUQ_MIN_SAMPLES, MUQ_SR, AudioError, audio_duration
 from audiobase.cache import file_digest
@@ -112,8 +117,28 @@ def shuffle_ties(items: list[dict], rng: np.random.Generator) -> list[dict]:
     return out
 
 
+class EpochSampler(Sampler):
+    """Yields (epoch, position) for each position of an epoch of `length` samples; `epoch()`
+    is read when an epoch starts (the trainer's current epoch, restored on resume).
+
+    Samplers run in the main process, so the epoch reaches the dataset in every worker, and
+    DDP's sampler wrapper splits these pairs across ranks as it would plain indices.
+    """
+
+    def __init__(self, length: int, epoch: Callable[[], int]) -> None:
+        self.length, self.epoch = length, epoch
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        epoch = int(self.epoch())
+        return iter([(epoch, i) for i in range(self.length)])
+
+    def __len__(self) -> int:
+        return self.length
+
+
 class TrainGroups(Dataset):
-    """Index -> one sampled sub-group (list of loaded clips, best first). Length = samples/epoch."""
+    """(epoch, position) -> one sampled sub-group (list of loaded clips, best first), drawn with
+    a generator seeded by (seed, epoch, position). Length = samples per epoch."""
 
     def __init__(
         self,
@@ -123,10 +148,12 @@ class TrainGroups(Dataset):
         max_group_size: int,
         length: int,
         singer_ids: dict[str, int],
+        seed: int = 0,
     ) -> None:
         self.sources, self.loader = sources, loader
         self.weights = np.asarray(weights, float) / np.sum(weights)
         self.max_group_size, self.length, self.singer_ids = max_group_size, length, singer_ids
+        self.seed = seed
 
     def __len__(self) -> int:
         return self.length
@@ -140,10 +167,12 @@ class TrainGroups(Dataset):
             group = [group[k] for k in keep]
         return shuffle_ties(group, rng)
 
-    def __getitem__(self, index: int) -> list[dict]:
-        # torch's RNG is seeded per worker and epoch (and by seed_everything); the index, which
-        # DistributedSampler splits across ranks, keeps DDP ranks from drawing the same groups
-        rng = np.random.default_rng([int(torch.randint(0, 2**62, ()).item()), index])
+    def __getitem__(self, index: tuple[int, int] | int) -> list[dict]:
+        """index: (epoch, position) from `EpochSampler`; a plain position means epoch 0."""
+        epoch, position = index if isinstance(index, tuple) else (0, index)
+        # the position, which DDP's sampler splits across ranks, keeps ranks from drawing the
+        # same groups; the epoch makes each epoch draw anew
+        rng = np.random.default_rng([self.seed, int(epoch), int(position)])
         for _ in range(10):
             clips = []
             for item in self.sample_group(rng):
@@ -248,6 +277,8 @@ class GroupsDataModule(L.LightningDataModule):
         crop_grid_seconds: None = training crops start anywhere; a number = they start on a
             fixed per-clip grid with steps of at most this many seconds (cache-friendly).
         failures_path: JSONL where unreadable clips are recorded (training carries on).
+        seed: seeds the training draws with the epoch and position (see `TrainGroups`); None =
+            torch's initial seed, which `seed_everything(cfg.seed)` sets to the run's `seed`.
     """
 
     def __init__(
@@ -267,6 +298,7 @@ class GroupsDataModule(L.LightningDataModule):
         num_workers: int = 2,
         check_files: bool = True,
         failures_path: str | None = None,
+        seed: int | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False, ignore=["preprocess"])
@@ -307,6 +339,10 @@ class GroupsDataModule(L.LightningDataModule):
             )
         self.per_device_groups = hp.groups_per_batch // world
 
+    def current_epoch(self) -> int:
+        """The trainer's epoch (restored from the checkpoint on resume); 0 without a trainer."""
+        return self.trainer.current_epoch if self.trainer is not None else 0
+
     @property
     def num_singers(self) -> int:
         return len(self.singer_ids)
@@ -340,11 +376,12 @@ class GroupsDataModule(L.LightningDataModule):
             hp.max_group_size,
             hp.steps_per_epoch * hp.groups_per_batch,
             self.singer_ids,
+            seed=torch.initial_seed() if hp.seed is None else hp.seed,
         )
         return DataLoader(
             ds,
             batch_size=self.per_device_groups,
-            shuffle=False,  # samples are random draws already
+            sampler=EpochSampler(len(ds), self.current_epoch),  # samples are random draws
             num_workers=hp.num_workers,
             collate_fn=collate_groups,
             persistent_workers=hp.num_workers > 0,

@@ -1,4 +1,5 @@
-"""ScorerLitModule: ranking/regression loss, DANN singer adversary, validation ranking metrics."""
+"""ScorerLitModule: ranking/regression loss, DANN singer adversary, validation ranking metrics
+and the calibrated MAE on the label scale."""
 
 from __future__ import annotations
 
@@ -11,7 +12,10 @@ import lightning as L
 import numpy as np
 import torch
 from torch import nn
+from torchmetrics import Metric
+from torchmetrics.utilities import dim_zero_cat
 
+from audioscore.calibrate import cross_fitted_mae
 from audioscore.losses import ScoreRegressionLoss
 from audioscore.metrics import GroupRanking
 from audioscore.models.components.grl import Adversary, RidgeAdversary
@@ -19,6 +23,37 @@ from audioscore.models.components.scorer import VocalScorer, frozen_base_keys
 
 # the MuQ backbone is kept in eval mode on purpose (BatchNorm, dropout, layerdrop)
 warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+
+
+class LabelledScores(Metric):
+    """Raw validation scores with their labelled `score` (NaN when a clip has none), gathered
+    over DDP ranks; each dataset index counts once (DistributedSampler repeats clips)."""
+
+    full_state_update = False
+    index: list[torch.Tensor]
+    score: list[torch.Tensor]
+    label: list[torch.Tensor]
+
+    def __init__(self) -> None:
+        super().__init__()
+        for name in ("index", "score", "label"):
+            self.add_state(name, default=[], dist_reduce_fx="cat")
+
+    def update(self, index: torch.Tensor, score: torch.Tensor, label: torch.Tensor) -> None:
+        """All [B]."""
+        self.index.append(index.long())
+        self.score.append(score.float())
+        self.label.append(label.float())
+
+    def compute(self) -> tuple[np.ndarray, np.ndarray]:
+        """(raw scores [N], labels [N]) of the clips seen, one row per clip."""
+        if isinstance(self.index, list) and not self.index:
+            return np.zeros(0), np.zeros(0)
+        idx, score, label = (
+            dim_zero_cat(getattr(self, n)).cpu().numpy() for n in ("index", "score", "label")
+        )
+        _, first = np.unique(idx, return_index=True)
+        return score[first].astype(np.float64), label[first].astype(np.float64)
 
 
 def group_matrix(values: torch.Tensor, slots: torch.Tensor, fill: float) -> torch.Tensor:
@@ -68,6 +103,7 @@ class ScorerLitModule(L.LightningModule):
         self.grl_lambda = 0.0
         self._t0: float | None = None  # when fit started (time/train_s)
         self.val_ranking = GroupRanking()
+        self.val_labelled = LabelledScores()
         # checkpoints may omit frozen pretrained weights; they are rebuilt from `pretrained`
         self.strict_loading = save_full_encoder
 
@@ -163,6 +199,7 @@ class ScorerLitModule(L.LightningModule):
         self.val_ranking.update(
             batch["index"], out["score"].detach(), batch["truth"], batch["group"], hit, known
         )
+        self.val_labelled.update(batch["index"], out["score"].detach(), batch["scores"])
 
     def on_validation_epoch_end(self) -> None:
         m = self.val_ranking.compute()  # gathered over ranks
@@ -178,6 +215,13 @@ class ScorerLitModule(L.LightningModule):
             self.log("time/train_s", time.monotonic() - self._t0)
         if "adv_acc" in m:
             self.log("val/adv_acc", m["adv_acc"])
+        raw, labels = self.val_labelled.compute()
+        self.val_labelled.reset()
+        # label-scale error of the calibrated scores, cross-fitted: each clip is calibrated by
+        # a fit on the other validation folds (a fit on all clips would be in-sample, optimistic)
+        mae = cross_fitted_mae(raw, labels)
+        if not np.isnan(mae):
+            self.log("val/mae", mae)
 
     # ---- optimisation --------------------------------------------------------------------
     def configure_optimizers(self) -> Any:

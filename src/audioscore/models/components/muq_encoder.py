@@ -33,28 +33,71 @@ DEFAULT_LORA_TARGETS = ("linear_q", "linear_k", "linear_v", "linear_out")
 MEL_MEAN, MEL_STD = 6.768444971712967, 18.417922652295623
 
 
-def tiny_muq_config(dim: int = 32, depth: int = 2, heads: int = 2, ffn: int = 64) -> dict:
-    """A MuQ config of a few hundred thousand parameters that builds and runs offline."""
+def make_muq_config(
+    dim: int,
+    depth: int,
+    heads: int,
+    ffn: int,
+    kernel: int,
+    conv_dim: int,
+    codebook_size: int,
+    **w2v2_extra: Any,
+) -> dict:
+    """A complete MuQConfig dict (an empty `w2v2_config` would fail inside MuQ); `w2v2_extra`
+    goes to `Wav2Vec2ConformerConfig`."""
     w2v2 = Wav2Vec2ConformerConfig(
         hidden_size=dim,
         num_hidden_layers=depth,
         num_attention_heads=heads,
         intermediate_size=ffn,
-        conv_depthwise_kernel_size=7,
+        conv_depthwise_kernel_size=kernel,
         position_embeddings_type="rotary",
         hidden_act="swish",
         layerdrop=0.0,  # the Wav2Vec2ConformerConfig default 0.1 would skip layers
+        **w2v2_extra,
     )
     # to_dict() keeps int keys in id2label, which EasyDict rejects; the JSON round trip fixes that
     w2v2_dict = json.loads(w2v2.to_json_string(use_diff=False))
     return {
-        "conv_dim": 8,
+        "conv_dim": conv_dim,
         "encoder_dim": dim,
         "encoder_depth": depth,
-        "codebook_size": 16,
+        "codebook_size": codebook_size,
         "stat": {"melspec_2048_mean": MEL_MEAN, "melspec_2048_std": MEL_STD},
         "w2v2_config": w2v2_dict,
     }
+
+
+def tiny_muq_config(dim: int = 32, depth: int = 2, heads: int = 2, ffn: int = 64) -> dict:
+    """A MuQ config of a few hundred thousand parameters that builds and runs offline."""
+    return make_muq_config(dim, depth, heads, ffn, kernel=7, conv_dim=8, codebook_size=16)
+
+
+def large_muq_config() -> dict:
+    """MuQ-large's published architecture (`OpenMuQ/MuQ-large-msd-iter`, ~330M parameters):
+    1024-d, 12 conformer layers of 16 heads and 4096-d feed-forward, depthwise kernel 31, rotary
+    positions (MuQ's pretraining recipe config). Random weights: for profiling and tests of the
+    real-size path offline; real weights come through `pretrained`."""
+    return make_muq_config(
+        1024,
+        12,
+        16,
+        4096,
+        kernel=31,
+        conv_dim=512,
+        codebook_size=4096,
+        hidden_dropout=0.1,
+        attention_dropout=0.1,
+        activation_dropout=0.1,
+        conformer_conv_dropout=0.1,
+        feat_proj_dropout=0.1,
+        layer_norm_eps=1e-5,
+        max_source_positions=5000,
+    )
+
+
+# `muq_config=<name>` presets (random weights, no download)
+MUQ_PRESETS = {"tiny": tiny_muq_config, "large": large_muq_config}
 
 
 def build_tiny_muq_dir(path: str | os.PathLike, seed: int = 0, **kw: Any) -> Path:
@@ -82,9 +125,12 @@ def load_muq(pretrained: str | None, muq_config: dict | str | None = None, seed:
     if muq_config is None:
         raise ValueError("MuQEncoder needs `pretrained` (hub id or dir) or `muq_config`")
     if isinstance(muq_config, str):
-        if muq_config != "tiny":
-            raise ValueError(f"muq_config must be a MuQConfig dict or 'tiny', got {muq_config!r}")
-        muq_config = tiny_muq_config()
+        if muq_config not in MUQ_PRESETS:
+            raise ValueError(
+                f"muq_config must be a MuQConfig dict or one of {sorted(MUQ_PRESETS)}, "
+                f"got {muq_config!r}"
+            )
+        muq_config = MUQ_PRESETS[muq_config]()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return MuQ(copy.deepcopy(dict(muq_config)))
@@ -101,7 +147,8 @@ class MuQEncoder(nn.Module):
 
     Args:
         pretrained: hub id or local directory for `MuQ.from_pretrained`; None = random init from
-            `muq_config` (a MuQConfig dict, or "tiny" for `tiny_muq_config()`).
+            `muq_config` (a MuQConfig dict, or a preset name: "tiny" = `tiny_muq_config()`,
+            "large" = `large_muq_config()`, MuQ-large's architecture).
         layer: hidden-state index (0 = conv stem, k = output of conformer layer k).
         truncate: drop conformer layers above `layer` (same output, less compute).
         lora: None (frozen backbone) or dict(r, alpha, dropout, target_modules).
