@@ -367,3 +367,21 @@ def test_score_detailed_keeps_extra_columns_when_falling_back_per_item():
     scores, errors = score_detailed(Picky(sr=SR), xs, 2, 30.0)
     assert scores.shape == (2, 4) and np.isfinite(scores[0]).all() and np.isnan(scores[1]).all()
     assert errors[0] is None and "silent" in errors[1]
+
+
+def test_weights_under_a_subfolder_count_for_the_fingerprint(tmp_path):
+    """A checkpoint folder that keeps its weights one level down (SongEval's `ckpt/`): replacing
+    them must change what resume compares, or stale scores would be reused."""
+    import os
+
+    from bench.models import weights_mtime
+
+    (tmp_path / "ckpt").mkdir()
+    (tmp_path / "config.yaml").write_text("a: 1\n")
+    weights = tmp_path / "ckpt" / "model.safetensors"
+    weights.write_bytes(b"old")
+    os.utime(tmp_path / "config.yaml", (1_000, 1_000))
+    os.utime(weights, (2_000, 2_000))
+    assert weights_mtime(tmp_path) == 2_000
+    os.utime(weights, (3_000, 3_000))
+    assert weights_mtime(tmp_path) == 3_000

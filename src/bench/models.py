@@ -67,11 +67,12 @@ def build_model(cfg: DictConfig, device: str | None = None) -> tuple[Any, dict[s
 
 
 def weights_mtime(checkpoint: Any) -> float:
-    """Newest modification time of the checkpoint file or of the files in its folder (0 = none)."""
+    """Newest modification time of the checkpoint file or of any file under its folder, at any
+    depth (SongEval keeps its weights in `ckpt/`); 0 = none."""
     path = Path(str(checkpoint or ""))
     if str(path) in ("", ".") or not path.exists():
         return 0.0
-    files = [path] if path.is_file() else [p for p in path.iterdir() if p.is_file()]
+    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
     return max((p.stat().st_mtime for p in files), default=0.0)
 
 
