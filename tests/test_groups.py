@@ -147,3 +147,21 @@ def test_strip_trailing_commas_leaves_strings_alone():
     assert strip_trailing_commas("[1, 2]") == "[1, 2]"
     with pytest.raises(json.JSONDecodeError):  # a doubled comma stays an error
         json.loads(strip_trailing_commas("[1,,]"))
+
+
+def test_same_clip_with_different_scores_is_reported(tmp_path, caplog):
+    import logging
+
+    for name in ("a.wav", "b.wav", "c.wav"):
+        (tmp_path / name).write_bytes(b"x")
+    groups = [
+        [{"audio_file": "a.wav", "score": 90}, {"audio_file": "b.wav", "score": 70}],
+        [{"audio_file": "c.wav", "score": 80}, {"audio_file": "a.wav", "score": 60}],
+        [{"audio_file": "b.wav", "score": 70}, {"audio_file": "c.wav", "score": 80}],
+    ]
+    (tmp_path / "g.json").write_text(json.dumps(groups))
+    with caplog.at_level(logging.WARNING, logger="audioscore.data.groups"):
+        read_groups(tmp_path / "g.json", require_sorted=False)
+    text = caplog.text
+    assert "1 clip(s) appear with different scores" in text  # b.wav agrees with itself
+    assert "a.wav" in text and "group 0 item 0 = 90" in text and "group 1 item 1 = 60" in text

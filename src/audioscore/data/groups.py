@@ -9,10 +9,13 @@ reads the order, and the seed reports that ascending groups made training diverg
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 _SHOW_MISSING = 20  # paths listed in the MissingAudioError message (all are in `.paths`)
 
@@ -73,6 +76,7 @@ def read_groups(
     groups = [_parse_group(path, g, group, base, prefix_map or {}) for g, group in enumerate(data)]
     if require_sorted:
         _check_sorted(path, groups)
+    warn_conflicting_scores(path, groups)
     if check_files:
         missing = [
             it["audio_file"] for g in groups for it in g if not os.path.isfile(it["audio_file"])
@@ -80,6 +84,29 @@ def read_groups(
         if missing:
             raise MissingAudioError(path, list(dict.fromkeys(missing)))
     return groups
+
+
+def conflicting_scores(groups: list[list[dict]]) -> dict[str, list[tuple[int, int, float]]]:
+    """Clips listed more than once with different scores: audio_file -> [(group, position,
+    score), ...]. Such labels contradict each other (a copy-paste slip, or two raters)."""
+    seen: dict[str, list[tuple[int, int, float]]] = {}
+    for g, group in enumerate(groups):
+        for i, it in enumerate(group):
+            if it.get("score") is not None:
+                seen.setdefault(it["audio_file"], []).append((g, i, float(it["score"])))
+    return {a: hits for a, hits in seen.items() if len({s for _, _, s in hits}) > 1}
+
+
+def warn_conflicting_scores(path: Path, groups: list[list[dict]]) -> None:
+    """Log one warning per groups file naming the clips that carry contradicting scores."""
+    bad = conflicting_scores(groups)
+    if not bad:
+        return
+    shown = "; ".join(
+        f"{a}: " + ", ".join(f"group {g} item {i} = {s:g}" for g, i, s in hits)
+        for a, hits in list(bad.items())[:_SHOW_MISSING]
+    )
+    log.warning("%s: %d clip(s) appear with different scores: %s", path, len(bad), shown)
 
 
 def strip_trailing_commas(text: str) -> str:
