@@ -9,15 +9,14 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
+from audioscore.models.components.weights import listing, state_problems
 from rewards.cmi_rm.config import CheckpointError
 from rewards.cmi_rm.model import ENCODER_PREFIXES, CMIRewardNet
 
 log = logging.getLogger(__name__)
 
 
-def _listing(keys: list[str], limit: int = 12) -> str:
-    more = f", ... ({len(keys) - limit} more)" if len(keys) > limit else ""
-    return ", ".join(keys[:limit]) + more
+LISTED = 12  # keys named per kind of problem in an error
 
 
 def load_weights(net: CMIRewardNet, path: str | Path) -> dict[str, int]:
@@ -49,20 +48,14 @@ def load_weights(net: CMIRewardNet, path: str | Path) -> dict[str, int]:
         for k in sd.keys() & own.keys()
         if sd[k].shape != own[k].shape
     )
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} missing keys: {_listing(missing)}")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected keys: {_listing(unexpected)}")
-    if mismatched:
-        problems.append(f"{len(mismatched)} shape mismatches: {_listing(mismatched)}")
+    problems = state_problems(missing, unexpected, mismatched, limit=LISTED)
     if problems:
         raise CheckpointError(path, "; ".join(problems))
     if missing_buffers:
         log.warning(
             "%s: tower buffers not in file, kept from pretrained: %s",
             path,
-            _listing(missing_buffers),
+            listing(missing_buffers, LISTED),
         )
     with torch.no_grad():
         net.load_state_dict(sd, strict=False)

@@ -16,6 +16,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
+from audioscore.models.components.weights import state_problems
+
 # SongEval's five outputs, in the order of its `fc` rows (eval.py)
 SONGEVAL_DIMENSIONS = ("coherence", "musicality", "memorability", "clarity", "naturalness")
 SONGEVAL_SCHEME = "songeval:"
@@ -164,11 +166,6 @@ def songeval_weights(path: str | os.PathLike) -> Path:
     )
 
 
-def _listing(keys: list[str], limit: int = 30) -> str:
-    more = f", ... ({len(keys) - limit} more)" if len(keys) > limit else ""
-    return ", ".join(keys[:limit]) + more
-
-
 def songeval_state_dict(
     head: SongEvalHead, src: Mapping[str, torch.Tensor], rows: list[int], name: str = "<state>"
 ) -> dict[str, torch.Tensor]:
@@ -190,13 +187,7 @@ def songeval_state_dict(
         for k in src.keys() & want.keys()
         if tuple(src[k].shape) != want[k]
     )
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} missing keys: {_listing(missing)}")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected keys: {_listing(unexpected)}")
-    if mismatched:
-        problems.append(f"{len(mismatched)} shape mismatches: {_listing(mismatched)}")
+    problems = state_problems(missing, unexpected, mismatched, limit=30)
     if problems:
         arch = ", ".join(f"{k}={v}" for k, v in head.init_args.items())
         raise HeadInitError(
