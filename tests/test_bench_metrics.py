@@ -93,7 +93,7 @@ def test_preference_accuracy_rules():
 
 
 def test_exact_tie_counts_as_model_b():
-    from bench.infer import pair_pref_label
+    from bench.records import pair_pref_label
 
     assert pair_pref_label(1.0, 1.0) == "model_b"
     assert pair_pref_label(2.0, 1.0) == "model_a"
