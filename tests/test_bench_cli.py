@@ -71,14 +71,6 @@ def test_multirun_runs_each_model_with_the_shared_overrides(toy, tmp_path):
     assert p.stdout.index("signal_stats/toy:") < p.stdout.index("cmi_rm_tiny/toy:")
 
 
-def test_audioscore_default_is_the_demo_export(monkeypatch):
-    monkeypatch.delenv("AUDIOSCORE_CHECKPOINT", raising=False)
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        cfg = compose("bench", overrides=["model=audioscore", "model.max_dur=30"])
-    assert cfg.model.checkpoint == "outputs/demo/plan_a/export"  # scripts/demo.py's plan A
-    assert cfg.model.max_dur == 30  # the scorer's own crop (AudioscoreRewardModel kwarg)
-
-
 def test_cli_exits_nonzero_on_too_many_failures(toy, tmp_path):
     cmd = [
         sys.executable,
@@ -88,7 +80,7 @@ def test_cli_exits_nonzero_on_too_many_failures(toy, tmp_path):
         *BASELINE,
         *toy_overrides(toy, tmp_path),
     ]
-    cmd += ["dataset.subsets=[MusicEval]"]  # 2 of 7 rows are broken
+    cmd += ["subset=MusicEval"]  # 2 of 7 rows are broken
     p = subprocess.run(cmd + ["max_fail_frac=0.05"], env=ENV, capture_output=True, text=True)
     assert p.returncode == 3, p.stderr[-2000:]
     assert "rows failed (max_fail_frac=0.05)" in p.stdout + p.stderr
@@ -133,7 +125,7 @@ def test_sigkill_mid_run_then_rerun_matches_uninterrupted(toy, tmp_path):
 
 
 def test_throughput_script_reports_both_loops(toy, tmp_path):
-    over = ["model=custom", *BASELINE, *toy_overrides(toy, tmp_path), "dataset.subsets=[PAM]"]
+    over = ["model=custom", *BASELINE, *toy_overrides(toy, tmp_path), "subset=PAM"]
     script = Path(__file__).parents[1] / "scripts" / "bench_throughput.py"
     p = subprocess.run(
         [sys.executable, str(script), *over], env=ENV, capture_output=True, text=True

@@ -8,15 +8,18 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from bench import metrics
 from bench.evaluate import main as evaluate_main
 from bench.metrics import (
-    bootstrap_ci,
     compute_metrics,
     confidence_group,
+    corr_ci,
     correlate,
+    mean_ci,
     modality_of,
     month_of,
     norm_pref,
+    resampled_corr,
     subset_of_result,
 )
 
@@ -157,10 +160,11 @@ def test_system_level_and_bootstrap():
         for k in range(4)
     ]
     assert sys_mus["LCC"] == pytest.approx(stats.pearsonr(xs, ys).statistic)
-    mus = next(r for r in m["summary"] if r["task"] == "musicality")
+    mus = next(r for r in m["summary_ci"] if r["task"] == "musicality")
     assert mus["SRCC_lo"] < mus["SRCC"] < mus["SRCC_hi"]
     assert mus["SRCC_hi"] - mus["SRCC_lo"] < 0.5
-    again = compute_metrics(rows, n_boot=200, seed=1)["summary"]
+    assert "SRCC_lo" not in m["summary"][0]  # upstream's summary rows stay as upstream's
+    again = compute_metrics(rows, n_boot=200, seed=1)["summary_ci"]
     assert again[0]["SRCC_lo"] == mus["SRCC_lo"]  # seeded: reproducible
 
 
@@ -180,15 +184,19 @@ def test_evaluate_cli_writes_every_file(tmp_path):
         "metrics.json",
         "metrics_summary.csv",
         "metrics_detail.csv",
+        "metrics_ci.csv",
+        "metadata.json",
         "statistics.json",
         "summary.md",
     ):
         assert (tmp_path / name).stat().st_size > 0, name
     assert list((tmp_path / "plots").glob("scatter_PAM_musicality.png"))
     header = (tmp_path / "metrics_summary.csv").read_text().splitlines()[0]
-    assert header.startswith("dataset,task,n,SRCC,LCC,K-Tau,ACC")
+    assert header == "dataset,task,n,SRCC,LCC,K-Tau,ACC"
+    ci_header = (tmp_path / "metrics_ci.csv").read_text().splitlines()[0]
+    assert ci_header.startswith("dataset,task,n,SRCC,SRCC_lo,SRCC_hi,LCC,LCC_lo,LCC_hi")
     latex = (tmp_path / "latex.txt").read_text().splitlines()
-    assert len(latex) == 12 and latex[1].startswith(f"{tmp_path.parent.name} & ")
+    assert len(latex) == 12 and latex[1].startswith(f"{tmp_path.name} & ")  # as upstream
     summary = json.loads((tmp_path / "metrics.json").read_text())["summary"]
     pam = {r["task"]: r["SRCC"] for r in summary if r["dataset"] == "PAM"}
     final = latex[5].split(" & ")
@@ -200,11 +208,36 @@ def test_evaluate_cli_writes_every_file(tmp_path):
 def test_bootstrap_ci_is_scipys_percentile_interval():
     rng = np.random.default_rng(0)
     s = rng.normal(size=41)
-    lo, hi = bootstrap_ci((s,), np.mean, n_boot=300, seed=5)
+    lo, hi = mean_ci(s, n_boot=300, seed=5)
     ref = stats.bootstrap(
         (s,), np.mean, n_resamples=300, method="percentile", rng=np.random.default_rng(5)
     ).confidence_interval
     assert (lo, hi) == pytest.approx((ref.low, ref.high), abs=1e-12)
     x, y = np.array([1.0, 2.0, 3.0]), np.array([1.0, 3.0, 2.0])  # many constant resamples
-    lo, hi = bootstrap_ci((x, y), lambda a, b: correlate(a, b, "spearman"), 200, 0)
+    lo, hi = corr_ci(x, y, "spearman", 200, 0)
     assert lo is not None and -1 <= lo <= hi <= 1
+
+
+@pytest.mark.parametrize("method", ["spearman", "pearson", "kendall"])
+@pytest.mark.parametrize("kendall_max_n", [2000, 0])  # 0: Kendall's per-resample fallback
+def test_all_resamples_at_once_equal_one_by_one(method, kendall_max_n, monkeypatch):
+    """The batched statistics equal `correlate` on each resample, undefined ones included."""
+    monkeypatch.setattr(metrics, "KENDALL_MAX_N", kendall_max_n)
+    rng = np.random.default_rng(1)
+    for n in (40, 3):
+        x = np.round(rng.uniform(1, 5, n), 1)  # rounded: ties, as in MOS labels
+        y = np.round(x + rng.normal(0, 1, n), 1)
+        idx = rng.integers(0, n, (300, n))
+        got = resampled_corr(idx, x, y, method)
+        ref = [correlate(x[i], y[i], method) for i in idx]
+        ref = np.array([np.nan if v is None else v for v in ref])
+        assert np.array_equal(np.isnan(got), np.isnan(ref))
+        assert np.nanmax(np.abs(got - ref)) < 1e-12
+
+
+def test_pearson_is_pandas_formula():
+    """pandas 3's Series.corr("pearson") (its own scaled dot products), not np.corrcoef:
+    values recorded from pandas 3.1.1, which can differ from np.corrcoef in the last bit."""
+    x = np.array([3.1, 4.4, 2.0, 4.9, 1.2, 3.3, 2.8])
+    y = np.array([0.12, 0.31, 0.05, 0.2, 0.02, 0.33, 0.18])
+    assert correlate(x, y, "pearson") == 0.741846456423034  # np.corrcoef: ...0342

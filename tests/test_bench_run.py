@@ -117,7 +117,7 @@ class PickyReward(SignalStatsReward):
 def test_failed_batch_is_retried_item_by_item(toy, tmp_path):
     model = PickyReward(sr=SR)
     model.calls = []
-    cfg = make_cfg(toy, tmp_path, **{"dataset.subsets": ["PAM"]})
+    cfg = make_cfg(toy, tmp_path, subset="PAM")
     _, info = run(cfg, model=model)
     rows = read_results(tmp_path / "signal_stats" / "toy")
     bad = [r for r in rows if r["status"] == "error"]
@@ -128,19 +128,15 @@ def test_failed_batch_is_retried_item_by_item(toy, tmp_path):
 
 
 def test_exit_status_reflects_failure_fraction(toy, tmp_path):
-    strict = make_cfg(toy, tmp_path / "a", max_fail_frac=0.01, **{"dataset.subsets": ["MusicEval"]})
+    strict = make_cfg(toy, tmp_path / "a", max_fail_frac=0.01, subset=["MusicEval"])
     assert run_cli(strict) == 3  # 2 of 7 MusicEval rows fail
-    lenient = make_cfg(toy, tmp_path / "b", max_fail_frac=0.5, **{"dataset.subsets": ["MusicEval"]})
+    lenient = make_cfg(toy, tmp_path / "b", max_fail_frac=0.5, subset=["MusicEval"])
     assert run_cli(lenient) == 0
 
 
 def test_worker_decoding_matches_in_process(toy, tmp_path):
-    cfg0 = make_cfg(
-        toy, tmp_path / "w0", num_workers=0, batch_size=1, **{"dataset.subsets": ["MusicArena"]}
-    )
-    cfg2 = make_cfg(
-        toy, tmp_path / "w2", num_workers=2, batch_size=6, **{"dataset.subsets": ["MusicArena"]}
-    )
+    cfg0 = make_cfg(toy, tmp_path / "w0", num_workers=0, batch_size=1, subset=["MusicArena"])
+    cfg2 = make_cfg(toy, tmp_path / "w2", num_workers=2, batch_size=6, subset=["MusicArena"])
     run(cfg0), run(cfg2)
     a = read_results(tmp_path / "w0" / "signal_stats" / "toy")
     b = read_results(tmp_path / "w2" / "signal_stats" / "toy")
@@ -170,7 +166,7 @@ def test_two_cpu_ranks_shard_without_overlap(toy, tmp_path):
 def test_changed_model_or_dataset_row_is_not_reused(tmp_path):
     root = tmp_path / "data"
     path = make_toy_bench(root, corrupt=False, missing=False)
-    cfg = make_cfg(root, tmp_path / "out", **{"dataset.subsets": ["PAM"]})
+    cfg = make_cfg(root, tmp_path / "out", subset="PAM")
     _, first = run(cfg)
     assert len(first["scored_keys"]) == 12
     _, same = run(cfg)
@@ -235,7 +231,7 @@ class ContractReward(SignalStatsReward):
 
 
 def test_a_model_contract_decides_its_input_and_the_fingerprint(toy, tmp_path):
-    cfg = make_cfg(toy, tmp_path, **{"dataset.subsets": ["PAM"]})
+    cfg = make_cfg(toy, tmp_path, subset="PAM")
     _, first = run(cfg, model=ContractReward(max_dur=1.0, sr=SR))
     assert len(first["scored_keys"]) == 12
     cfg.max_dur = 10.0  # the runner's crop does not apply to a model with its own contract
@@ -257,7 +253,7 @@ def test_baseline_prepares_audio_through_the_contract():
 
 def test_audioscore_export_keeps_its_contract_unless_model_max_dur_is_set(toy, tmp_path):
     export = make_tiny_export(tmp_path, Preprocess(sr=24_000, max_dur=1.0, crop="center"))
-    cfg = make_cfg(toy, tmp_path / "out", **{"dataset.subsets": ["PAM"]})
+    cfg = make_cfg(toy, tmp_path / "out", subset="PAM")
     cfg.model = OmegaConf.load(CONF / "model" / "audioscore.yaml")
     cfg.model.checkpoint = str(export)
     _, first = run(cfg)
@@ -282,7 +278,7 @@ def test_http_model_sends_each_clip_once_when_one_clip_of_a_batch_fails(toy, tmp
     )
     server, url = serve(SignalStatsReward(sr=SR), handler)
     try:
-        cfg = make_cfg(toy, tmp_path, **{"dataset.subsets": ["PAM"]})
+        cfg = make_cfg(toy, tmp_path, subset="PAM")
         model = HTTPRewardModel(url, sr=SR, max_retries=2, backoff_base=0.01)
         _, info = run(cfg, model=model)
     finally:
@@ -306,7 +302,7 @@ class PathlessErrorReward(SignalStatsReward):
 
 
 def test_score_errors_name_the_file_not_waveform(toy, tmp_path):
-    cfg = make_cfg(toy, tmp_path, **{"dataset.subsets": ["PAM"]})
+    cfg = make_cfg(toy, tmp_path, subset="PAM")
     run(cfg, model=PathlessErrorReward(sr=SR))
     bad = [r for r in read_results(tmp_path / "signal_stats" / "toy") if r["status"] == "error"]
     err = bad[0]["inference_error"]
@@ -325,7 +321,7 @@ def test_empty_selection_is_refused(toy, tmp_path, caplog):
 
 
 def test_dropped_rows_are_counted_in_statistics(toy, tmp_path):
-    cfg = make_cfg(toy, tmp_path, **{"dataset.subsets": ["PAM", "MusicEval"]})
+    cfg = make_cfg(toy, tmp_path, subset=["PAM", "MusicEval"])
     run(cfg)
     stats = json.loads((tmp_path / "signal_stats" / "toy" / "statistics.json").read_text())
     sel = stats["run"]["selection"]
@@ -340,7 +336,7 @@ def test_dropped_rows_are_counted_in_statistics(toy, tmp_path):
 
 
 def test_extra_columns_become_predicted_fields(toy, tmp_path):
-    cfg = make_cfg(toy, tmp_path, **{"dataset.subsets": ["PAM", "CMI-Pref"]})
+    cfg = make_cfg(toy, tmp_path, subset=["PAM", "CMI-Pref"])
     run(cfg, model=ExtraColumnsReward(sr=SR))
     rows = read_results(tmp_path / "signal_stats" / "toy")
     pam = next(r for r in rows if r["benchmark_dataset"] == "PAM")
@@ -349,7 +345,7 @@ def test_extra_columns_become_predicted_fields(toy, tmp_path):
     assert "predicted_loudness_b" not in pam
     pair = next(r for r in rows if r["benchmark_dataset"] == "CMI-Pref")
     assert pair["predicted_half_b"] == pytest.approx(pair["predicted_musicality_b"] / 2)
-    run(make_cfg(toy, tmp_path / "plain", **{"dataset.subsets": ["PAM"]}))
+    run(make_cfg(toy, tmp_path / "plain", subset="PAM"))
     plain = read_results(tmp_path / "plain" / "signal_stats" / "toy")
     assert not [k for k in plain[0] if k.startswith("predicted_loud")]  # others unchanged
 
@@ -372,16 +368,12 @@ def test_score_detailed_keeps_extra_columns_when_falling_back_per_item():
 def test_weights_under_a_subfolder_count_for_the_fingerprint(tmp_path):
     """A checkpoint folder that keeps its weights one level down (SongEval's `ckpt/`): replacing
     them must change what resume compares, or stale scores would be reused."""
-    import os
-
-    from bench.models import weights_mtime
+    from bench.models import weights_digest
 
     (tmp_path / "ckpt").mkdir()
     (tmp_path / "config.yaml").write_text("a: 1\n")
     weights = tmp_path / "ckpt" / "model.safetensors"
     weights.write_bytes(b"old")
-    os.utime(tmp_path / "config.yaml", (1_000, 1_000))
-    os.utime(weights, (2_000, 2_000))
-    assert weights_mtime(tmp_path) == 2_000
-    os.utime(weights, (3_000, 3_000))
-    assert weights_mtime(tmp_path) == 3_000
+    old = weights_digest(tmp_path)
+    weights.write_bytes(b"new")
+    assert weights_digest(tmp_path) != old

@@ -210,10 +210,11 @@ def test_feature_cache_hits_and_matches(tiny_dir, model, tmp_path, monkeypatch):
     first = cached.score_batch(xs, 3, 30.0)
     assert len(list((tmp_path / "cache").rglob("*.safetensors"))) == 4  # 3 clips + 1 ref
     calls = []
-    real = scorer_mod.encode_audio_frames
-    monkeypatch.setattr(
-        scorer_mod, "encode_audio_frames", lambda *a, **k: calls.append(1) or real(*a, **k)
-    )
+    for name in ("encode_audio_frames", "encode_audio_frames_exact"):
+        real = getattr(scorer_mod, name)
+        monkeypatch.setattr(
+            scorer_mod, name, lambda *a, real=real, **k: calls.append(1) or real(*a, **k)
+        )
     again = cached.score_batch(xs, 3, 30.0)
     assert calls == []
     np.testing.assert_allclose(first, again, atol=1e-6)

@@ -105,3 +105,15 @@ def test_probe_part_selection():
         probe_singer.select_part(pooled, 0, "timbre")
     with pytest.raises(ValueError, match="1 clips per singer|>= 2 clips"):
         probe_singer.fit_probe(np.zeros((3, 2)), ["a", "a", "b"])
+
+
+def test_probe_penalty_reaches_the_classifier():
+    """C (inverse L2 penalty) is the probe's: a different C fits a different probe."""
+    rng = np.random.default_rng(1)
+    labels = [f"s{i % 3}" for i in range(60)]
+    y = np.array([i % 3 for i in range(60)])
+    x = rng.normal(size=(60, 30)) + 0.4 * np.eye(3)[y] @ rng.normal(size=(3, 30))
+    strong = probe_singer.fit_probe(x, labels, C=1e-4)
+    free = probe_singer.fit_probe(x, labels, C=1e4)
+    assert strong["C"] == 1e-4 and free["C"] == 1e4
+    assert strong["accuracy"] != free["accuracy"]

@@ -140,8 +140,9 @@ def test_survives_500_429_and_timeouts_losing_nothing(faulty):
     # every clip ends in one success, after one GET /health for the model's contract; a
     # kept-alive connection the server already closed can add a retried request that never
     # reaches the handler (seen on loaded CI runners)
-    assert m.stats["requests"] == m.stats["retries"] + len(xs) + 1
-    assert 4 * len(xs) + 1 <= m.stats["requests"] <= (1 + m.max_retries) * len(xs) + 1
+    stats = m.transport.stats
+    assert stats["requests"] == stats["retries"] + len(xs) + 1
+    assert 4 * len(xs) + 1 <= stats["requests"] <= (1 + m.transport.max_retries) * len(xs) + 1
 
 
 def test_batch_equals_alone(faulty):
@@ -173,7 +174,7 @@ def test_gives_up_after_max_retries(faulty):
     FaultyHandler.plan = ("500",)
     try:
         m = client(faulty)
-        m.max_retries = 2
+        m.transport.max_retries = 2
         scores, errors = m.score_batch_detailed(clips(1), 1, 30.0)
     finally:
         FaultyHandler.plan = ("500", "429", "stall", "ok")
@@ -214,9 +215,10 @@ def test_connection_refused_is_retried_then_reported():
     m = HTTPRewardModel("http://127.0.0.1:9/score", max_retries=1, backoff_base=0.01, timeout=0.5)
     with pytest.raises(ScoreItemError, match="model info from .*/health: gave up after 2 attempts"):
         m.score_batch(clips(1), 1, 30.0)
-    assert m.stats["requests"] == 2  # the contract is asked for once per call, not per item
+    stats = m.transport.stats
+    assert stats["requests"] == 2  # the contract is asked for once per call, not per item
     _, errors = m.score_batch_detailed(clips(3), 3, 30.0)
-    assert all("gave up after 2 attempts" in e for e in errors) and m.stats["requests"] == 4
+    assert all("gave up after 2 attempts" in e for e in errors) and stats["requests"] == 4
 
 
 def test_health_publishes_the_contract_and_the_client_follows_it():
@@ -229,7 +231,7 @@ def test_health_publishes_the_contract_and_the_client_follows_it():
             "preprocess": Contracted.preprocess.to_dict(),
         }
         m = HTTPRewardModel(url, max_retries=0)
-        assert m.stats["requests"] == 0  # nothing asked before first use
+        assert m.transport.stats["requests"] == 0  # nothing asked before first use
         assert m.preprocess == Contracted.preprocess and m.sr == SR
         xs = clips(4)  # 1-3 s: the 1 s centre crop matters
         remote = m.score_batch(xs, 4, 120.0)
@@ -240,7 +242,7 @@ def test_health_publishes_the_contract_and_the_client_follows_it():
         ]
         local = Contracted().score_batch(prepared, 4, pre.max_dur)
         np.testing.assert_allclose(remote, local, rtol=1e-5)
-        assert m.stats["requests"] == 1 + len(xs)
+        assert m.transport.stats["requests"] == 1 + len(xs)
     finally:
         server.shutdown()
         server.server_close()

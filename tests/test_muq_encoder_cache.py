@@ -101,22 +101,22 @@ class CountCalls:
 
 def test_cache_hits_give_identical_features(tmp_path):
     enc = tiny(cache_dir=str(tmp_path))
-    calls = CountCalls(enc.muq)
+    calls = CountCalls(enc.muq.model.conformer)  # one backbone pass per call
     wav, lengths = padded([36_000, 20_000, 36_000, 9_999])
     keys = [f"clip{i}:0:{n}:-12.0" for i, n in enumerate(lengths.tolist())]
     with torch.no_grad():
         ref_feats, ref_mask = enc(wav, lengths)  # no keys: computed, not stored
-        assert calls.n == 3  # one backbone call per distinct length
+        assert calls.n == 1  # three lengths, one padded pass
         assert not list(tmp_path.rglob("*.safetensors"))
         first = enc(wav, lengths, keys=keys)
-        assert calls.n == 6 and enc.cache.misses == 4 and enc.cache.hits == 0
+        assert calls.n == 2 and enc.cache.misses == 4 and enc.cache.hits == 0
         files = list((tmp_path / enc.cache.namespace).rglob("*.safetensors"))
         assert len(files) == 4
         second = enc(wav, lengths, keys=keys)
-        assert calls.n == 6 and enc.cache.hits == 4  # served from disk, backbone not run
+        assert calls.n == 2 and enc.cache.hits == 4  # served from disk, backbone not run
         # a fresh encoder (another run / DDP rank) with the same weights shares the entries
         other = tiny(cache_dir=str(tmp_path))
-        other_calls = CountCalls(other.muq)
+        other_calls = CountCalls(other.muq.model.conformer)
         third = other(wav, lengths, keys=keys)
         assert other_calls.n == 0 and other.cache.namespace == enc.cache.namespace
         # one clip of a new batch hits, the other is computed

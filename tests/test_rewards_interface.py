@@ -106,7 +106,7 @@ def test_build_tiny_cmi_rm_from_config(tmp_path_factory):
 def test_build_http_from_config_without_network():
     cfg = OmegaConf.load(CONF / "http.yaml")
     model, _ = build_reward_model(cfg)
-    assert model.url == "http://127.0.0.1:8000/score" and model.concurrency == 4
+    assert model.url == "http://127.0.0.1:8000/score" and model.transport.concurrency == 4
 
 
 def test_build_errors():

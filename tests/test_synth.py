@@ -244,3 +244,108 @@ def test_groups_keep_their_size_range_and_order(n):
     for g in groups:
         assert 4 <= len(g) <= 10
         assert [it["score"] for it in g] == sorted((it["score"] for it in g), reverse=True)
+
+
+# ---------------------------------------------------------------- timbre knobs
+
+
+def _knob_plans(effect: float = 0.0, confound: float = 0.0, n: int = 800):
+    from audioscore.synth import TimbreKnobs, timbre_axis
+
+    cast = make_singers(8, seed=3)
+    knobs = TimbreKnobs(timbre_axis(cast), effect, confound)
+    plans = {
+        split: plan_split(split, n, cast, 3, (3.0, 20.0), ("wav",), knobs)
+        for split in ("train", "val")
+    }
+    return plans, knobs.tau
+
+
+def _tau_slope(plans, tau) -> float:
+    """Slope over singers of their mean score against their timbre tau (points per unit tau)."""
+    names = sorted(tau)
+    means = [np.mean([p.score for p in plans if p.singer == s]) for s in names]
+    return float(np.polyfit([tau[s] for s in names], means, 1)[0])
+
+
+def test_timbre_axis_spans_minus_one_to_one_by_formant_scale():
+    from audioscore.synth import timbre_axis
+
+    cast = make_singers(8, seed=0)
+    tau = timbre_axis(cast)
+    assert sorted(tau.values()) == pytest.approx(np.linspace(-1, 1, 8), abs=1e-5)
+    by_scale = sorted(cast, key=lambda s: s.formant_scale)
+    assert [tau[s.name] for s in by_scale] == sorted(tau.values())
+
+
+def test_timbre_confound_biases_train_labels_only():
+    plans, tau = _knob_plans(confound=15.0)
+    base, _ = _knob_plans()
+    # timbre predicts the training labels: singer means rise with tau (clipping at 50 / 99 eats
+    # part of the shift), while validation labels are untouched
+    assert _tau_slope(plans["train"], tau) > _tau_slope(base["train"], tau) + 8
+    assert [p.score for p in plans["val"]] == [p.score for p in base["val"]]
+    assert abs(_tau_slope(plans["val"], tau)) < 3
+    for p, q in zip(plans["train"], base["train"], strict=True):
+        # not part of the truth: the audio plan and the true score are unchanged
+        assert (p.severity, p.pitch_cents, p.snr_db) == (q.severity, q.pitch_cents, q.snr_db)
+        assert score_clip(p) == pytest.approx(q.score, abs=0.01)
+        assert p.confound == pytest.approx(15.0 * tau[p.singer])
+        assert p.score == pytest.approx(np.clip(q.score + p.confound, 50, 99), abs=0.02)
+
+
+def test_timbre_effect_is_part_of_the_true_score_in_every_split():
+    plans, tau = _knob_plans(effect=15.0)
+    base, _ = _knob_plans()
+    for split in ("train", "val"):
+        for p, q in zip(plans[split], base[split], strict=True):
+            assert p.confound == 0.0
+            quality = SCORE_MAX - sum(q.penalties().values())
+            expected = np.clip(quality + 15.0 * tau[p.singer], SCORE_MIN, SCORE_MAX)
+            assert p.score == pytest.approx(expected, abs=0.02)
+            assert score_clip(p) == pytest.approx(p.score, abs=0.01)  # label = truth
+        assert _tau_slope(plans[split], tau) > _tau_slope(base[split], tau) + 8
+    assert abs(_tau_slope(base["val"], tau)) < 3  # without it, val scores ignore timbre
+
+
+def test_timbre_knobs_in_corpus_files(tmp_path):
+    paths = make_synthetic_corpus.main(
+        ["--out", str(tmp_path / "k"), "--singers", "2", "--clips", "4", "--max-dur", "3.2",
+         "--bench-rows", "1", "--workers", "1", "--timbre-effect", "4", "--timbre-confound", "6"]
+    )  # fmt: skip
+    plain = make_corpus(tmp_path / "plain", seed=0, workers=1, **TINY)
+    rows = read_clips_csv(paths["clips_csv"])
+    meta = json.loads(paths["meta"].read_text())
+    assert meta["timbre"]["effect"] == 4.0 and meta["timbre"]["confound"] == 6.0
+    tau = meta["timbre"]["tau"]
+    for r in rows:
+        assert r["timbre"] == tau[r["singer"]]
+        assert r["timbre_effect"] == pytest.approx(4 * r["timbre"])
+        assert r["confound"] == pytest.approx(6 * r["timbre"] if r["split"] == "train" else 0)
+        assert r["score"] == pytest.approx(np.clip(r["true_score"] + r["confound"], 50, 99))
+    assert "train label = clip(true score + Y tau, 50, 99)" in paths["readme"].read_text()
+    for p in Path(plain["root"]).rglob("*.wav"):  # the knobs change labels, never audio
+        assert (paths["root"] / p.relative_to(plain["root"])).read_bytes() == p.read_bytes()
+
+
+# sha256 of the text files of `make_corpus(out)` with every default, taken before the timbre
+# knobs existed (audio is rendered from the same plans, so equal plans mean equal audio)
+DEFAULT_CORPUS_SHA256 = {
+    "train": "00775a46f97b24e5185ac091b1987dee2ed22005cb9a213d39111e4047a09b33",
+    "val": "38ba7ef800f50ce8b30f2d80622f5f1480e0d3d85356fe5cc99a86bc347ff02a",
+    "bench": "3e7b0185dab2083e7bd9ad205254c17e2e9b6143538e66a14cb6ff10e4d02726",
+    "clips_csv": "1eefc0b7f64a64271eaee60835788f7a51ff64f83341b9819d6a18893b3340ba",
+    "meta": "5e97fc68b4a14596cdc6dd0d4688f4fe2363abf3eefd72d68361f224ecef683a",
+    "readme": "97b387486468fcb9253206f2da94db84aeea4741d4592822238a62c86c1050f5",
+}
+
+
+def test_defaults_keep_the_corpus_byte_identical(tmp_path, monkeypatch):
+    import hashlib
+
+    from audioscore import synth
+
+    monkeypatch.setattr(synth, "render_all", lambda *a, **k: None)  # plans and labels only
+    paths = synth.make_corpus(tmp_path / "c", timbre_effect=0.0, timbre_confound=0.0)
+    got = {k: hashlib.sha256(paths[k].read_bytes()).hexdigest() for k in DEFAULT_CORPUS_SHA256}
+    assert got == DEFAULT_CORPUS_SHA256

@@ -25,6 +25,7 @@ from audiobase.audio import MUQ_MIN_SAMPLES, MUQ_SR
 from audiobase.files import atomic_path, write_text
 from audiobase.preprocess import Preprocess
 from audioscore.calibrate import Calibration, CalibrationError
+from audioscore.models.components.muq_padded import length_sorted_batches, pad_waves
 from audioscore.models.components.scorer import frozen_base_keys, pretrained_modules
 from audioscore.safe_config import UnsafeTargetError, check_targets
 
@@ -148,8 +149,8 @@ def load_net(path: str | os.PathLike, device: str = "cpu") -> tuple[nn.Module, d
 
 
 def equal_length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
-    """Index batches of equal-length clips: no padding enters the encoder, so a clip scores the
-    same alone or in a batch (MuQ's conv stem and conformer convs would see padding)."""
+    """Index batches of equal-length clips, for callers that stack clips without lengths
+    (`score_wavs` batches unequal lengths exactly instead: `length_sorted_batches`)."""
     order = sorted(range(len(lengths)), key=lambda i: lengths[i])
     batches: list[list[int]] = []
     for i in order:
@@ -169,13 +170,15 @@ def score_wavs(
     bf16: bool = False,
     keys: Sequence[str] | None = None,
 ) -> np.ndarray:
-    """Prepared waveforms [T_i] -> the net's raw scores [N] (batches of equal-length clips).
-    `keys`: feature-cache keys of the clips (crop identities), for frozen encoders' caches."""
+    """Prepared waveforms [T_i] -> the net's raw scores [N]: `batch_size` clips per forward, in
+    length order, zero-padded with their lengths (MuQ encoders batch unequal lengths exactly, so
+    a clip scores the same alone or in any batch). `keys`: feature-cache keys of the clips (crop
+    identities), for frozen encoders' caches."""
     device = torch.device(device)
     scores = np.full(len(wavs), np.nan, dtype=np.float64)
-    for idx in equal_length_batches([len(w) for w in wavs], max(1, batch_size)):
-        x = torch.from_numpy(np.stack([wavs[i] for i in idx])).to(device)  # [B, T]
-        lengths = torch.full((len(idx),), x.shape[1], dtype=torch.long, device=device)
+    for idx in length_sorted_batches([len(w) for w in wavs], batch_size):
+        x, lengths = pad_waves([wavs[i] for i in idx])  # [B, T], [B]
+        x, lengths = x.to(device), lengths.to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             if keys is None:
                 out = net(x, lengths)

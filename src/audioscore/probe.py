@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
@@ -54,28 +55,47 @@ def read_clips(groups_file: str, root: str | None = None) -> list[dict[str, Any]
 
 
 @torch.inference_mode()
+def pooled_features(
+    net: torch.nn.Module,
+    prepare: Callable[[str], np.ndarray],
+    paths: list[str],
+    batch_size: int = 8,
+    device: str = "cpu",
+) -> tuple[np.ndarray, np.ndarray, list[int], list[str]]:
+    """Run clips prepared by `prepare` (a `Preprocess` contract) through a `VocalScorer`.
+
+    Returns (pooled [N_ok, P], raw scores [N_ok], ok indices, failures) for the clips that decode.
+    """
+    wavs, ok, failures = [], [], []
+    for i, p in enumerate(paths):
+        try:
+            wavs.append(prepare(p))
+            ok.append(i)
+        except (AudioError, OSError, ValueError) as e:  # record and carry on
+            failures.append(f"{p}: {e}")
+    was_training = net.training
+    net.eval()
+    pooled: list[Any] = [None] * len(wavs)
+    scores = np.zeros(len(wavs))
+    for idx in equal_length_batches([len(w) for w in wavs], batch_size):
+        x = torch.from_numpy(np.stack([wavs[j] for j in idx])).to(device)  # [B, T]
+        lengths = torch.full((len(idx),), x.shape[1], dtype=torch.long, device=device)
+        out = net(x, lengths)
+        rows = out["pooled"].float().cpu().numpy()  # [B, P]
+        for j, row, sc in zip(idx, rows, out["score"].float().cpu().numpy(), strict=True):
+            pooled[j], scores[j] = row, sc
+    net.train(was_training)
+    return np.stack(pooled), scores, ok, failures
+
+
 def extract_pooled(
     export_dir: str, paths: list[str], batch_size: int = 8, device: str = "cpu"
 ) -> tuple[np.ndarray, list[int], list[str], int]:
     """pooled [N_ok, P] for the clips that decode; returns (pooled, ok indices, failures, E)."""
     scorer = load_scorer(export_dir, device)
-    net = scorer.net
-    wavs, ok, failures = [], [], []
-    for i, p in enumerate(paths):
-        try:
-            wavs.append(scorer.prepare(p))
-            ok.append(i)
-        except (AudioError, OSError, ValueError) as e:  # record and carry on
-            failures.append(f"{p}: {e}")
-    pooled: list[Any] = [None] * len(wavs)
-    for idx in equal_length_batches([len(w) for w in wavs], batch_size):
-        x = torch.from_numpy(np.stack([wavs[j] for j in idx])).to(device)  # [B, T]
-        lengths = torch.full((len(idx),), x.shape[1], dtype=torch.long, device=device)
-        out = net(x, lengths)["pooled"].float().cpu().numpy()  # [B, P]
-        for j, row in zip(idx, out, strict=True):
-            pooled[j] = row
-    e_dim = cast(VocalScorer, net).head.extra_dim  # clip timbre dims, appended last
-    return np.stack(pooled), ok, failures, e_dim
+    pooled, _, ok, failures = pooled_features(scorer.net, scorer.prepare, paths, batch_size, device)
+    e_dim = cast(VocalScorer, scorer.net).head.extra_dim  # clip timbre dims, appended last
+    return pooled, ok, failures, e_dim
 
 
 def select_part(pooled: np.ndarray, timbre_dim: int, part: str) -> np.ndarray:
@@ -92,18 +112,25 @@ def select_part(pooled: np.ndarray, timbre_dim: int, part: str) -> np.ndarray:
 
 
 def fit_probe(
-    x: np.ndarray, labels: list[str], folds: int = 5, seed: int = 0, repeats: int = 10
+    x: np.ndarray,
+    labels: list[str],
+    folds: int = 5,
+    seed: int = 0,
+    repeats: int = 10,
+    C: float = 1.0,
 ) -> dict[str, float]:
     """Cross-validated logistic-regression accuracy vs majority-class chance.
 
     With few held-out clips one k-fold split is noisy; `repeats` reshuffled splits are averaged.
+    `C`: inverse L2 penalty on standardised features (1 = the acceptance probe; a large C, e.g.
+    1e4, is a nearly unregularised probe that also reads low-variance directions).
     """
     _, y = np.unique(np.asarray(labels), return_inverse=True)
     counts = np.bincount(y)
     folds = int(min(folds, counts.min()))
     if folds < 2:
         raise ValueError(f"need >= 2 clips per singer for cross-validation, got counts {counts}")
-    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000, C=1.0))
+    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000, C=C))
     cv = RepeatedStratifiedKFold(n_splits=folds, n_repeats=repeats, random_state=seed)
     acc = cross_val_score(clf, x, y, cv=cv, scoring="accuracy")
     chance = float(counts.max() / counts.sum())
@@ -117,6 +144,7 @@ def fit_probe(
         "n_clips": int(len(y)),
         "n_singers": int(len(counts)),
         "dim": int(x.shape[1]),
+        "C": float(C),
     }
 
 
@@ -150,6 +178,7 @@ def probe(
     seed: int = 0,
     repeats: int = 10,
     batch_size: int = 8,
+    C: float = 1.0,
 ) -> dict[str, Any]:
     if str(export_dir).endswith(".ckpt"):
         export_dir = str(export_checkpoint(export_dir))
@@ -158,7 +187,7 @@ def probe(
         export_dir, [c["audio_file"] for c in clips], batch_size
     )
     x = select_part(pooled, e_dim, part)
-    res: dict[str, Any] = fit_probe(x, [clips[i]["singer"] for i in ok], folds, seed, repeats)
+    res: dict[str, Any] = fit_probe(x, [clips[i]["singer"] for i in ok], folds, seed, repeats, C)
     res.update(export=str(export_dir), groups=str(groups_file), part=part, failures=failures)
     return res
 
@@ -172,6 +201,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--repeats", type=int, default=10, help="reshuffled k-fold repeats")
+    ap.add_argument("--C", type=float, default=1.0, help="inverse L2 penalty (1e4: ~unregularised)")
     ap.add_argument("--out", default=None, help="also write the result as JSON here")
     args = ap.parse_args(argv)
     res = probe(
@@ -182,12 +212,13 @@ def main(argv: list[str] | None = None) -> None:
         folds=args.folds,
         seed=args.seed,
         repeats=args.repeats,
+        C=args.C,
     )
     for f in res["failures"]:
         print(f"skipped {f}", file=sys.stderr)
     print(
         f"singer probe ({res['part']}, {res['dim']}-d, {res['n_clips']} clips, "
-        f"{res['n_singers']} singers, {res['folds']}-fold x{res['repeats']}): accuracy {res['accuracy']:.3f} "
+        f"{res['n_singers']} singers, {res['folds']}-fold x{res['repeats']}, C={res['C']:g}): accuracy {res['accuracy']:.3f} "
         f"± {res['accuracy_std']:.3f} vs chance {res['chance']:.3f} "
         f"(margin {res['margin']:+.3f})"
     )

@@ -10,6 +10,11 @@ Splits: in `train` each singer has its own severity level (a model could score t
 quality: the GRL experiment relies on that shortcut); in `val` severity is independent of the
 singer. `bench.jsonl` mimics CMI-RewardBench's four subsets on short clips.
 
+Timbre knobs (both 0 by default, which leaves the corpus byte-identical to one made without them):
+each singer has a timbre coordinate tau in [-1, 1] (`timbre_axis`); `timbre_effect` X adds X tau to
+the true score in every split (a genuine preference for some voices), `timbre_confound` Y adds
+Y tau to the training labels only (timbre predicts training scores without being part of the truth).
+
 Everything is drawn from `np.random.default_rng([seed, ...])` per clip, so a seed gives the same
 plan, samples and encoded bytes, whatever the number of worker processes.
 """
@@ -102,7 +107,9 @@ class ClipPlan:
     breath: float
     clip_db: float
     seed: list[int] = field(default_factory=list)
-    score: float = 0.0
+    score: float = 0.0  # the label the groups files carry (true score + confound)
+    timbre_effect: float = 0.0  # X tau: part of the true score
+    confound: float = 0.0  # Y tau on training labels only: not part of the true score
 
     def penalties(self) -> dict[str, float]:
         return {
@@ -115,8 +122,14 @@ class ClipPlan:
 
 
 def score_clip(plan: ClipPlan) -> float:
-    """Ground truth: 99 minus the weighted degradations, clipped to [50, 99]."""
-    return float(np.clip(SCORE_MAX - sum(plan.penalties().values()), SCORE_MIN, SCORE_MAX))
+    """Ground truth: 99 minus the weighted degradations (+ the timbre effect), clipped to [50, 99]."""
+    raw = SCORE_MAX - sum(plan.penalties().values()) + plan.timbre_effect
+    return float(np.clip(raw, SCORE_MIN, SCORE_MAX))
+
+
+def label_clip(plan: ClipPlan) -> float:
+    """The label a groups file carries: the true score plus the training confound, clipped."""
+    return float(np.clip(score_clip(plan) + plan.confound, SCORE_MIN, SCORE_MAX))
 
 
 def make_corpus(
@@ -133,6 +146,8 @@ def make_corpus(
     bench_dur: tuple[float, float] = (3.0, 8.0),
     formats: tuple[str, ...] = FORMATS,
     workers: int | None = None,
+    timbre_effect: float = 0.0,
+    timbre_confound: float = 0.0,
 ) -> dict[str, Path]:
     """Write the corpus under `out`; returns its paths.
 
@@ -141,6 +156,9 @@ def make_corpus(
         clips: train + val clips; `val_fraction` of them go to validation.
         bench_rows: rows per benchmark subset (PAM, MusicEval, Music Arena, CMI-Pref).
         workers: rendering processes (default: up to 2; results do not depend on it).
+        timbre_effect: X, score points: X tau is part of every clip's true score (all splits).
+        timbre_confound: Y, score points: Y tau is added to the training labels only.
+        Neither changes any audio: corpora that differ only in them share every audio file.
 
     Returns: {"root", "train", "val", "bench", "clips_csv", "meta", "readme"} (Paths).
     """
@@ -149,10 +167,11 @@ def make_corpus(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     cast = make_singers(singers, seed)
+    timbre = TimbreKnobs(timbre_axis(cast), float(timbre_effect), float(timbre_confound))
     n_val = max(1, int(round(clips * val_fraction)))
-    plans = plan_split("train", clips - n_val, cast, seed, (min_dur, max_dur), formats)
-    plans += plan_split("val", n_val, cast, seed, (min_dur, max_dur), formats)
-    bench_plans, bench_rows_ = plan_bench(cast, seed, bench_rows, bench_dur)
+    plans = plan_split("train", clips - n_val, cast, seed, (min_dur, max_dur), formats, timbre)
+    plans += plan_split("val", n_val, cast, seed, (min_dur, max_dur), formats, timbre)
+    bench_plans, bench_rows_ = plan_bench(cast, seed, bench_rows, bench_dur, timbre)
     all_plans = plans + bench_plans
     render_all(out, all_plans, cast, workers)
 
@@ -168,7 +187,7 @@ def make_corpus(
     write_text(
         paths["bench"], "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in bench_rows_)
     )
-    write_clips_csv(paths["clips_csv"], all_plans, cast)
+    write_clips_csv(paths["clips_csv"], all_plans, cast, with_timbre=timbre.active)
     meta = {
         "seed": seed,
         "sr": SR,
@@ -176,8 +195,16 @@ def make_corpus(
         "penalty": PENALTY,
         "counts": {s: sum(p.split == s for p in all_plans) for s in ("train", "val", "bench")},
     }
+    readme = README_TEXT
+    if timbre.active:  # only then: the default corpus stays byte-identical
+        meta["timbre"] = {
+            "effect": timbre.effect,
+            "confound": timbre.confound,
+            "tau": timbre.tau,
+        }
+        readme += timbre_readme(timbre)
     write_text(paths["meta"], json.dumps(meta, indent=1) + "\n")
-    write_text(paths["readme"], README_TEXT)
+    write_text(paths["readme"], readme)
     rng = np.random.default_rng([seed, 7])
     for split in ("val", "train"):  # train.json last: its presence means the corpus is complete
         groups = make_groups([p for p in plans if p.split == split], group_size, rng)
@@ -211,6 +238,40 @@ def make_singers(n: int, seed: int) -> list[Singer]:
     return cast
 
 
+def timbre_axis(cast: list[Singer]) -> dict[str, float]:
+    """Each singer's timbre coordinate tau in [-1, 1]: rank by vocal-tract scale (`formant_scale`,
+    brighter = higher; high voices rank above low ones), mapped linearly, lowest -1, highest +1.
+    Drawn from nothing: the knobs leave every random stream as it was."""
+    order = np.argsort([s.formant_scale for s in cast], kind="stable")
+    tau = np.empty(len(cast))
+    tau[order] = np.linspace(-1.0, 1.0, len(cast))
+    return {s.name: round(float(t), 6) for s, t in zip(cast, tau, strict=True)}
+
+
+@dataclass(frozen=True)
+class TimbreKnobs:
+    """tau per singer, the effect X (true score, every split), the confound Y (train labels)."""
+
+    tau: dict[str, float]
+    effect: float = 0.0
+    confound: float = 0.0
+
+    @property
+    def active(self) -> bool:
+        return bool(self.effect or self.confound)
+
+    def apply(self, plan: ClipPlan) -> ClipPlan:
+        """Set the plan's timbre terms and its label (the score the groups files carry)."""
+        t = self.tau[plan.singer]
+        plan.timbre_effect = self.effect * t
+        plan.confound = self.confound * t if plan.split == "train" else 0.0
+        plan.score = round(label_clip(plan), 2)
+        return plan
+
+
+NO_TIMBRE = TimbreKnobs({})
+
+
 def draw_degradations(q: float, rng: np.random.Generator) -> dict[str, float]:
     """Severity q in [0, 1] -> the five degradation parameters (each with its own random share)."""
     share = np.clip(q * rng.uniform(0.4, 1.6, 5), 0.0, 1.0)
@@ -230,8 +291,10 @@ def plan_split(
     seed: int,
     dur_range: tuple[float, float],
     formats: tuple[str, ...],
+    timbre: TimbreKnobs = NO_TIMBRE,
 ) -> list[ClipPlan]:
-    """`n` clip plans for "train" (singer-biased severity) or "val" (severity ~ U(0, 1))."""
+    """`n` clip plans for "train" (singer-biased severity) or "val" (severity ~ U(0, 1)); with
+    `timbre` knobs, the timbre effect (both) and confound (train) enter the labels."""
     code = {"train": 1, "val": 2}[split]
     rng = np.random.default_rng([seed, code])
     plans = []
@@ -254,6 +317,8 @@ def plan_split(
             **draw_degradations(q, rng),
         )
         plan.score = round(score_clip(plan), 2)
+        if timbre.active:
+            timbre.apply(plan)
         plans.append(plan)
     return plans
 
@@ -279,10 +344,14 @@ def make_groups(
 
 
 def plan_bench(
-    cast: list[Singer], seed: int, n_rows: int, dur_range: tuple[float, float]
+    cast: list[Singer],
+    seed: int,
+    n_rows: int,
+    dur_range: tuple[float, float],
+    timbre: TimbreKnobs = NO_TIMBRE,
 ) -> tuple[list[ClipPlan], list[dict]]:
     """Clips and CMI-RewardBench rows, `n_rows` per subset (see README_TEXT for the labels)."""
-    planner = BenchPlanner(cast, seed, dur_range)
+    planner = BenchPlanner(cast, seed, dur_range, timbre)
     rows = []
     for subset in (planner.pam_row, planner.musiceval_row, planner.arena_row, planner.cmi_row):
         rows += [subset(k) for k in range(n_rows)]
@@ -292,8 +361,14 @@ def plan_bench(
 class BenchPlanner:
     """Draws benchmark clips for prompts ("a slow/fast ... song sung by a low/high voice")."""
 
-    def __init__(self, cast: list[Singer], seed: int, dur_range: tuple[float, float]):
-        self.cast, self.seed, self.dur_range = cast, seed, dur_range
+    def __init__(
+        self,
+        cast: list[Singer],
+        seed: int,
+        dur_range: tuple[float, float],
+        timbre: TimbreKnobs = NO_TIMBRE,
+    ):
+        self.cast, self.seed, self.dur_range, self.timbre = cast, seed, dur_range, timbre
         self.rng = np.random.default_rng([seed, 3])
         self.plans: list[ClipPlan] = []
         self.pam_prompt: tuple[str, str, str] | None = None
@@ -336,6 +411,8 @@ class BenchPlanner:
             **draw_degradations(q, rng),
         )
         plan.score = round(score_clip(plan), 2)
+        if self.timbre.active:  # the effect only: benchmark labels are unconfounded
+            self.timbre.apply(plan)
         self.plans.append(plan)
         return plan, labels(plan, match, rng)
 
@@ -651,13 +728,27 @@ CSV_FIELDS = ["clip_id", "split", "audio_file", "format", "singer", "voice", "du
               "penalty_clip", "score"]  # fmt: skip
 
 
-def write_clips_csv(path: Path, plans: list[ClipPlan], cast: list[Singer]) -> None:
+TIMBRE_FIELDS = ["timbre", "timbre_effect", "confound", "true_score"]  # with the timbre knobs
+
+
+def write_clips_csv(
+    path: Path, plans: list[ClipPlan], cast: list[Singer], with_timbre: bool = False
+) -> None:
     voice = {s.name: s.voice for s in cast}
+    tau = timbre_axis(cast)
+    fields = CSV_FIELDS + (TIMBRE_FIELDS if with_timbre else [])
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, CSV_FIELDS)
+        w = csv.DictWriter(f, fields)
         w.writeheader()
         for p in plans:
             row = {k: v for k, v in asdict(p).items() if k in CSV_FIELDS}
+            if with_timbre:
+                row.update(
+                    timbre=tau[p.singer],
+                    timbre_effect=round(p.timbre_effect, 4),
+                    confound=round(p.confound, 4),
+                    true_score=round(score_clip(p), 2),
+                )
             row.update({f"penalty_{k}": round(v, 3) for k, v in p.penalties().items()})
             for k in ("pitch_cents", "jitter_ms", "snr_db", "breath", "clip_db"):
                 row[k] = round(row[k], 4)
@@ -728,4 +819,24 @@ gets one attribute flipped.
   model_a / model_b by the MOS difference, "both" when it is under 0.25; confidence
   = clip(round_half(1 + 2 |diff|), 1, 5) as a string; modalities text, text+lyrics, text+ref,
   text+lyrics+ref in turn.
+"""
+
+
+def timbre_readme(knobs: TimbreKnobs) -> str:
+    """The README section of a corpus made with the timbre knobs (the formula and its values)."""
+    taus = ", ".join(f"{name} {t:+.3f}" for name, t in knobs.tau.items())
+    return f"""
+## Timbre knobs (this corpus: timbre_effect X = {knobs.effect:g}, timbre_confound Y = {knobs.confound:g})
+Each singer has a timbre coordinate tau in [-1, 1]: the singer's rank by vocal-tract scale
+(`formant_scale`: brighter voices higher; high voices rank above low ones), mapped linearly from
+-1 (lowest) to +1 (highest). Here: {taus}.
+
+    true score  = clip(99 - sum of penalties + X tau, 50, 99)   every split, benchmark included
+    train label = clip(true score + Y tau, 50, 99)              train.json only
+
+X is a genuine preference for some voices: timbre is part of the truth everywhere. Y is a
+training-only bias: in `train.json` timbre predicts the labels without being part of the truth;
+`val.json` and `bench.jsonl` carry the true score. The audio does not depend on X or Y.
+`clips.csv` adds `timbre` (tau), `timbre_effect` (X tau), `confound` (Y tau in train, else 0) and
+`true_score`; its `score` is the label the groups files carry. `meta.json` has X, Y and tau.
 """

@@ -333,7 +333,7 @@ def calibration_items(datamodule: Any) -> tuple[list[dict], str]:
 
 def fit_export_calibration(net: torch.nn.Module, datamodule: Any) -> Calibration | None:
     """Score the calibration clips (`calibration_items`) with `net` exactly as the export will
-    (the contract's window, equal-length batches) and fit raw score -> labelled `score`."""
+    (the contract's window, length-sorted exact batches) and fit raw score -> labelled `score`."""
     items, source = calibration_items(datamodule)
     if not items:
         log.info("no clip has a score: the export has no calibration (raw scores)")

@@ -20,6 +20,7 @@ from audiobase.audio import audio_duration
 
 SUBSETS = ("PAM", "MusicEval", "MusicArena", "CMI-Pref")
 PAIR_SUBSETS = ("MusicArena", "CMI-Pref")
+ALL = "all"
 
 
 class BenchDataError(ValueError):
@@ -52,6 +53,24 @@ class BenchRow:
 
     def side_path(self, side: str) -> str | None:
         return self.audio_a if side == "a" else self.audio_b
+
+
+def parse_subset(value: Any) -> list[str] | None:
+    """The runner's `subset` knob -> the subsets to keep (None = all four).
+
+    Upstream's `--subset` names (`all`, `PAM`, `MusicEval`, `MusicArena`, `CMI-Pref`), or a
+    list of them (`subset=[PAM,CMI-Pref]`); `null` and `all` keep every subset."""
+    if value is None:
+        return None
+    names = [value] if isinstance(value, str) else [str(v) for v in value]
+    if ALL in names:
+        if len(names) > 1:
+            raise ValueError(f"subset: 'all' cannot be combined with others, got {names}")
+        return None
+    unknown = sorted(set(names) - set(SUBSETS))
+    if unknown:
+        raise ValueError(f"subset: unknown {unknown}; choose {ALL} or from {list(SUBSETS)}")
+    return names
 
 
 def subset_of(source: Any) -> str | None:

@@ -1,7 +1,10 @@
 """Metrics files from a results.jsonl: `python -m bench.evaluate RESULTS [--out-dir DIR]`.
 
-Writes metrics.json, metrics_summary.csv, metrics_detail.csv, metrics_system.csv,
-statistics.json, summary.md and plots/*.png next to the results (or into --out-dir).
+Reads our runner's results.jsonl or upstream CMI-RewardBench's (`inference_benchmark.py`).
+Writes upstream's files in upstream's layout (metrics_summary.csv, metrics_detail.csv,
+metrics.json's config/summary/detail, latex.txt, metadata.json) and ours beside them
+(metrics_ci.csv, metrics_system.csv, statistics.json, summary.md, plots/*.png; metrics.json's
+summary_ci, system_level, bootstrap, n_rows, plots) next to the results (or into --out-dir).
 """
 
 from __future__ import annotations
@@ -17,13 +20,41 @@ from pathlib import Path
 from typing import Any
 
 from audiobase.files import write_json, write_text
+from bench.data import SUBSETS
 from bench.latex import fmt_pct, latex_lines, mean
 from bench.metrics import compute_metrics, select_rows
-from bench.store import read_latest
+from bench.store import read_results
 
-SUMMARY_COLS = ["dataset", "task", "n", "SRCC", "LCC", "K-Tau", "ACC"]
-DETAIL_COLS = ["dataset", "task", "group_key", "group_value", "ref_category", "n", "ACC"]
+CI_COLS = ["dataset", "task", "n"]
+CI_COLS += [f"{m}{s}" for m in ("SRCC", "LCC", "K-Tau", "ACC") for s in ("", "_lo", "_hi")]
 SYSTEM_COLS = ["dataset", "task", "level", "n_systems", "SRCC", "LCC", "K-Tau"]
+METADATA_ARGS = [  # upstream's metadata.json keys before run_dir (its runner's arguments)
+    "model",
+    "model_name",
+    "checkpoint",
+    "dataset_jsonl",
+    "dataset_root",
+    "split",
+    "subset",
+    "device",
+    "batch_size",
+    "max_dur",
+    "model_init_kwargs",
+    "model_score_kwargs",
+    "model_class_path",
+    "custom_model_init_checkpoint",
+    "custom_model_init_device",
+]
+
+
+class NoUsableRows(ValueError):
+    """A results file with no row to evaluate (the message names the file and why)."""
+
+
+def frame_csv(rows: Sequence[dict[str, Any]]) -> str:
+    """`pandas.DataFrame(rows).to_csv(index=False)`, as upstream writes its tables: columns in
+    order of first appearance, None as an empty cell, a lone newline when there are no rows."""
+    return to_csv(rows, []) if rows else "\n"
 
 
 def to_csv(rows: Sequence[dict[str, Any]], first: list[str]) -> str:
@@ -55,12 +86,14 @@ def compute_statistics(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     reasons: Counter = Counter()
     for r in rows:
         c = per_subset.setdefault(r.get("benchmark_dataset", "Unknown"), Counter())
+        valid = bool(r.get("inference_valid_a")) and bool(r.get("inference_valid_b", True))
+        status = r.get("status") or ("ok" if valid else "error")  # upstream's rows: no status
         c["rows"] += 1
-        c[r.get("status", "ok")] += 1
+        c[status] += 1
         c["valid_a"] += bool(r.get("inference_valid_a"))
         if "inference_valid_b" in r:
             c["valid_b"] += bool(r["inference_valid_b"])
-        if r.get("status") == "error":
+        if status == "error":
             reasons[error_kind(r.get("inference_error", ""))] += 1
     n_err = sum(c["error"] for c in per_subset.values())
     return {
@@ -82,7 +115,7 @@ def render_summary_md(metrics: dict, stats: dict, title: str, plots: list[str]) 
     """Human-readable report: headline table with CIs, system level, failures, plots."""
     lines = [f"# {title}", "", "## Headline (CMI-RewardBench definitions, 95% bootstrap CI)", ""]
     lines += ["| dataset | task | n | SRCC | LCC | K-Tau | ACC |", "|---|---|---|---|---|---|---|"]
-    for r in metrics["summary"]:
+    for r in metrics["summary_ci"]:
         cells = []
         for col in ("SRCC", "LCC", "K-Tau", "ACC"):
             pct = col == "ACC"
@@ -136,6 +169,84 @@ def render_summary_md(metrics: dict, stats: dict, title: str, plots: list[str]) 
     return "\n".join(lines) + "\n"
 
 
+def resolved(path: Any) -> str | None:
+    return None if path is None else str(Path(str(path)).resolve())
+
+
+def run_metadata(run_info: dict[str, Any]) -> dict[str, Any]:
+    """Upstream's runner arguments in metadata.json, from our run's `run_info` (its config)."""
+    cfg = run_info.get("config") or {}
+    model, ds = cfg.get("model") or {}, cfg.get("dataset") or {}
+    subsets = cfg.get("subset", ds.get("subsets"))  # bench.run's `subset=` (name or list)
+    if isinstance(subsets, str):
+        subsets = None if subsets == "all" else [subsets]
+    init = model.get("init_kwargs")
+    if init is None:  # a config-built model: its settings are its constructor's arguments
+        skip = ("name", "_target_", "class_path", "score_kwargs")
+        init = {k: v for k, v in model.items() if k not in skip}
+    return {
+        "model": model.get("name"),
+        "model_name": model.get("name"),
+        "checkpoint": resolved(model.get("checkpoint")),
+        "dataset_jsonl": resolved(ds.get("jsonl")),
+        "dataset_root": resolved(ds.get("root")),
+        "split": ds.get("split"),
+        "subset": "all" if not subsets else subsets[0] if len(subsets) == 1 else list(subsets),
+        "device": run_info.get("device", model.get("device")),
+        "batch_size": cfg.get("batch_size"),
+        "max_dur": cfg.get("max_dur"),
+        "model_init_kwargs": init,
+        "model_score_kwargs": {
+            **(model.get("score_kwargs") or {}),
+            **(cfg.get("score_kwargs") or {}),
+        },
+        "model_class_path": model.get("class_path") or model.get("_target_"),
+        "custom_model_init_checkpoint": model.get("checkpoint"),
+        "custom_model_init_device": model.get("device"),
+    }
+
+
+def write_metadata(
+    out: Path,
+    results: Path,
+    n_rows: int,
+    metrics: dict[str, Any],
+    run_info: dict[str, Any] | None,
+) -> None:
+    """metadata.json as upstream's runner writes it: its arguments, paths, `num_rows`,
+    `eval_report`. Without run info (re-evaluating a file) an existing metadata.json's
+    arguments are kept (upstream's own, in one of its run folders)."""
+    old = out / "metadata.json"
+    meta = dict.fromkeys(METADATA_ARGS)
+    fail_on_error = False  # ours: a failed clip is recorded and the run goes on (max_fail_frac)
+    if run_info is not None:
+        meta |= run_metadata(run_info)
+    elif old.is_file():
+        try:
+            prev = json.loads(old.read_text(encoding="utf-8"))
+        except ValueError:
+            prev = None
+        if isinstance(prev, dict):
+            meta |= {k: prev.get(k) for k in METADATA_ARGS}
+            fail_on_error = prev.get("fail_on_error", fail_on_error)
+    outputs = metrics["config"]["outputs"]
+    meta |= {
+        "run_dir": str(out.resolve()),
+        "results_jsonl": str(results.resolve()),
+        "num_rows": n_rows,
+        "fail_on_error": fail_on_error,
+        "eval_report": {
+            "summary_csv": str((out / outputs["summary_csv"]).resolve()),
+            "detail_csv": str((out / outputs["detail_csv"]).resolve()),
+            "json": str((out / outputs["json"]).resolve()),
+            "temp_ordered_latex": str((out / "latex.txt").resolve()),
+            "summary_rows": len(metrics["summary"]),
+            "detail_rows": len(metrics["detail"]),
+        },
+    }
+    write_json(old, meta)
+
+
 def evaluate_rows(
     rows: Sequence[dict[str, Any]],
     out_dir: str | Path,
@@ -147,12 +258,16 @@ def evaluate_rows(
     run_info: dict[str, Any] | None = None,
     title: str = "Benchmark results",
     variant: str | None = None,
+    results: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Compute metrics for result rows and write every metrics file; returns metrics.json."""
+    """Compute metrics for result rows and write every metrics file; returns metrics.json.
+
+    `variant` labels latex.txt's rows (default: the output folder's name, as upstream);
+    `results`: the file the rows came from, for metadata.json (default: out_dir/results.jsonl).
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     metrics = compute_metrics(rows, split=split, n_boot=n_boot, seed=seed)
-    metrics["config"] = {"split": split, "n_boot": n_boot, "seed": seed}
     stats = compute_statistics(rows)
     old = out / "statistics.json"
     if run_info is None and old.is_file():  # standalone re-evaluation keeps the run's timings
@@ -165,49 +280,103 @@ def evaluate_rows(
 
         made = [str(p) for p in make_plots(select_rows(rows, split), out / "plots")]
     metrics["plots"] = [str(Path(p).relative_to(out)) for p in made]
+    write_text(out / "metrics_summary.csv", frame_csv(metrics["summary"]))
+    write_text(out / "metrics_detail.csv", frame_csv(metrics["detail"]))
     write_json(out / "metrics.json", metrics)
-    write_text(out / "metrics_summary.csv", to_csv(metrics["summary"], SUMMARY_COLS))
-    write_text(out / "metrics_detail.csv", to_csv(metrics["detail"], DETAIL_COLS))
+    write_text(out / "latex.txt", "\n".join(latex_lines(metrics, variant or out.name)) + "\n")
+    write_metadata(out, Path(results or out / "results.jsonl"), len(rows), metrics, run_info)
+    write_text(out / "metrics_ci.csv", to_csv(metrics["summary_ci"], CI_COLS))
     write_text(out / "metrics_system.csv", to_csv(metrics["system_level"], SYSTEM_COLS))
     write_json(out / "statistics.json", stats)
     write_text(out / "summary.md", render_summary_md(metrics, stats, title, made))
-    variant = variant or out.resolve().parent.name  # outputs/bench/<model>/<dataset>
-    write_text(out / "latex.txt", "\n".join(latex_lines(metrics, variant)) + "\n")
     return metrics
 
 
-def evaluate_file(
-    results: str | Path, out_dir: str | Path | None = None, **kw: Any
+def usable(rows: Sequence[dict[str, Any]], split: str | None) -> list[dict[str, Any]]:
+    """Rows of a benchmark subset, kept by the split filter, that carry predictions."""
+    return [
+        r
+        for r in select_rows(rows, split)
+        if r["benchmark_dataset"] in SUBSETS and any(k.startswith("predicted_") for k in r)
+    ]
+
+
+def no_usable_rows(path: Path, rows: Sequence[dict[str, Any]], split: str | None) -> str:
+    """Why nothing in `path` can be evaluated: what each filter dropped."""
+    lines = sum(1 for line in path.open(encoding="utf-8-sig") if line.strip())
+    if not rows:
+        why = "no JSON object on any line" if lines else "the file is empty"
+        return f"{path}: no usable result rows: {why}"
+    kept = select_rows(rows, split)
+    known = [r for r in kept if r["benchmark_dataset"] in SUBSETS]
+    why = (
+        f"{len(rows)} rows, {len(rows) - len(kept)} dropped by split={split!r}, "
+        f"{len(kept) - len(known)} outside the four subsets (by source)"
+    )
+    if known:
+        why += f", {len(known)} without predicted_* fields (a dataset file, not results?)"
+    return f"{path}: no usable result rows: {why}"
+
+
+def evaluate_results_file(
+    results: str | Path,
+    out_dir: str | Path | None = None,
+    *,
+    split: str | None = "test",
+    n_boot: int = 1000,
+    seed: int = 0,
+    plots: bool = True,
+    run_info: dict[str, Any] | None = None,
+    title: str | None = None,
+    variant: str | None = None,
 ) -> dict[str, Any]:
-    """Recompute all metrics files from a results.jsonl (last record per row wins)."""
+    """Every metrics file for a results.jsonl, ours (last record per row wins) or upstream's;
+    written into `out_dir` (default: the results file's folder); returns metrics.json.
+    Raises FileNotFoundError, or NoUsableRows when no row can be evaluated."""
     results = Path(results)
     if not results.is_file():
         raise FileNotFoundError(f"{results}: results file not found")
-    latest = read_latest([results])
-    rows = sorted(latest.values(), key=lambda r: r.get("bench_row_index", 0))
-    title = kw.pop("title", f"Benchmark results: {results.parent}")
-    kw.setdefault("variant", results.resolve().parent.parent.name)  # <model>/<dataset>/results
-    return evaluate_rows(rows, out_dir or results.parent, title=title, **kw)
+    rows = read_results(results)
+    if not usable(rows, split):
+        raise NoUsableRows(no_usable_rows(results, rows, split))
+    return evaluate_rows(
+        rows,
+        out_dir or results.parent,
+        split=split,
+        n_boot=n_boot,
+        seed=seed,
+        plots=plots,
+        run_info=run_info,
+        title=title or f"Benchmark results: {results.parent}",
+        variant=variant,
+        results=results,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.evaluate", description=__doc__)
-    p.add_argument("results", help="results.jsonl written by python -m bench.run")
+    p.add_argument("results", help="results.jsonl of python -m bench.run or of CMI-RewardBench")
     p.add_argument("--out-dir", default=None, help="default: the results file's folder")
     p.add_argument("--split", default="test", help="keep rows with this split ('' = all)")
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples (0 = no CIs)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--variant", default=None, help="latex.txt row label (default: out folder)")
     p.add_argument("--no-plots", action="store_true")
     a = p.parse_args(argv)
-    m = evaluate_file(
-        a.results,
-        a.out_dir,
-        split=a.split or None,
-        n_boot=a.n_boot,
-        seed=a.seed,
-        plots=not a.no_plots,
-    )
-    print(to_csv(m["summary"], SUMMARY_COLS), end="")
+    try:
+        m = evaluate_results_file(
+            a.results,
+            a.out_dir,
+            split=a.split or None,
+            n_boot=a.n_boot,
+            seed=a.seed,
+            plots=not a.no_plots,
+            variant=a.variant,
+        )
+    except (FileNotFoundError, NoUsableRows) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(frame_csv(m["summary"]), end="")
     return 0
 
 

@@ -6,13 +6,20 @@ model a batch that fails as a whole is retried clip by clip, so one bad input co
 recorded error instead of the batch. Decoding errors never reach the model; every score error
 names the clip's file. A model declaring `extra_columns` (names for columns 2.. of its
 scores) gets them written as `predicted_<name>` / `predicted_<name>_b`.
+
+`inputs="paths"` (a model config's `inputs: paths`): nothing is decoded; `BatchInput.audio`
+and `ref_audio` are the resolved file paths, as CMI-RewardBench passes them, and a file the
+model cannot read is that item's score error. `grad=True`: no `torch.inference_mode()` around
+the model's calls, for models that need autograd while scoring.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+import os
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -21,6 +28,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from audiobase.preprocess import Preprocess
 from bench.data import BenchRow
+from bench.pairwise import is_pair, score_with_pairwise, wants_pairwise
 from bench.records import SideScore, make_result
 from rewards.base import ALIGNMENT, MUSICALITY, BatchInput
 
@@ -44,8 +52,32 @@ def model_preprocess(model: Any, max_dur: float | None) -> Preprocess:
     return Preprocess(sr=int(model.sr), max_dur=max_dur if max_dur and max_dur > 0 else None)
 
 
-def decode_row(row: BenchRow, pre: Preprocess) -> dict[str, Any]:
-    """Everything a row needs for scoring: one BatchInput (or an error) per side."""
+def path_row(row: BenchRow) -> dict[str, Any]:
+    """`decode_row` for a model that loads audio itself: paths in, nothing decoded. A missing
+    ref is passed as None with a note, as CMI-RewardBench does (`ref_audio_not_found`)."""
+    ref, notes = row.ref_audio, []
+    if ref and not os.path.exists(ref):
+        ref, notes = None, [f"ref_audio_not_found: {row.ref_audio}"]
+    sides: dict[str, BatchInput | str] = {}
+    for side in row.sides:
+        path = row.side_path(side)
+        if not path:
+            field = "audio-path" if side == "a" else "audio2"
+            sides[side] = (
+                f"AudioMissingError: row {row.index}: empty {field!r} in the benchmark file"
+            )
+            continue
+        sides[side] = BatchInput(
+            audio=path, text=row.text, lyrics=row.lyrics, ref_audio=ref, path=path
+        )
+    return {"row": row, "sides": sides, "notes": notes}
+
+
+def decode_row(row: BenchRow, pre: Preprocess | None) -> dict[str, Any]:
+    """Everything a row needs for scoring: one BatchInput (or an error) per side. `pre=None`:
+    the model takes paths (`path_row`)."""
+    if pre is None:
+        return path_row(row)
     ref, notes = None, []
     if row.ref_audio:
         try:
@@ -74,7 +106,7 @@ def decode_row(row: BenchRow, pre: Preprocess) -> dict[str, Any]:
 class BatchDecodeDataset(Dataset):
     """Item i = batch i, decoded; lets DataLoader workers decode ahead of the model."""
 
-    def __init__(self, batches: list[list[BenchRow]], pre: Preprocess):
+    def __init__(self, batches: list[list[BenchRow]], pre: Preprocess | None):
         self.batches, self.pre = batches, pre
 
     def __len__(self) -> int:
@@ -91,11 +123,13 @@ def keep_as_is(x: Any) -> Any:
 
 def make_loader(
     batches: list[list[BenchRow]],
-    pre: Preprocess,
+    pre: Preprocess | None,
     num_workers: int = 2,
     sampler: Any = None,
 ) -> DataLoader:
-    """DataLoader over pre-formed batches; `sampler` shards them across ranks."""
+    """DataLoader over pre-formed batches; `sampler` shards them across ranks; `pre=None`:
+    paths only, nothing to decode, so no worker processes."""
+    num_workers = 0 if pre is None else num_workers
     kw: dict[str, Any] = {"num_workers": num_workers, "collate_fn": keep_as_is}
     if num_workers > 0:
         kw |= {"prefetch_factor": 2, "persistent_workers": False}
@@ -126,27 +160,52 @@ def check_scores(model: Any, out: Any, n: int, what: str = "score_batch") -> np.
     return out
 
 
+def no_grad_unless(grad: bool) -> contextlib.AbstractContextManager:
+    """`torch.inference_mode()` around a model call, unless the model asked for gradients."""
+    return contextlib.nullcontext() if grad else torch.inference_mode()
+
+
 def call_model(
-    model: Any, inputs: list[BatchInput], max_dur: float | None, score_kwargs: dict[str, Any]
+    model: Any,
+    inputs: list[BatchInput],
+    max_dur: float | None,
+    score_kwargs: dict[str, Any],
+    grad: bool = False,
 ) -> np.ndarray:
     """score_batch with a shape check; returns float64 [N, 2 + extra columns]."""
-    with torch.inference_mode():
+    with no_grad_unless(grad):
         out = model.score_batch(inputs, batch_size=len(inputs), max_dur=max_dur, **score_kwargs)
     return check_scores(model, out, len(inputs))
 
 
 def call_model_detailed(
-    model: Any, inputs: list[BatchInput], max_dur: float | None, score_kwargs: dict[str, Any]
-) -> tuple[np.ndarray, list[str | None]]:
-    """score_batch_detailed with shape checks: (scores, error text or None per input)."""
-    with torch.inference_mode():
-        out, errors = model.score_batch_detailed(
+    model: Any,
+    inputs: list[BatchInput],
+    max_dur: float | None,
+    score_kwargs: dict[str, Any],
+    grad: bool = False,
+) -> tuple[np.ndarray, list[str | None], list[dict[str, Any] | None]]:
+    """score_batch_detailed with shape checks: (scores, error text or None per input, details
+    per input). The model returns (scores, errors) or (scores, errors, details), details being
+    one dict (e.g. a judge's raw answer) or None per input."""
+    with no_grad_unless(grad):
+        out = model.score_batch_detailed(
             inputs, batch_size=len(inputs), max_dur=max_dur, **score_kwargs
         )
-    errors = list(errors)
-    if len(errors) != len(inputs):
-        raise ValueError(f"score_batch_detailed returned {len(errors)} errors for {len(inputs)}")
-    return check_scores(model, out, len(inputs), "score_batch_detailed"), errors
+    if not isinstance(out, tuple | list) or len(out) not in (2, 3):
+        raise ValueError("score_batch_detailed must return (scores, errors[, details])")
+    scores, errors = out[0], list(out[1])
+    details = list(out[2]) if len(out) == 3 and out[2] is not None else [None] * len(inputs)
+    n = len(inputs)
+    if len(errors) != n or len(details) != n:
+        raise ValueError(
+            f"score_batch_detailed returned {len(errors)} errors and {len(details)} details "
+            f"for {n} inputs"
+        )
+    bad = [type(d).__name__ for d in details if d is not None and not isinstance(d, dict)]
+    if bad:
+        raise ValueError(f"score_batch_detailed details must be dicts or None, got {bad[0]}")
+    return check_scores(model, scores, n, "score_batch_detailed"), errors, details
 
 
 def name_file(err: str, path: str | None) -> str:
@@ -166,12 +225,14 @@ def score_decoded(
     score_kwargs: dict[str, Any],
     autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
     per_side: bool = False,
+    grad: bool = False,
 ) -> list[dict[str, SideScore]]:
     """Score every decodable side of a decoded batch; per row, a SideScore per side.
 
     One score_batch call for the batch (`per_side`: one for its A clips, then one for its B
     clips, as CMI-RewardBench does); a call that raises is retried clip by clip. A model with
-    `score_batch_detailed` gives per-item results in one call, never retried here.
+    `score_batch_detailed` gives per-item results in one call, never retried here; the
+    details it returns per item go into the SideScore's `details`. `grad`: no inference mode.
     """
     slots = [(i, s, inp) for i, d in enumerate(decoded) for s, inp in d["sides"].items()]
     out: list[dict[str, SideScore]] = [{} for _ in decoded]
@@ -183,42 +244,47 @@ def score_decoded(
 
     names = extra_columns(model)
 
-    def put(i: int, s: str, row: np.ndarray) -> None:
+    def put(i: int, s: str, row: np.ndarray, details: dict[str, Any] | None = None) -> None:
         a, m = to_float(row[ALIGNMENT]), to_float(row[MUSICALITY])
         out[i][s] = {"alignment": a, "musicality": m, "valid": True, "error": ""}
         if names:
             out[i][s]["extra"] = {n: to_float(row[2 + j]) for j, n in enumerate(names)}
+        if details is not None:
+            out[i][s]["details"] = details
 
-    def fail(i: int, s: str, err: str) -> None:
+    def fail(i: int, s: str, err: str, details: dict[str, Any] | None = None) -> None:
         err = name_file(f"score_error: {err}", decoded[i]["row"].side_path(s))
         out[i][s] = {"alignment": None, "musicality": None, "valid": False, "error": err}
+        if details is not None:  # e.g. a judge's answer that could not be parsed
+            out[i][s]["details"] = details
 
     detailed = callable(getattr(model, "score_batch_detailed", None))
     for group in (g for g in groups if g):
         if detailed:  # per-item results: a failed clip fails alone, nothing is sent twice
+            details: list[dict[str, Any] | None] = [None] * len(group)
             try:
                 with autocast():
-                    scores, errors = call_model_detailed(
-                        model, [t[2] for t in group], max_dur, score_kwargs
+                    scores, errors, details = call_model_detailed(
+                        model, [t[2] for t in group], max_dur, score_kwargs, grad
                     )
             except Exception as e:
                 scores, errors = np.empty((len(group), 0)), [describe_error(e)] * len(group)
-            for (i, s, _), row, item_err in zip(group, scores, errors, strict=True):
+            for (i, s, _), row, item_err, det in zip(group, scores, errors, details, strict=True):
                 if item_err is None:
-                    put(i, s, row)
+                    put(i, s, row, det)
                 else:
-                    fail(i, s, item_err)
+                    fail(i, s, item_err, det)
             continue
         try:
             with autocast():
-                scores = call_model(model, [t[2] for t in group], max_dur, score_kwargs)
+                scores = call_model(model, [t[2] for t in group], max_dur, score_kwargs, grad)
             for (i, s, _), row in zip(group, scores, strict=True):
                 put(i, s, row)
         except Exception:
             for i, s, inp in group:  # isolate the bad clip(s): one by one
                 try:
                     with autocast():
-                        put(i, s, call_model(model, [inp], max_dur, score_kwargs)[0])
+                        put(i, s, call_model(model, [inp], max_dur, score_kwargs, grad)[0])
                 except Exception as e:
                     fail(i, s, describe_error(e))
     return out
@@ -233,15 +299,55 @@ def score_batch_rows(
     autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
     extra: dict[str, Any] | None = None,
     per_side: bool = False,
+    grad: bool = False,
 ) -> list[dict[str, Any]]:
     """Decoded batch -> result rows (what both the plain loop and predict_step write);
-    `extra` fields (e.g. the run fingerprint) are added to every row."""
-    scored = score_decoded(model, decoded, max_dur, score_kwargs, autocast, per_side)
+    `extra` fields (e.g. the run fingerprint) are added to every row. A pairwise judge
+    (bench.pairwise) states the preference of pair rows itself; its other rows come here."""
+    if wants_pairwise(model) and any(is_pair(d) for d in decoded):
+        clips = partial(
+            score_batch_rows,
+            model,
+            max_dur=max_dur,
+            score_kwargs=score_kwargs,
+            model_name=model_name,
+            autocast=autocast,
+            extra=extra,
+            per_side=per_side,
+            grad=grad,
+        )  # gets only rows without a pair, so it never comes back here
+        return score_with_pairwise(
+            model,
+            decoded,
+            clips,
+            max_dur,
+            score_kwargs,
+            model_name,
+            extra,
+            seconds=lambda d: audio_seconds(d, float(model.sr), max_dur),
+        )
+    scored = score_decoded(model, decoded, max_dur, score_kwargs, autocast, per_side, grad)
     out = []
     for d, sides in zip(decoded, scored, strict=True):
         res = make_result(d["row"], sides, d["notes"], model_name, extra_columns(model))
-        wavs = [x.audio for x in d["sides"].values() if isinstance(x, BatchInput)]
-        res["bench_audio_seconds"] = sum(len(w) for w in wavs) / float(model.sr)  # cropped
+        res["bench_audio_seconds"] = audio_seconds(d, float(model.sr), max_dur)  # cropped
         res.update(extra or {})
         out.append(res)
     return out
+
+
+def audio_seconds(decoded: dict[str, Any], sr: float, max_dur: float | None) -> float:
+    """Seconds of audio the row's sides put through the model: decoded lengths, or for paths
+    the probed durations cropped to `max_dur`."""
+    total = 0.0
+    row: BenchRow = decoded["row"]
+    for side, x in decoded["sides"].items():
+        if not isinstance(x, BatchInput):
+            continue
+        if isinstance(x.audio, str):
+            k = row.sides.index(side)
+            dur = row.durations[k] if k < len(row.durations) else 0.0
+            total += min(dur, max_dur) if max_dur else dur
+        else:
+            total += len(x.audio) / sr
+    return total

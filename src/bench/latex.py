@@ -1,7 +1,8 @@
-"""latex.txt: table rows in CMI-RewardBench's order (musicality, alignment, final, CMI-Pref).
+"""latex.txt: upstream's latex.txt, line for line (musicality, alignment, final, CMI-Pref).
 
-Same columns as upstream's latex.txt: correlations with 4 decimals, accuracies in percent
-with 2, "-" when missing; means skip missing values.
+Same comment lines and columns as upstream: correlations with 4 decimals, accuracies in
+percent with 2, "-" when missing; means skip missing values. Each row starts with the variant
+label (upstream: the output folder's name unless the config sets `training_variant`).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ def mean(values: list[float | None]) -> float | None:
 
 
 def latex_lines(metrics: dict[str, Any], variant: str) -> list[str]:
-    """Six commented rows for one model ("variant"), in upstream's column order."""
+    """The twelve lines of upstream's latex.txt (six comments, six rows) for one variant."""
 
     def summ(dataset: str, task: str, col: str) -> float | None:
         hit = [r for r in metrics["summary"] if r["dataset"] == dataset and r["task"] == task]
@@ -76,16 +77,22 @@ def latex_lines(metrics: dict[str, Any], variant: str) -> list[str]:
     ama = [fmt_pct(det("alignment", "ref_subset", "ref")), *conf("alignment", "ref")]
     ama += [fmt_pct(det("alignment", "modality", m)) for m in ("text+ref", "text+lyrics+ref")]
     return [
-        "% musicality | PAM LCC SRCC K-Tau | MusicEval LCC SRCC K-Tau | Music Arena ACC | CMI-Pref ACC",
+        "% Musicality: Method&Model, PAM(LCC,SRCC,K-Tau), MusicEval(LCC,SRCC,K-Tau), "
+        "MusicArena(ACC), CMI-Pref(ACC)",
         row(*mus),
-        "% alignment | PAM LCC SRCC K-Tau | CMI-Pref text, +lyrics, +ref, +lyrics+ref (= all), no-ref mean, ref mean",
+        "% Alignment: Method&Model, PAM(LCC,SRCC,K-Tau), "
+        "CMI(text,lyrics,audio,all=text+lyrics+ref,w/o audio,w/ audio)",
         row(*ali),
-        "% final | PAM mean SRCC | MusicEval SRCC | Music Arena ACC | CMI-Pref mean ACC",
+        "% Final: Training variant, PAM Mean SRCC, MusicEval SRCC, Music Arena Acc, "
+        "CMI-Pref Mean Acc",
         row(*final),
-        "% CMI-Pref musicality | all | confidence <3 =3 >3 | instrumental | vocal",
+        "% CMI-Pref Musicality: variant, Total, Conf<3, Conf=3, Conf>3, Instru(no lyrics), "
+        "Vocal(lyrics)",
         row(*cmi_mus),
-        "% CMI-Pref alignment without ref | all | confidence <3 =3 >3 | text | text+lyrics",
+        "% CMI-Pref Text-Music Alignment (no ref): variant, Total, Conf<3, Conf=3, Conf>3, "
+        "Instru(text), Vocal(text+lyrics)",
         row(*tma),
-        "% CMI-Pref alignment with ref | all | confidence <3 =3 >3 | text+ref | text+lyrics+ref",
+        "% CMI-Pref Audio-Music Alignment (ref): variant, Total, Conf<3, Conf=3, Conf>3, "
+        "Instru(text+ref), Vocal(text+lyrics+ref)",
         row(*ama),
     ]

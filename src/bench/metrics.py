@@ -1,7 +1,7 @@
 """CMI-RewardBench metrics, reproduced from `evaluate_results.py` (commit 4620653), plus extras.
 
 Exactly as upstream: rows kept by `split`; subset re-inferred from `source`; SRCC / LCC / K-Tau
-(pandas `Series.corr`: Spearman = Pearson on average ranks, Kendall = scipy tau-b) on PAM
+(pandas 3 `Series.corr`: scipy's spearmanr and kendalltau (tau-b), pandas' own Pearson) on PAM
 (musicality, alignment) and MusicEval (musicality) after dropping non-numeric pairs, None when
 n < 2; accuracy on Music Arena (`preference` vs `predicted_preference`) and CMI-Pref (alignment,
 musicality) with labels normalised case-insensitively (a/model_a, b/model_b, both/neither),
@@ -9,12 +9,11 @@ other labels dropped, a match 1, a mismatch involving "both" 0.5, else 0. Detail
 Arena by month; CMI-Pref by modality, confidence (<3, =3, >3) x ref category, ref subset and
 instru/vocal. One deliberate difference: a NaN correlation (constant input) is reported as None.
 
-Extras (not upstream): PAM system-level correlations and percentile-bootstrap 95% CIs.
-"""
+Extras (not upstream): PAM system-level correlations and percentile-bootstrap 95% CIs (every
+resample's statistic computed in one vectorised call)."""
 
 from __future__ import annotations
 
-import functools
 import math
 import warnings
 from collections import defaultdict
@@ -138,6 +137,19 @@ def finite(v: float) -> float | None:
     return None if v is None or not math.isfinite(v) else float(v)
 
 
+def pearson(x: np.ndarray, y: np.ndarray) -> float:
+    """pandas (3.x) `Series.corr(method="pearson")` to the last bit: centred, scaled by the
+    largest magnitude, then dot products; NaN when a side is constant."""
+    x, y = x - x.mean(), y - y.mean()
+    sx, sy = np.max(np.abs(x)), np.max(np.abs(y))
+    if sx == 0 or sy == 0:
+        return math.nan
+    x, y = x / sx, y / sy
+    dof = len(x) - 1
+    r = np.dot(x, y) / dof / np.sqrt(np.dot(x, x) / dof) / np.sqrt(np.dot(y, y) / dof)
+    return float(np.clip(r, -1.0, 1.0))
+
+
 def correlate(x: np.ndarray, y: np.ndarray, method: str) -> float | None:
     """pandas Series.corr semantics; None when n < 2 or undefined (constant input)."""
     x, y = np.asarray(x, float), np.asarray(y, float)
@@ -147,7 +159,7 @@ def correlate(x: np.ndarray, y: np.ndarray, method: str) -> float | None:
         return finite(stats.spearmanr(x, y).statistic)  # Pearson on average ranks, as pandas
     if method == "kendall":
         return finite(stats.kendalltau(x, y).statistic)  # tau-b, as pandas
-    return finite(np.corrcoef(x, y)[0, 1])
+    return finite(pearson(x, y))
 
 
 def numeric_pairs(rows: Sequence[Row], gt: str, pred: str) -> tuple[np.ndarray, np.ndarray]:
@@ -174,37 +186,90 @@ def accuracy(rows: Sequence[Row], gt: str, pred: str) -> dict[str, Any]:
     return {"n": int(len(s)), "acc": float(s.mean()) if len(s) else None}
 
 
+# ---- bootstrap: every resample at once -----------------------------------------------------
+KENDALL_MAX_N = 2000  # above this, n x n sign matrices cost too much memory: a loop instead
+
+
+def rowwise_pearson(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pearson r of each row pair of a, b [B, n]."""
+    a, b = a - a.mean(-1, keepdims=True), b - b.mean(-1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = (a * b).sum(-1) / np.sqrt((a * a).sum(-1) * (b * b).sum(-1))
+    return np.clip(r, -1.0, 1.0)
+
+
+def resample_counts(idx: np.ndarray, n: int) -> np.ndarray:
+    """Resampled indices [B, n] -> how often each original item was drawn [B, n]."""
+    flat = idx + n * np.arange(len(idx))[:, None]
+    return np.bincount(flat.ravel(), minlength=idx.size).reshape(idx.shape).astype(float)
+
+
+def resampled_kendall(idx: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Kendall tau-b of every resample: with draw counts w, the sums over pairs of sign
+    products are quadratic forms w' S w of the originals' n x n sign matrices."""
+    if len(x) > KENDALL_MAX_N:
+        return np.array([stats.kendalltau(x[i], y[i]).statistic for i in idx])
+    w = resample_counts(idx, len(x))
+    sx, sy = np.sign(x[:, None] - x[None, :]), np.sign(y[:, None] - y[None, :])
+
+    def form(m: np.ndarray) -> np.ndarray:
+        return ((w @ m) * w).sum(1)
+
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return form(sx * sy) / np.sqrt(form(sx * sx) * form(sy * sy))
+
+
+def resampled_corr(idx: np.ndarray, x: np.ndarray, y: np.ndarray, method: str) -> np.ndarray:
+    """`correlate(x[i], y[i], method)` for every resample i of idx [B, n]; NaN where undefined."""
+    xs, ys = x[idx], y[idx]
+    if method == "kendall":
+        r = resampled_kendall(idx, x, y)
+    elif method == "spearman":  # Pearson on average ranks, as scipy's spearmanr
+        r = rowwise_pearson(stats.rankdata(xs, axis=-1), stats.rankdata(ys, axis=-1))
+    else:
+        r = rowwise_pearson(xs, ys)
+    constant = (xs.max(-1) == xs.min(-1)) | (ys.max(-1) == ys.min(-1))
+    return np.where(constant, np.nan, r)
+
+
 def bootstrap_ci(
-    data: tuple[np.ndarray, ...], stat: Callable[..., float | None], n_boot: int, seed: int
+    n: int, stat: Callable[[np.ndarray], np.ndarray], n_boot: int, seed: int
 ) -> tuple[float | None, float | None]:
-    """Percentile 95% CI of `stat(*data)` over `n_boot` paired resamples (scipy.stats.bootstrap,
-    seeded). Resamples where `stat` is undefined (None: a constant resample) are left out."""
-    n = len(data[0])
+    """Percentile 95% CI over `n_boot` resamples of n items (scipy.stats.bootstrap, seeded,
+    vectorized). `stat(indices [B, n]) -> [B]` gives the statistic of every resample at once;
+    resamples where it is undefined (NaN: a constant resample) are left out."""
     if n < 2 or n_boot <= 0:
         return None, None
 
-    def defined(*xs: np.ndarray) -> float:
-        v = stat(*xs)
-        return math.nan if v is None else v
+    def of_indices(idx: np.ndarray, axis: int = -1) -> np.ndarray:
+        return stat(idx.reshape(-1, n)).reshape(idx.shape[:-1])
 
     with warnings.catch_warnings():  # its own interval is NaN when a resample is degenerate
         warnings.simplefilter("ignore", stats.DegenerateDataWarning)
         res = stats.bootstrap(
-            data,
-            defined,
+            (np.arange(n),),
+            of_indices,
             n_resamples=n_boot,
-            paired=True,
-            vectorized=False,
+            vectorized=True,
             method="percentile",
             rng=np.random.default_rng(seed),
         )
-    # the percentile interval over the resamples where `stat` is defined
     vals = res.bootstrap_distribution
     vals = vals[np.isfinite(vals)]
     if len(vals) == 0:
         return None, None
     lo, hi = np.percentile(vals, [2.5, 97.5])
     return float(lo), float(hi)
+
+
+def corr_ci(
+    x: np.ndarray, y: np.ndarray, method: str, n_boot: int, seed: int
+) -> tuple[float | None, float | None]:
+    return bootstrap_ci(len(x), lambda idx: resampled_corr(idx, x, y, method), n_boot, seed)
+
+
+def mean_ci(s: np.ndarray, n_boot: int, seed: int) -> tuple[float | None, float | None]:
+    return bootstrap_ci(len(s), lambda idx: s[idx].mean(-1), n_boot, seed)
 
 
 # ---- tables ------------------------------------------------------------------------------
@@ -229,37 +294,51 @@ def by_subset(rows: Sequence[Row]) -> dict[str, list[Row]]:
     return groups
 
 
-def summary_rows(rows: Sequence[Row], n_boot: int = 0, seed: int = 0) -> list[Row]:
-    """metrics_summary.csv rows (upstream order); with n_boot > 0, 95% CI columns too."""
+CORR_COLS = (("SRCC", "spearman"), ("LCC", "pearson"), ("K-Tau", "kendall"))
+
+
+def summary_rows(rows: Sequence[Row]) -> list[Row]:
+    """metrics_summary.csv rows: upstream's rows, keys and order."""
     groups, out = by_subset(rows), []
     for subset, tasks in CORR_TASKS.items():
-        if not groups.get(subset):
-            continue
-        for task, gt, pred in tasks:
+        for task, gt, pred in tasks if groups.get(subset) else ():
             x, y = numeric_pairs(groups[subset], gt, pred)
             row: Row = {"dataset": subset, "task": task, "n": int(len(x))}
-            for col, method in (("SRCC", "spearman"), ("LCC", "pearson"), ("K-Tau", "kendall")):
-                row[col] = correlate(x, y, method)
-            if n_boot > 0:
-                for col, method in (("SRCC", "spearman"), ("LCC", "pearson"), ("K-Tau", "kendall")):
-                    stat = functools.partial(correlate, method=method)
-                    row[f"{col}_lo"], row[f"{col}_hi"] = bootstrap_ci((x, y), stat, n_boot, seed)
-            out.append(row)
+            out.append(row | {col: correlate(x, y, method) for col, method in CORR_COLS})
     for subset, tasks in ACC_TASKS.items():
-        if not groups.get(subset):
-            continue
-        for task, gt, pred in tasks:
-            s = pref_scores(groups[subset], gt, pred)
-            row = {"dataset": subset, "task": task, "n": int(len(s))}
-            row["ACC"] = float(s.mean()) if len(s) else None
-            if n_boot > 0:
-                row["ACC_lo"], row["ACC_hi"] = bootstrap_ci((s,), np.mean, n_boot, seed)
-            out.append(row)
+        for task, gt, pred in tasks if groups.get(subset) else ():
+            a = accuracy(groups[subset], gt, pred)
+            out.append({"dataset": subset, "task": task, "n": a["n"], "ACC": a["acc"]})
     return out
 
 
-def detail_rows(rows: Sequence[Row]) -> list[Row]:
-    """metrics_detail.csv rows, in upstream order (groups sorted like pandas groupby)."""
+def ci_rows(rows: Sequence[Row], n_boot: int, seed: int) -> list[Row]:
+    """metrics_ci.csv rows: each summary metric with its percentile-bootstrap 95% CI
+    (`<metric>_lo`, `<metric>_hi`; None when n < 2 or n_boot = 0)."""
+    groups, out = by_subset(rows), []
+    for subset, tasks in CORR_TASKS.items():
+        for task, gt, pred in tasks if groups.get(subset) else ():
+            x, y = numeric_pairs(groups[subset], gt, pred)
+            row: Row = {"dataset": subset, "task": task, "n": int(len(x))}
+            for col, method in CORR_COLS:
+                lo, hi = corr_ci(x, y, method, n_boot, seed)
+                row |= {col: correlate(x, y, method), f"{col}_lo": lo, f"{col}_hi": hi}
+            out.append(row)
+    for subset, tasks in ACC_TASKS.items():
+        for task, gt, pred in tasks if groups.get(subset) else ():
+            s = pref_scores(groups[subset], gt, pred)
+            lo, hi = mean_ci(s, n_boot, seed)
+            acc = float(s.mean()) if len(s) else None
+            row = {"dataset": subset, "task": task, "n": int(len(s)), "ACC": acc}
+            out.append(row | {"ACC_lo": lo, "ACC_hi": hi})
+    return out
+
+
+def detail_rows(rows: Sequence[Row], columns: set[str] | None = None) -> list[Row]:
+    """metrics_detail.csv rows, in upstream order (groups sorted like pandas groupby).
+    `columns`: every key of the results file (default: of `rows`); as upstream, a task gets
+    confidence rows only when its confidence column is one of them."""
+    columns = set().union(*rows) if columns is None else columns
     groups, out = by_subset(rows), []
     ma = groups.get("MusicArena", [])
     for month in sorted({r["month"] for r in ma}):
@@ -275,7 +354,7 @@ def detail_rows(rows: Sequence[Row]) -> list[Row]:
             out.append(detail("CMI-Pref", task, "modality", mod, accuracy(g, gt, pred)))
     for task, gt, pred in ACC_TASKS["CMI-Pref"]:
         conf_col = CONFIDENCE_COLS[task]
-        if not any(conf_col in r for r in cmi):
+        if conf_col not in columns:
             continue  # upstream skips a task whose confidence column is absent
         tagged = [
             (cg, refcat(r), r) for r in cmi if (cg := confidence_group(r.get(conf_col))) is not None
@@ -349,14 +428,37 @@ def system_rows(rows: Sequence[Row]) -> list[Row]:
     return out
 
 
+def upstream_config(split: str | None) -> dict[str, Any]:
+    """metrics.json's `config`: upstream's config/eval_benchmark.yaml, whose rules these are."""
+    return {
+        "filter": {"split": split},
+        "metrics": {"include_lcc": True, "include_k_tau": True},
+        "groups": {
+            "musicarena_by_month": True,
+            "cmi_by_confidence": True,
+            "cmi_by_modality": True,
+            "by_duration": False,
+            "duration_bin": [10, 30, 60, 120, 500],
+        },
+        "outputs": {
+            "summary_csv": "metrics_summary.csv",
+            "detail_csv": "metrics_detail.csv",
+            "json": "metrics.json",
+        },
+    }
+
+
 def compute_metrics(
     rows: Sequence[Row], *, split: str | None = "test", n_boot: int = 1000, seed: int = 0
 ) -> dict[str, Any]:
-    """All metrics for result rows: {summary, detail, system_level, bootstrap}."""
+    """All metrics for result rows: upstream's {config, summary, detail}, then the extras
+    {summary_ci, system_level, bootstrap, n_rows}."""
     sel = select_rows(rows, split)
     return {
-        "summary": summary_rows(sel, n_boot=n_boot, seed=seed),
-        "detail": detail_rows(sel),
+        "config": upstream_config(split),
+        "summary": summary_rows(sel),
+        "detail": detail_rows(sel, set().union(*rows)),
+        "summary_ci": ci_rows(sel, n_boot, seed),
         "system_level": system_rows(sel),
         "bootstrap": {"n_boot": n_boot, "seed": seed, "ci": 0.95, "method": "percentile"},
         "n_rows": len(sel),

@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.metadata
+import inspect
 import json
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,8 +19,9 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from audiobase.files import write_json
 from audiobase.preprocess import Preprocess
-from rewards.build import build_reward_model
+from rewards.build import build_reward_model, model_class
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -52,12 +56,72 @@ def prepare_model_cfg(cfg: DictConfig, device: str | None = None) -> DictConfig:
             mcfg.device = resolve_device(str(device))
         if "bf16" in mcfg and cfg.get("bf16") is not None:
             mcfg.bf16 = bool(cfg.bf16)
+        if "upstream_compat" in mcfg and cfg.get("upstream_compat") is not None:
+            mcfg.upstream_compat = bool(cfg.upstream_compat)  # preset=upstream sets it
     return mcfg
+
+
+INPUTS = ("waveforms", "paths")
+
+
+def model_inputs(cfg: DictConfig) -> str:
+    """`model.inputs`: `waveforms` (decoded by the runner through the model's contract) or
+    `paths` (the resolved files, as CMI-RewardBench passes them; the model loads them)."""
+    value = str(cfg.model.get("inputs") or "waveforms")
+    if value not in INPUTS:
+        raise ValueError(f"model.inputs must be one of {INPUTS}, got {value!r}")
+    return value
+
+
+def model_grad(cfg: DictConfig) -> bool:
+    """`model.grad`: true = the model is called without `torch.inference_mode()`."""
+    return bool(cfg.model.get("grad", False))
 
 
 def extra_score_kwargs(cfg: DictConfig) -> dict[str, Any]:
     """`score_kwargs` from the runner config (added to the model config's own)."""
     return to_dict(cfg.get("score_kwargs"))
+
+
+def configured_class(cfg: DictConfig) -> type | None:
+    """The reward-model class `cfg.model` names (imported, not built); None if it names none."""
+    mcfg = to_dict(cfg.model)
+    return model_class(mcfg) if {"class_path", "_target_"} & set(mcfg) else None
+
+
+def expected_preprocess(cfg: DictConfig, cls: type | None) -> Preprocess | None:
+    """What the model will be fed, read from its config before it is built, so decoding can
+    start while it loads: an exported scorer's stored contract (its config.yaml, with the
+    model config's overrides), or for a class without a contract of its own the runner's crop
+    at the `sr` its config gives. None when only the built model can tell (the runner then
+    checks the guess against the built model and starts over if they differ)."""
+    mcfg = to_dict(prepare_model_cfg(cfg))
+    if cls is None:
+        return None
+    if cls.__module__ == "rewards.audioscore_rm":  # an export: the contract is in its config
+        from audioscore.export import export_preprocess, read_export_config  # needed to build it
+
+        ckpt = checkpoint_path(mcfg)
+        if ckpt is None or not (ckpt / "config.yaml").is_file():
+            return None
+        try:
+            pre = export_preprocess(read_export_config(ckpt))
+        except Exception:  # noqa: BLE001 - building the model reports it properly
+            return None
+        return pre.replace(**{k: mcfg.get(k) for k in ("max_dur", "crop", "target_lufs")})
+    if hasattr(cls, "preprocess"):  # a contract known only once built (HTTP asks its server)
+        return None
+    sr = mcfg.get("sr", (mcfg.get("init_kwargs") or {}).get("sr"))
+    if sr is None:
+        sr = getattr(cls, "sr", None)
+        if not isinstance(sr, int):  # a property or set in __init__: the constructor default
+            with contextlib.suppress(TypeError, ValueError):
+                default = inspect.signature(cls).parameters.get("sr")
+                sr = default.default if default is not None else None
+    if not isinstance(sr, int) or isinstance(sr, bool):
+        return None
+    max_dur = cfg.get("max_dur")
+    return Preprocess(sr=sr, max_dur=max_dur if max_dur and max_dur > 0 else None)
 
 
 def build_model(cfg: DictConfig, device: str | None = None) -> tuple[Any, dict[str, Any]]:
@@ -66,28 +130,155 @@ def build_model(cfg: DictConfig, device: str | None = None) -> tuple[Any, dict[s
     return model, {**(score_kwargs or {}), **extra_score_kwargs(cfg)}
 
 
-def weights_mtime(checkpoint: Any) -> float:
-    """Newest modification time of the checkpoint file or of any file under its folder, at any
-    depth (SongEval keeps its weights in `ckpt/`); 0 = none."""
-    path = Path(str(checkpoint or ""))
-    if str(path) in ("", ".") or not path.exists():
-        return 0.0
-    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
-    return max((p.stat().st_mtime for p in files), default=0.0)
+PROJECT_PACKAGES = ("audiobase", "audioscore", "rewards", "bench")
+DIGESTS_NAME = ".weights_digests.json"  # in output_root: file digests keyed by path + stat
 
 
-def fingerprint(cfg: DictConfig, pre: Preprocess) -> str:
+def digest_sidecar(cfg: DictConfig) -> Path:
+    """Where weight-file digests are remembered between runs: `<output_root>/DIGESTS_NAME`."""
+    return Path(cfg.output_root) / DIGESTS_NAME
+
+
+def checkpoint_path(mcfg: dict[str, Any]) -> Path | None:
+    """The model's weights on disk: `checkpoint` (or `init_kwargs.checkpoint`), if it exists."""
+    ckpt = mcfg.get("checkpoint") or (mcfg.get("init_kwargs") or {}).get("checkpoint")
+    path = Path(str(ckpt or ""))
+    return path if str(path) not in ("", ".") and path.exists() else None
+
+
+def weight_files(path: Path) -> list[Path]:
+    """The checkpoint file, or every file under its folder at any depth (SongEval keeps its
+    weights in `ckpt/`), skipping hidden entries (`.git`, `.cache`)."""
+    if path.is_file():
+        return [path]
+    files = [p for p in path.rglob("*") if p.is_file()]
+    return sorted(p for p in files if not any(x.startswith(".") for x in p.relative_to(path).parts))
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class DigestCache:
+    """sha256 of files, remembered in a small JSON sidecar keyed by path, size, mtime_ns, ctime_ns
+    and inode, so a 1 GB checkpoint is hashed once, not every run. ctime changes on every write
+    (and cannot be set back), so new bytes under an old mtime are hashed again. The sidecar is
+    written atomically; two runs racing on it can only lose an entry, never corrupt it."""
+
+    def __init__(self, sidecar: Path | None):
+        self.sidecar = sidecar
+        self.entries: dict[str, Any] = {}
+        if sidecar is not None and sidecar.is_file():
+            try:
+                self.entries = dict(json.loads(sidecar.read_text(encoding="utf-8")))
+            except (OSError, ValueError, TypeError):
+                self.entries = {}  # a damaged cache only costs a rehash
+        self.dirty = False
+
+    def digest(self, path: Path) -> str:
+        st = path.stat()
+        stamp = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+        key = str(path.resolve())
+        hit = self.entries.get(key)
+        if isinstance(hit, dict) and hit.get("stat") == stamp:
+            return str(hit["sha256"])
+        digest = sha256_file(path)
+        self.entries[key] = {"stat": stamp, "sha256": digest}
+        self.dirty = True
+        return digest
+
+    def save(self) -> None:
+        if self.sidecar is not None and self.dirty:
+            self.sidecar.parent.mkdir(parents=True, exist_ok=True)
+            write_json(self.sidecar, self.entries)
+            self.dirty = False
+
+
+def weights_digest(checkpoint: Path | None, sidecar: Path | None = None) -> str | None:
+    """Content digest of the checkpoint file or folder (relative names + file contents);
+    None when the model has no checkpoint on disk (a hub id is part of its config)."""
+    if checkpoint is None:
+        return None
+    cache = DigestCache(sidecar)
+    h = hashlib.sha256()
+    for f in weight_files(checkpoint):
+        rel = f.name if checkpoint.is_file() else f.relative_to(checkpoint).as_posix()
+        h.update(f"{rel}\0{cache.digest(f)}\n".encode())
+    cache.save()
+    return h.hexdigest()
+
+
+def project_version() -> str:
+    """The installed project's version (what `_target_` models' code is keyed on)."""
+    try:
+        return importlib.metadata.version("audioscore")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def is_outside_project(module: str) -> bool:
+    """A module that is neither the project's nor the standard library's: user code."""
+    top = module.split(".")[0]
+    return top not in PROJECT_PACKAGES and top not in sys.stdlib_module_names and top != "builtins"
+
+
+def code_digest(cls: type | None) -> dict[str, Any]:
+    """What identifies the model's code: the project's version, plus for a class from outside
+    the project (a `class_path` model) the content of its module file and of the module files
+    of its base classes outside the project, so an edited model rescores."""
+    files: dict[str, str] = {}
+    for c in getattr(cls, "__mro__", ()):
+        mod = sys.modules.get(c.__module__)
+        path = getattr(mod, "__file__", None)
+        if path and is_outside_project(c.__module__) and c.__module__ not in files:
+            files[c.__module__] = sha256_file(Path(path))
+    return {"project": project_version(), "modules": files}
+
+
+def batch_dependent(mcfg: dict[str, Any], cls: type | None) -> bool:
+    """Whether a clip's score may depend on its batch-mates, so batching settings are part of
+    the fingerprint. A class attribute `batch_independent` decides when declared; otherwise
+    CMI-RM with `upstream_compat` and any `class_path` model are dependent, the project's
+    own models (exact batching) are not."""
+    declared = getattr(cls, "batch_independent", None)
+    if isinstance(declared, bool):
+        return not declared
+    return bool(mcfg.get("upstream_compat")) or "class_path" in mcfg
+
+
+def batching_settings(cfg: DictConfig) -> dict[str, Any]:
+    """The runner settings that decide which clips share a score_batch call."""
+    return {
+        "batching": str(cfg.get("batching", "duration")),
+        "batch_size": int(cfg.batch_size),
+        "max_batch_seconds": cfg.get("max_batch_seconds"),
+    }
+
+
+def fingerprint(
+    cfg: DictConfig,
+    pre: Preprocess,
+    cls: type | None = None,
+    digest_sidecar: Path | None = None,
+) -> str:
     """What makes scores reusable on resume: the model config (minus device and cache dir),
-    the weights' modification time when `checkpoint` is a path, the preprocessing the model
-    actually gets (`pre`: its own contract, or the runner's max_dur) and the score kwargs."""
+    the weights' content, the model's code (`code_digest` of `cls`, the configured class), the
+    preprocessing the model actually gets (`pre`: its own contract, or the runner's max_dur),
+    the score kwargs, and for a batch-dependent model the batching settings."""
     mcfg = to_dict(prepare_model_cfg(cfg))
     for k in ("device", "cache_dir"):
         mcfg.pop(k, None)
     blob = {
         "model": mcfg,
-        "weights_mtime": weights_mtime(mcfg.get("checkpoint")),
+        "weights": weights_digest(checkpoint_path(mcfg), digest_sidecar),
+        "code": code_digest(cls),
         "preprocess": pre.to_dict(),
         "score_kwargs": extra_score_kwargs(cfg),
+        "batching": batching_settings(cfg) if batch_dependent(mcfg, cls) else None,
     }
     text = json.dumps(blob, sort_keys=True, default=str)
     return hashlib.sha1(text.encode()).hexdigest()[:16]

@@ -4,8 +4,13 @@ Stages, each consuming the previous one's output:
 select rows -> score -> compact -> evaluate -> report.
 Scores side A and side B of every CMI-RewardBench row, appending result rows per batch to
 outputs/bench/<model.name>/<dataset.name>/results.jsonl, then writes the metrics files.
-Rerunning resumes: rows already scored are skipped, failed ones retried. Several models run
-one after another as a Hydra multirun: `python -m bench.run -m model=cmi_rm_tiny,audioscore`.
+`stage=score` stops before evaluating (upstream's `--no_run_evaluate`); `stage=evaluate`
+re-evaluates an existing results.jsonl without building the model. `subset=PAM` (upstream's
+names) scores one subset. Rerunning resumes: rows already scored under the same fingerprint
+are skipped, failed ones retried; scores of another fingerprint are set aside first
+(bench.resume). Decoding starts while the model is built when its config tells what it will
+be fed. Several models run one after another as a Hydra multirun:
+`python -m bench.run -m model=cmi_rm_tiny,audioscore`.
 One run at a time per output folder (bench.guard.OutputLock): a second is refused, naming the
 first, so compaction can never drop rows another process is appending.
 """
@@ -17,7 +22,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -26,25 +31,35 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from audiobase.preprocess import Preprocess
-from bench.data import BenchRow, read_bench_counted
-from bench.evaluate import evaluate_rows
+from audiobase.files import write_json
+from bench.data import BenchRow, parse_subset, read_bench_counted
+from bench.evaluate import NoUsableRows, evaluate_results_file, evaluate_rows
 from bench.guard import OutputLock, RunRefused
-from bench.infer import model_preprocess
-from bench.models import build_model, extra_score_kwargs, fingerprint, n_devices, resolve_device
-from bench.score import score_rows
+from bench.resume import part_files, set_aside
 from bench.store import compact, read_latest
 
+if TYPE_CHECKING:
+    from bench.score import Prefetch
+
+# The scoring stage's modules (bench.models, bench.infer, bench.score: torch, the model's code)
+# are imported inside the functions that score, on purpose: they take seconds to import and
+# `stage=evaluate` needs none of them.
+
 log = logging.getLogger(__name__)
+
+STAGES = ("score", "evaluate", "all")
 
 
 def output_dir(cfg: DictConfig) -> Path:
     return Path(cfg.output_root) / str(cfg.model.name) / str(cfg.dataset.name)
 
 
-def part_files(out: Path) -> list[Path]:
-    """Per-rank journals left by a sharded run (merged into results.jsonl at the end)."""
-    return sorted(out.glob("results.rank*.jsonl"))
+def run_stage(cfg: DictConfig) -> str:
+    """`stage`: score (no metrics), evaluate (metrics of the existing results only), all."""
+    stage = str(cfg.get("stage") or "all")
+    if stage not in STAGES:
+        raise RunRefused(f"stage must be one of {STAGES}, got {stage!r}")
+    return stage
 
 
 def prepare_output(cfg: DictConfig) -> Path:
@@ -52,10 +67,23 @@ def prepare_output(cfg: DictConfig) -> Path:
     folder's lock held."""
     out = output_dir(cfg)
     out.mkdir(parents=True, exist_ok=True)
-    if not cfg.get("resume", True):
+    if not cfg.get("resume", True) and run_stage(cfg) != "evaluate":
         for p in [out / "results.jsonl", *part_files(out)]:
             p.unlink(missing_ok=True)
     return out
+
+
+def subsets(cfg: DictConfig) -> list[str] | None:
+    """The subsets to score (None = all), from `subset` (upstream's `--subset`)."""
+    if cfg.dataset.get("subsets") is not None:
+        raise RunRefused(
+            f"dataset.subsets={list(cfg.dataset.subsets)}: the subsets are chosen with the "
+            "top-level `subset=` now (subset=PAM, subset=[PAM,CMI-Pref], subset=all)"
+        )
+    try:
+        return parse_subset(cfg.get("subset", "all"))
+    except ValueError as e:
+        raise RunRefused(str(e)) from None
 
 
 def read_dataset(cfg: DictConfig, whole: bool = False) -> list[BenchRow]:
@@ -70,13 +98,15 @@ def read_selection(cfg: DictConfig, whole: bool = False) -> tuple[list[BenchRow]
         ds.jsonl,
         ds.root,
         split=ds.get("split", "test"),
-        subsets=None if whole or not ds.get("subsets") else list(ds.subsets),
+        subsets=None if whole else subsets(cfg),
         start_idx=0 if whole else int(cfg.get("start_idx") or 0),
         end_idx=None if whole else cfg.get("end_idx"),
     )
 
 
-def select_rows(cfg: DictConfig, out: Path, fp: str) -> tuple[list[BenchRow], int, dict[str, int]]:
+def select_rows(
+    cfg: DictConfig, out: Path, fp: str, quiet: bool = False
+) -> tuple[list[BenchRow], int, dict[str, int]]:
     """Stage 1: rows in the selection that still need scoring, how many are already done
     (scored ok under the same fingerprint), and what the filters dropped. An empty selection
     is refused (`RunRefused`): it is a wrong split, subset or slice, not a result."""
@@ -84,19 +114,20 @@ def select_rows(cfg: DictConfig, out: Path, fp: str) -> tuple[list[BenchRow], in
     dropped = {
         k.removeprefix("dropped_"): n for k, n in selection.items() if k.startswith("dropped")
     }
-    log.info(
-        "%s: %d of %d lines selected; dropped by %s",
-        cfg.dataset.jsonl,
-        selection["selected"],
-        selection["lines"],
-        ", ".join(f"{k}: {n}" for k, n in dropped.items()),
-    )
+    if not quiet:
+        log.info(
+            "%s: %d of %d lines selected; dropped by %s",
+            cfg.dataset.jsonl,
+            selection["selected"],
+            selection["lines"],
+            ", ".join(f"{k}: {n}" for k, n in dropped.items()),
+        )
     if not rows:
         raise RunRefused(
             f"{cfg.dataset.jsonl}: no rows selected: {selection['lines']} lines, "
             f"{selection['dropped_split']} dropped by split={cfg.dataset.get('split', 'test')!r}, "
             f"{selection['dropped_source']} with a source outside the benchmark, "
-            f"{selection['dropped_subsets']} outside subsets={cfg.dataset.get('subsets')}, "
+            f"{selection['dropped_subsets']} outside subset={cfg.get('subset', 'all')}, "
             f"{selection['dropped_slice']} outside start_idx={cfg.get('start_idx')} "
             f"end_idx={cfg.get('end_idx')}"
         )
@@ -108,22 +139,21 @@ def select_rows(cfg: DictConfig, out: Path, fp: str) -> tuple[list[BenchRow], in
     return todo, len(rows) - len(todo), selection
 
 
-def compact_results(cfg: DictConfig, out: Path, fp: str) -> list[dict[str, Any]]:
+def compact_results(cfg: DictConfig, out: Path) -> list[dict[str, Any]]:
     """Stage 3: one record per row in results.jsonl (rank parts merged in). Records of rows no
-    longer in the dataset file, or scored under another fingerprint (new weights, other
-    settings), are dropped, so metrics never mix them."""
+    longer in the dataset file are dropped; other fingerprints' records were already set aside
+    (bench.resume.set_aside) before scoring, so metrics never mix them."""
     keys = {r.key for r in read_dataset(cfg, whole=True)}
     return compact(
-        out / "results.jsonl",
-        part_files(out),
-        keep=lambda r: r["bench_row_key"] in keys and r.get("bench_fingerprint") == fp,
+        out / "results.jsonl", part_files(out), keep=lambda r: r["bench_row_key"] in keys
     )
 
 
 def evaluate(
-    cfg: DictConfig, rows: list[dict[str, Any]], out: Path, run_info: dict[str, Any]
+    cfg: DictConfig, rows: list[dict[str, Any]], out: Path, run_info: dict[str, Any] | None
 ) -> dict[str, Any]:
-    """Stage 4: every metrics file for the compacted rows; returns metrics.json's content."""
+    """Stage 4: every metrics file for the compacted rows; returns metrics.json's content
+    (`run_info` None: statistics.json keeps the scoring run's entry)."""
     return evaluate_rows(
         rows,
         out,
@@ -143,9 +173,12 @@ def describe_run(
     skipped: int,
     wall: float,
     selection: dict[str, int] | None = None,
+    timings: dict[str, float] | None = None,
 ) -> dict[str, Any]:
-    """statistics.json's `run` entry: what this invocation did and how fast, and what the
-    split, source, subset and slice filters dropped (`selection`)."""
+    """statistics.json's `run` entry: what this invocation did and how fast (`timings`:
+    seconds per stage), and what the split, source, subset and slice filters dropped."""
+    from bench.models import n_devices, resolve_device  # scoring stage only (see top)
+
     return {
         "model": str(cfg.model.name),
         "dataset": str(cfg.dataset.name),
@@ -159,6 +192,7 @@ def describe_run(
         "wall_s": wall,
         "audio_s_per_s": counts["audio_seconds"] / wall if wall > 0 else 0.0,
         "selection": selection or {},
+        "timings": timings or {},
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
 
@@ -170,6 +204,8 @@ def prepare_model(
     the fingerprint, which needs its preprocessing contract (and weights a model writes on
     first use, tiny, count). Sharded ranks build their own on their devices (scoring model
     None), so then this copy stays on the CPU and scores nothing."""
+    from bench.models import build_model, extra_score_kwargs, n_devices  # scoring stage only
+
     scoring_model = model
     if model is None:
         sharded = n_devices(cfg) > 1
@@ -202,21 +238,99 @@ def run_locked(
     cfg: DictConfig, model: Any = None, score_kwargs: dict[str, Any] | None = None
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """`run` with the output folder's lock held."""
+    stage = run_stage(cfg)
     out = prepare_output(cfg)
-    t0 = time.perf_counter()
-    model, scoring_model, score_kwargs = prepare_model(cfg, model, score_kwargs)
-    pre: Preprocess = model_preprocess(model, cfg.max_dur)
-    fp = fingerprint(cfg, pre)
+    if stage == "evaluate":
+        return evaluate_existing(cfg, out)
+    from bench.infer import model_preprocess  # scoring stage only (see top)
+    from bench.models import configured_class, digest_sidecar, fingerprint
+    from bench.score import score_rows
 
+    t0 = time.perf_counter()
+    early = plan_decoding(cfg, out) if model is None else None
+    model, scoring_model, score_kwargs = prepare_model(cfg, model, score_kwargs)
+    t_model = time.perf_counter()
+    pre = model_preprocess(model, cfg.max_dur)
+    fp = fingerprint(cfg, pre, configured_class(cfg), digest_sidecar(cfg))
+    if not is_launched_rank():  # plain ddp's rank > 0 only reads; rank 0 owns the files
+        set_aside(out, fp)
     todo, skipped, selection = select_rows(cfg, out, fp)
     log.info("%s: %d rows to score, %d already done; model input %s", out, len(todo), skipped, pre)
-    counts = score_rows(cfg, scoring_model, score_kwargs, todo, pre, out, fp)
+    t_select = time.perf_counter()
+    counts = score_rows(cfg, scoring_model, score_kwargs, todo, pre, out, fp, early)
     if not counts.get("is_global_zero", True):  # plain ddp: every rank gets here, rank 0 reports
         return {}, {"is_global_zero": False}
-    rows = compact_results(cfg, out, fp)
-    run_info = describe_run(cfg, counts, skipped, time.perf_counter() - t0, selection)
-    metrics = evaluate(cfg, rows, out, run_info)
+    rows = compact_results(cfg, out)
+    t_score = time.perf_counter()
+    timings = {
+        "model_s": t_model - t0,
+        "select_s": t_select - t_model,
+        "score_s": t_score - t_select,
+    }
+    run_info = describe_run(cfg, counts, skipped, t_score - t0, selection, timings)
+    if stage == "all":
+        metrics = evaluate(cfg, rows, out, run_info)
+    else:  # stage=evaluate later keeps this run's entry (bench.evaluate reads it back)
+        metrics = {}
+        write_json(out / "statistics.json", {"run": run_info})
     return metrics, describe_outcome(cfg, rows, counts, run_info, out)
+
+
+def plan_decoding(cfg: DictConfig, out: Path) -> Prefetch | None:
+    """Start decoding before the model is built, when its config tells what it will be fed
+    (bench.models.expected_preprocess): the rows still to score under the fingerprint that
+    input implies go to the decoding workers, which run while the model loads. The runner
+    checks the built model's fingerprint and starts over if it differs. None: no such plan
+    (a sharded run, a model whose input only the built model knows)."""
+    from bench.models import (
+        configured_class,
+        digest_sidecar,
+        expected_preprocess,
+        fingerprint,
+        n_devices,
+    )
+    from bench.score import prefetch  # scoring stage only (see top)
+
+    if n_devices(cfg) > 1:
+        return None
+    cls = configured_class(cfg)
+    pre = expected_preprocess(cfg, cls)
+    if pre is None:
+        return None
+    fp = fingerprint(cfg, pre, cls, digest_sidecar(cfg))
+    set_aside(out, fp)
+    todo, _, _ = select_rows(cfg, out, fp, quiet=True)
+    return prefetch(cfg, todo, pre, fp)
+
+
+def evaluate_existing(cfg: DictConfig, out: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """`stage=evaluate`: the metrics of results.jsonl as it is, without building the model or
+    scoring anything (bench.evaluate.evaluate_results_file; statistics.json keeps the scoring
+    run's entry)."""
+    results = out / "results.jsonl"
+    if not results.is_file():
+        raise RunRefused(
+            f"{results}: no results to evaluate (stage=evaluate); score first with "
+            "stage=score or stage=all"
+        )
+    if part_files(out):
+        log.warning("%s: rank part files of an unfinished sharded run are not evaluated", out)
+    try:
+        metrics = evaluate_results_file(
+            results,
+            out,
+            split=cfg.dataset.get("split", "test"),
+            n_boot=int(cfg.get("n_boot", 1000)),
+            seed=int(cfg.get("seed", 0)),
+            plots=bool(cfg.get("plots", True)),
+            title=f"{cfg.model.name} on {cfg.dataset.name}",
+            variant=str(cfg.model.name),
+        )
+    except NoUsableRows as e:
+        raise RunRefused(str(e)) from None
+    rows = list(read_latest([results]).values())
+    info = {"model": str(cfg.model.name), "dataset": str(cfg.dataset.name)}
+    return metrics, describe_outcome(cfg, rows, {"scored_keys": []}, info, out)
 
 
 def describe_outcome(
@@ -243,10 +357,12 @@ def describe_outcome(
 def report(cfg: DictConfig, metrics: dict[str, Any], info: dict[str, Any]) -> int:
     """Stage 5: print the headline metrics; the exit status (3 = more than `max_fail_frac`
     of the rows failed, else 0)."""
-    if not metrics:  # a non-zero ddp rank: rank 0 reports
+    if not info.get("out_dir"):  # a non-zero ddp rank: rank 0 reports
         return 0
     print(f"{info['out_dir']}: {info['total_rows']} rows, {info['failed_rows']} failed")
-    for r in metrics["summary"]:
+    if not metrics:
+        print("  not evaluated (stage=score); evaluate later with stage=evaluate")
+    for r in metrics.get("summary", []):
         vals = {k: r[k] for k in ("SRCC", "LCC", "K-Tau", "ACC") if k in r}
         print(f"  {r['dataset']:<10} {r['task']:<11} n={r['n']:<5} {vals}")
     if not info["too_many_failures"]:

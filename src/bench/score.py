@@ -6,7 +6,10 @@ fsynced to results.jsonl), or `trainer.devices > 1` ranks (bench.sharded, one pa
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +19,51 @@ from tqdm import tqdm
 from audiobase.preprocess import Preprocess
 from bench.data import BenchRow, fill_durations, make_batches
 from bench.infer import autocast_for, make_loader, score_batch_rows
-from bench.models import n_devices, pick_threads, resolve_device, torch_threads
+from bench.models import (
+    model_grad,
+    model_inputs,
+    n_devices,
+    pick_threads,
+    resolve_device,
+    torch_threads,
+)
 from bench.store import ResultWriter
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Prefetch:
+    """Batches whose decoding started before the model was built (workers run meanwhile);
+    valid only for the fingerprint and the rows it was planned for."""
+
+    fp: str
+    keys: list[str]
+    batches: list[list[BenchRow]]
+    decoded: Iterator[list[dict[str, Any]]]
+
+    def discard(self) -> None:
+        """Drop the started decoding (its workers exit with their iterator)."""
+        self.decoded = iter(())
+
+
+def open_batches(
+    cfg: DictConfig, batches: list[list[BenchRow]], pre: Preprocess
+) -> Iterator[list[dict[str, Any]]]:
+    """Start decoding `batches` in `num_workers` processes (they begin at once); yields each
+    decoded batch. A model taking paths (`model.inputs=paths`) gets them undecoded."""
+    loader = make_loader(
+        batches, None if model_inputs(cfg) == "paths" else pre, int(cfg.num_workers)
+    )
+    return iter(loader)
+
+
+def prefetch(cfg: DictConfig, rows: list[BenchRow], pre: Preprocess, fp: str) -> Prefetch | None:
+    """Batch `rows` and start decoding them now, while the model is still being built."""
+    if not rows or n_devices(cfg) > 1:
+        return None
+    batches = batch_rows(cfg, rows, pre)
+    return Prefetch(fp, [r.key for r in rows], batches, open_batches(cfg, batches, pre))
 
 
 def new_counts() -> dict[str, Any]:
@@ -45,10 +91,13 @@ def score_local(
     pre: Preprocess,
     writer: ResultWriter,
     fp: str = "",
+    started: Iterator[list[dict[str, Any]]] | None = None,
 ) -> dict[str, Any]:
-    """One process: workers decode ahead, the model scores, each batch is appended durably."""
+    """One process: workers decode ahead (`started`: decoding already under way), the model
+    scores, each batch is appended durably."""
     device = resolve_device(cfg.get("device", "auto"))
-    loader = make_loader(batches, pre, int(cfg.num_workers))
+    loader = started if started is not None else open_batches(cfg, batches, pre)
+    grad = model_grad(cfg)
     counts = new_counts() | {"batches": len(batches)}
     t0 = time.perf_counter()
     bar = tqdm(
@@ -68,6 +117,7 @@ def score_local(
                 autocast=lambda: autocast_for(device, bool(cfg.get("bf16", True))),
                 extra={"bench_fingerprint": fp},
                 per_side=cfg.get("batching") == "upstream",
+                grad=grad,
             )
             writer.write(rows)
             for r in rows:
@@ -88,14 +138,23 @@ def score_rows(
     pre: Preprocess,
     out: Path,
     fp: str,
+    early: Prefetch | None = None,
 ) -> dict[str, Any]:
     """Score `rows` and append their records under `out`; returns the pass's counts.
 
     `model=None` with `trainer.devices > 1`: every rank builds its own from `cfg.model`.
     Under plain ddp every rank runs this; the counts of a non-zero rank say
-    `is_global_zero: False` and that rank stops after scoring.
+    `is_global_zero: False` and that rank stops after scoring. `early`: decoding started
+    before the model was built, used when it was planned for this fingerprint and these rows.
     """
-    batches = batch_rows(cfg, rows, pre)
+    decoded = None
+    if early is not None and early.fp == fp and early.keys == [r.key for r in rows]:
+        batches, decoded = early.batches, early.decoded
+    else:
+        if early is not None:
+            early.discard()
+            log.info("the built model differs from what its config said; decoding restarts")
+        batches = batch_rows(cfg, rows, pre)
     if not batches:
         return new_counts()
     if n_devices(cfg) > 1:
@@ -105,4 +164,4 @@ def score_rows(
         counts = score_sharded(cfg, model, score_kwargs, batches, out, fp)
         return counts | {"batches": len(batches)}
     with ResultWriter(out / "results.jsonl") as writer, torch_threads(pick_threads(cfg)):
-        return score_local(cfg, model, score_kwargs, batches, pre, writer, fp)
+        return score_local(cfg, model, score_kwargs, batches, pre, writer, fp, decoded)

@@ -7,6 +7,7 @@ merges the parts into results.jsonl (bench.store.compact) once `trainer.predict`
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,15 @@ from torch.utils.data import DistributedSampler
 
 from bench.data import BenchRow
 from bench.infer import autocast_for, make_loader, model_preprocess, score_batch_rows
-from bench.models import extra_score_kwargs, n_devices, pick_threads, prepare_model_cfg, to_dict
+from bench.models import (
+    extra_score_kwargs,
+    model_grad,
+    model_inputs,
+    n_devices,
+    pick_threads,
+    prepare_model_cfg,
+    to_dict,
+)
 from bench.store import ResultWriter, iter_records
 from rewards.build import build_reward_model
 
@@ -36,9 +45,16 @@ class ShardSampler(DistributedSampler):
 class BenchDataModule(L.LightningDataModule):
     """Pre-formed duration batches, decoded by workers, sharded by rank."""
 
-    def __init__(self, batches: list[list[BenchRow]], max_dur: float, num_workers: int):
+    def __init__(
+        self,
+        batches: list[list[BenchRow]],
+        max_dur: float,
+        num_workers: int,
+        paths: bool = False,
+    ):
         super().__init__()
         self.batches, self.max_dur, self.num_workers = batches, max_dur, num_workers
+        self.paths = paths  # model.inputs=paths: nothing to decode
 
     def predict_dataloader(self):
         t = self.trainer
@@ -47,7 +63,9 @@ class BenchDataModule(L.LightningDataModule):
         sampler = ShardSampler(
             self.batches, num_replicas=t.world_size, rank=t.global_rank, shuffle=False
         )
-        return make_loader(self.batches, pre, self.num_workers, sampler=sampler)
+        return make_loader(
+            self.batches, None if self.paths else pre, self.num_workers, sampler=sampler
+        )
 
 
 class BenchPredictModule(L.LightningModule):
@@ -65,9 +83,10 @@ class BenchPredictModule(L.LightningModule):
         threads: int | None = None,
         fp: str = "",
         per_side: bool = False,
+        grad: bool = False,
     ):
         super().__init__()
-        self.threads, self.fp, self.per_side = threads, fp, per_side
+        self.threads, self.fp, self.per_side, self.grad = threads, fp, per_side, grad
         self.model_cfg, self.score_kwargs = model_cfg, dict(score_kwargs or {})
         self.max_dur, self.out_dir, self.model_name, self.bf16 = max_dur, out_dir, model_name, bf16
         # a list keeps it out of nn.Module registration: the model owns its device
@@ -97,7 +116,15 @@ class BenchPredictModule(L.LightningModule):
         return batch  # rows + waveforms stay on CPU; the reward model moves what it needs
 
     def predict_step(self, batch: list[dict[str, Any]], batch_idx: int) -> int:
-        rows = score_batch_rows(
+        # Lightning predicts under no_grad (inference_mode is off for grad=True, see the Trainer)
+        with torch.enable_grad() if self.grad else contextlib.nullcontext():
+            rows = self.score(batch)
+        assert self.writer is not None, "setup() opens the writer"
+        self.writer.write(rows)
+        return len(rows)
+
+    def score(self, batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return score_batch_rows(
             self.reward_model,
             batch,
             model_preprocess(self.reward_model, self.max_dur).max_dur,
@@ -106,10 +133,8 @@ class BenchPredictModule(L.LightningModule):
             autocast=lambda: autocast_for(self.device, self.bf16),
             extra={"bench_fingerprint": self.fp},
             per_side=self.per_side,
+            grad=self.grad,
         )
-        assert self.writer is not None, "setup() opens the writer"
-        self.writer.write(rows)
-        return len(rows)
 
     def on_predict_end(self) -> None:
         if self.writer is not None:
@@ -139,6 +164,7 @@ def score_sharded(
         pick_threads(cfg, n_devices(cfg)),
         fp,
         cfg.get("batching") == "upstream",
+        model_grad(cfg),
     )
     tcfg = to_dict(cfg.trainer)
     if tcfg.get("strategy", "auto") == "auto":  # fork on CPU: no re-import of the caller
@@ -149,10 +175,12 @@ def score_sharded(
         enable_checkpointing=False,
         use_distributed_sampler=False,  # ShardSampler shards without padding
         enable_model_summary=False,
+        inference_mode=not module.grad,  # model.grad=true: plain no_grad, lifted in predict_step
     )
     before = {p: sum(1 for _ in iter_records(p)) for p in out.glob("results.rank*.jsonl")}
     t0 = time.perf_counter()
-    dm = BenchDataModule(batches, float(cfg.max_dur), int(cfg.num_workers))
+    paths = model_inputs(cfg) == "paths"
+    dm = BenchDataModule(batches, float(cfg.max_dur), int(cfg.num_workers), paths)
     trainer.predict(module, datamodule=dm, return_predictions=False)
     trainer.strategy.barrier()  # plain ddp: every rank's part file is complete past this point
     # spawned ranks keep their counters to themselves: recount from what they wrote

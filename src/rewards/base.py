@@ -4,7 +4,9 @@ Every reward model exposes `sr` and `score_batch(inputs, batch_size, max_dur, **
 returning a float array [N, 2]: column 0 = text-music alignment, column 1 = musicality,
 NaN where a model has no such dimension. Higher is better in both columns. A model may return
 more columns and name them in `extra_columns: list[str]` (for columns 2..); the benchmark
-writes them as `predicted_<name>`.
+writes them as `predicted_<name>`. A model with per-item results may also offer
+`score_batch_detailed(...) -> (scores, errors[, details])`: an error text or None per item, and
+optionally a dict (or None) of details per item, e.g. a judge's raw answer.
 """
 
 from __future__ import annotations
@@ -119,10 +121,12 @@ def score_detailed(
     per item); C = 2, or more for a model with `extra_columns`.
 
     Tries the whole call first; if it raises, scores items one by one so one bad file costs one
-    row, not the batch. Models with their own `score_batch_detailed` (e.g. HTTP) are used directly.
+    row, not the batch. Models with their own `score_batch_detailed` (e.g. HTTP) are used
+    directly; its optional third element (per-item details) is not returned here.
     """
     if hasattr(model, "score_batch_detailed"):
-        return model.score_batch_detailed(inputs, batch_size, max_dur, **kwargs)
+        out = model.score_batch_detailed(inputs, batch_size, max_dur, **kwargs)
+        return out[0], out[1]
     try:
         scores = np.asarray(
             model.score_batch(inputs, batch_size, max_dur, **kwargs), dtype=np.float64

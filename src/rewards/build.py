@@ -8,9 +8,9 @@ from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 from rewards.base import RewardModel, is_reward_model
-from rewards.custom import CustomModelError, build_custom_model
+from rewards.custom import CustomModelError, build_custom_model, load_class
 
-RESERVED = ("name", "score_kwargs")
+RESERVED = ("name", "score_kwargs", "inputs", "grad")  # the runner's keys, not constructor args
 
 
 def _to_dict(cfg: Any) -> dict[str, Any]:
@@ -28,6 +28,16 @@ def _locate(target: str) -> type:
         raise ValueError(f"model _target_ {target!r} cannot be loaded: {e}") from e
 
 
+def model_class(model_cfg: Any) -> type:
+    """The class a model config names (`class_path` or `_target_`), imported but not built."""
+    cfg = _to_dict(model_cfg)
+    if cfg.get("class_path"):
+        return load_class(str(cfg["class_path"]))
+    if cfg.get("_target_"):
+        return _locate(str(cfg["_target_"]))
+    raise ValueError(f"model config {cfg.get('name')!r} needs `_target_` or `class_path`")
+
+
 def build_reward_model(model_cfg: Any) -> tuple[RewardModel, dict[str, Any]]:
     """Build the model a `conf/bench/model/<reward>.yaml` describes; returns (model, score_kwargs).
 
@@ -35,12 +45,14 @@ def build_reward_model(model_cfg: Any) -> tuple[RewardModel, dict[str, Any]]:
     - `_target_: pkg.mod.Class` + constructor keys (cmi_rm, audioscore, http): `Class(**keys)`.
     - `class_path: pkg.mod:Class` + `init_kwargs` (+ `checkpoint`, `device` injected unless in
       init_kwargs): CMI-RewardBench's custom-model contract; duck-typed classes accepted.
-    `name` (used in output paths) and `score_kwargs` (passed to every `score_batch`) are not
-    constructor arguments.
+    `name` (used in output paths), `score_kwargs` (passed to every `score_batch`), `inputs` and
+    `grad` (how the benchmark runner calls the model) are not constructor arguments.
     """
     cfg = _to_dict(model_cfg)
     score_kwargs = dict(cfg.pop("score_kwargs", None) or {})
     name = cfg.pop("name", None)
+    for key in ("inputs", "grad"):
+        cfg.pop(key, None)
     if "class_path" in cfg:
         class_path = cfg.pop("class_path")
         if not class_path:

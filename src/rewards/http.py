@@ -13,17 +13,16 @@ the server applies it again), so a file gets the score the server's model gives 
 An info route that answers 4xx or no JSON means no contract (the runner's first `max_dur`
 seconds at `sr`); one that cannot be reached fails the items.
 
-Transport: at most `concurrency` requests in flight, request starts spaced by `1/rate_limit`
-seconds, `timeout` seconds per request. Connection errors, timeouts, response bodies cut short
-(a chunked body or a Content-Length not delivered), 429 and 5xx are retried `max_retries`
-times with exponential backoff and full jitter (Retry-After seconds honoured, up to
-`backoff_max`); any other 4xx or an unparsable 200 fails the item at once.
+Transport (`rewards.transport.HTTPTransport`, shared with `rewards.lalm_judge`): at most
+`concurrency` requests in flight, request starts spaced by `1/rate_limit` seconds, `timeout`
+seconds per request. Connection errors, timeouts, response bodies cut short, 429 and 5xx are
+retried `max_retries` times with exponential backoff and full jitter (Retry-After honoured, up
+to `backoff_max`); any other 4xx or an unparsable 200 fails the item at once. The API key is
+read from the environment variable named by `api_key_env` at request time and never stored,
+logged or quoted in an error.
 
 Failures: `score_batch_detailed` returns (scores with NaN rows, per-item error text);
 `score_batch` raises `ScoreItemError` for the first failed item (the others still ran).
-The API key is read from the environment variable named by `api_key_env` at request time; it
-is never stored on the object, logged, or put in an error message (response text quoted in
-an error is redacted before it is shortened, so no part of the key survives the cut).
 """
 
 from __future__ import annotations
@@ -33,37 +32,18 @@ import io
 import json
 import logging
 import math
-import os
-import random
 import threading
-import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import urljoin
 
 import numpy as np
-import requests
 import soundfile as sf
 
 from audiobase.preprocess import Preprocess
 from rewards.base import BatchInput, RewardModel, ScoreItemError, as_input
+from rewards.transport import HTTPScoreError, HTTPTransport
 
 log = logging.getLogger(__name__)
-
-
-class HTTPScoreError(RuntimeError):
-    """A request that failed for good; `status` is the last HTTP status (None: no response)."""
-
-    def __init__(self, message: str, status: int | None = None, attempts: int = 1) -> None:
-        self.status, self.attempts = status, attempts
-        super().__init__(message)
-
-
-class _RetryableError(Exception):
-    def __init__(self, message: str, status: int | None = None, retry_after: float | None = None):
-        self.status, self.retry_after = status, retry_after
-        super().__init__(message)
 
 
 def encode_wav_base64(wav: Any, sr: int) -> dict[str, Any]:
@@ -106,28 +86,25 @@ class HTTPRewardModel(RewardModel):
     ) -> None:
         if not url.startswith(("http://", "https://")):
             raise ValueError(f"url must start with http:// or https://, got {url!r}")
-        if concurrency < 1 or max_retries < 0 or timeout <= 0:
-            raise ValueError("need concurrency >= 1, max_retries >= 0, timeout > 0")
+        self.transport = HTTPTransport(
+            api_key_env=api_key_env,
+            api_key_header=api_key_header,
+            api_key_prefix=api_key_prefix,
+            timeout=timeout,
+            max_retries=max_retries,
+            backoff_base=backoff_base,
+            backoff_max=backoff_max,
+            concurrency=concurrency,
+            rate_limit=rate_limit,
+            headers=headers,
+            seed=seed,
+        )
         self.url, self._sr = url, int(sr)
         # "" = ask nothing (no contract); None = the `health` route next to `url`
         self.info_url = urljoin(url, "health") if info_url is None else info_url
         self._info: dict[str, Any] | None = None
         self._info_lock = threading.Lock()
-        self.api_key_env, self.api_key_header, self.api_key_prefix = (
-            api_key_env,
-            api_key_header,
-            api_key_prefix,
-        )
-        self.timeout, self.max_retries = float(timeout), int(max_retries)
-        self.backoff_base, self.backoff_max = float(backoff_base), float(backoff_max)
-        self.concurrency, self.rate_limit = int(concurrency), rate_limit
-        self.extra_body, self.headers = dict(extra_body or {}), dict(headers or {})
-        self._rng = random.Random(seed)
-        self._pace_lock = threading.Lock()
-        self._next_start = 0.0
-        self._local = threading.local()  # one requests.Session per worker thread
-        self.stats = {"requests": 0, "retries": 0}
-        self._stats_lock = threading.Lock()
+        self.extra_body = dict(extra_body or {})
 
     @property
     def sr(self) -> int:
@@ -152,7 +129,7 @@ class HTTPRewardModel(RewardModel):
         if not self.info_url:
             return {}
         try:
-            payload = self._with_retries(lambda: self._send("get", self.info_url))
+            payload: Any = self.transport.request("get", self.info_url)
         except HTTPScoreError as e:
             if e.status is None or e.status >= 500 or e.status == 429:
                 raise HTTPScoreError(
@@ -174,7 +151,7 @@ class HTTPRewardModel(RewardModel):
         return {"sr": None if sr is None else int(sr), "preprocess": pre}
 
     def __repr__(self) -> str:
-        return f"HTTPRewardModel(url={self.url!r}, concurrency={self.concurrency})"
+        return f"HTTPRewardModel(url={self.url!r}, concurrency={self.transport.concurrency})"
 
     # ------------------------------------------------------------------ hooks
     def build_request(self, item: BatchInput, max_dur: float | None) -> dict[str, Any]:
@@ -207,18 +184,6 @@ class HTTPRewardModel(RewardModel):
             return _float_or_nan(a), _float_or_nan(m)
         raise ValueError(f"unrecognised response {str(payload)[:200]!r}")
 
-    def request_headers(self) -> dict[str, str]:
-        headers = {"Content-Type": "application/json", **self.headers}
-        if self.api_key_env:
-            key = os.environ.get(self.api_key_env)
-            if key:
-                headers[self.api_key_header] = f"{self.api_key_prefix}{key}"
-            else:
-                log.warning(
-                    "environment variable %s is not set; sending no API key", self.api_key_env
-                )
-        return headers
-
     # ------------------------------------------------------------------ scoring
     def score_batch(
         self, inputs: list[BatchInput], batch_size: int, max_dur: float, **kwargs: Any
@@ -241,101 +206,19 @@ class HTTPRewardModel(RewardModel):
         try:  # one info fetch for the call, not one per item
             self.server_info()
         except HTTPScoreError as e:
-            return scores, [self._redact(f"{type(e).__name__}: {e}")] * len(items)
-
-        def run(i: int) -> None:
-            try:
-                scores[i] = self._score_one(items[i], max_dur, kwargs)
-            except Exception as e:  # noqa: BLE001 - recorded per item
-                errors[i] = self._redact(f"{type(e).__name__}: {e}")
-
-        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(items))) as pool:
-            list(pool.map(run, range(len(items))))
+            return scores, [self.transport.describe(e)] * len(items)
+        rows, errors = self.transport.map(
+            lambda i: self._score_one(items[i], max_dur, kwargs), len(items)
+        )
+        for i, row in enumerate(rows):
+            if row is not None:
+                scores[i] = row
         return scores, errors
 
     def _score_one(
         self, item: BatchInput, max_dur: float, extra: dict[str, Any]
     ) -> tuple[float, float]:
         body = json.dumps({**self.build_request(item, max_dur), **extra})
-        return self._with_retries(
-            lambda: self.parse_response(self._send("post", self.url, body), item)
+        return self.transport.request(
+            "post", self.url, body, lambda p: self.parse_response(p, item)
         )
-
-    def _with_retries(self, attempt_once: Callable[[], Any]) -> Any:
-        """`attempt_once()`, retried with backoff on `_RetryableError` up to `max_retries` times."""
-        last: _RetryableError | None = None
-        for attempt in range(self.max_retries + 1):
-            if attempt:
-                self._sleep_backoff(attempt, last)
-                with self._stats_lock:
-                    self.stats["retries"] += 1
-            try:
-                return attempt_once()
-            except _RetryableError as e:
-                last = e
-        raise HTTPScoreError(
-            f"gave up after {self.max_retries + 1} attempts: {last}",
-            status=last.status if last else None,
-            attempts=self.max_retries + 1,
-        )
-
-    def _send(self, method: str, url: str, body: str | None = None) -> Any:
-        """One request -> decoded JSON; `_RetryableError` for what a retry may fix."""
-        self._pace()
-        session = getattr(self._local, "session", None)
-        if session is None:
-            session = self._local.session = requests.Session()
-        with self._stats_lock:
-            self.stats["requests"] += 1
-        try:
-            resp = session.request(
-                method, url, data=body, headers=self.request_headers(), timeout=self.timeout
-            )
-        except (
-            requests.ConnectionError,
-            requests.Timeout,
-            requests.exceptions.ChunkedEncodingError,  # a body cut short: chunked or by length
-        ) as e:
-            raise _RetryableError(f"{type(e).__name__} contacting {url}") from None
-        if resp.status_code == 429 or resp.status_code >= 500:
-            raise _RetryableError(
-                f"HTTP {resp.status_code} from {url}", resp.status_code, _retry_after(resp.headers)
-            )
-        if resp.status_code >= 400:  # redact before the cut: a cut key would no longer match
-            text = self._redact(resp.text)[:300]
-            raise HTTPScoreError(f"HTTP {resp.status_code} from {url}: {text}", resp.status_code)
-        try:
-            return resp.json()
-        except ValueError as e:
-            text = self._redact(resp.text)[:200]
-            raise HTTPScoreError(f"non-JSON response from {url}: {text!r}", resp.status_code) from e
-
-    def _pace(self) -> None:
-        """Space request starts by 1/rate_limit seconds across all worker threads."""
-        if not self.rate_limit:
-            return
-        with self._pace_lock:
-            now = time.monotonic()
-            start = max(now, self._next_start)
-            self._next_start = start + 1.0 / float(self.rate_limit)
-        if start > now:
-            time.sleep(start - now)
-
-    def _sleep_backoff(self, attempt: int, err: _RetryableError | None) -> None:
-        cap = min(self.backoff_max, self.backoff_base * 2 ** (attempt - 1))
-        delay = self._rng.uniform(0, cap)  # full jitter spreads retries of concurrent clients
-        if err is not None and err.retry_after is not None:
-            delay = max(delay, min(err.retry_after, self.backoff_max))
-        time.sleep(delay)
-
-    def _redact(self, text: str) -> str:
-        key = os.environ.get(self.api_key_env) if self.api_key_env else None
-        return text.replace(key, "***") if key else text
-
-
-def _retry_after(headers: Any) -> float | None:
-    value = headers.get("Retry-After")
-    try:
-        return max(0.0, float(value)) if value is not None else None
-    except ValueError:
-        return None  # HTTP-date form: fall back to our own backoff

@@ -8,8 +8,9 @@ audioscore's `SongEvalHead` with five outputs, loaded strictly from SongEval's r
 read as data, never instantiated.
 
 As SongEval's `eval.py`: the whole clip (no crop, no loudness normalisation), mono at 24 kHz,
-fp32 unless `bf16`. Unlike it, padded frames are masked, so a clip scores the same alone or in a
-batch (SongEval itself scores one file at a time).
+fp32 unless `bf16`. Unlike it, clips are batched (`batch_size` per MuQ pass, in length order),
+exactly: MuQ never sees the padding (`muq_padded`) and the head masks padded frames, so a clip
+scores the same alone or in a batch (SongEval itself scores one file at a time).
 
 Layout of `checkpoint` (a clone of the SongEval repo, or `build_tiny_songeval`'s output):
     config.yaml               generator: {in_features, ffd_hidden_size, num_classes, attn_layer_num}
@@ -48,6 +49,7 @@ from audioscore.models.components.muq_encoder import (
     MuQEncoder,
     build_tiny_muq_dir,
 )
+from audioscore.models.components.muq_padded import length_sorted_batches, pad_waves
 from rewards.base import MUSICALITY, BatchInput, RewardModel, ScoreItemError, as_input
 
 SONGEVAL_LAYER = 6  # eval.py: output["hidden_states"][6]
@@ -243,19 +245,16 @@ class SongEvalRewardModel(RewardModel):
                 raise ScoreItemError(i, item, f"{type(e).__name__}: {e}") from e
         n_dims = len(SONGEVAL_DIMENSIONS)
         out = np.full((len(wavs), 2 + n_dims), np.nan, dtype=np.float64)
-        step = max(1, int(batch_size))
-        for s in range(0, len(wavs), step):
-            out[s : s + step, 2:] = self._score(wavs[s : s + step]).numpy()
+        # similar lengths share a batch; MuQEncoder batches unequal lengths exactly
+        for idx in length_sorted_batches([w.shape[0] for w in wavs], batch_size):
+            out[idx, 2:] = self._score([wavs[i] for i in idx]).numpy()
         out[:, MUSICALITY] = out[:, 2 + SONGEVAL_DIMENSIONS.index("musicality")]
         return out
 
     @torch.no_grad()
     def _score(self, wavs: list[torch.Tensor]) -> torch.Tensor:
         """[T_i] waveforms -> SongEval scores [B, 5] (float64, CPU)."""
-        lengths = torch.tensor([w.shape[0] for w in wavs])
-        batch = torch.zeros(len(wavs), int(lengths.max()))  # [B, T], zero-padded
-        for i, w in enumerate(wavs):
-            batch[i, : w.shape[0]] = w
+        batch, lengths = pad_waves(wavs)  # [B, T] zero-padded, [B]
         keys = None
         if self.encoder.uses_keys:  # content keys: the runner passes waveforms, not paths
             keys = [hashlib.sha1(w.numpy().tobytes()).hexdigest() for w in wavs]

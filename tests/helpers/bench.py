@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 from omegaconf import OmegaConf
 
 from audiobase.audio import save_audio
@@ -157,7 +158,6 @@ def make_cfg(root: Path, out: Path, **over) -> OmegaConf:
         "jsonl": str(root / "bench.jsonl"),
         "root": str(root),
         "split": "test",
-        "subsets": None,
     }
     cfg.output_root = str(out)
     cfg.batch_size, cfg.num_workers, cfg.n_boot, cfg.plots, cfg.max_dur = 4, 0, 50, False, 30.0
@@ -230,3 +230,42 @@ def serve(model, handler=ScoreHandler, **kw):
     server = make_server(model, "127.0.0.1", 0, handler=handler, **kw)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server, f"http://127.0.0.1:{server.server_address[1]}/score"
+
+
+class PathsReward(SignalStatsReward):
+    """Takes file paths (`model.inputs=paths`), as a CMI-RewardBench model does: loads audio
+    itself and remembers what each call got."""
+
+    batch_independent = True
+    seen: list[tuple[object, object]] = []
+
+    def score_batch(self, inputs, batch_size, max_dur, **kw):
+        type(self).seen += [(x.audio, x.ref_audio) for x in inputs]
+        return super().score_batch([x.audio for x in inputs], batch_size, max_dur, **kw)
+
+
+class GradReward(SignalStatsReward):
+    """Needs autograd while scoring (`model.grad=true`): musicality is a gradient norm."""
+
+    batch_independent = True
+
+    def score_batch(self, inputs, batch_size, max_dur, **kw):
+        base = np.asarray(super().score_batch(inputs, batch_size, max_dur, **kw))
+        for i, x in enumerate(inputs):
+            wav = torch.as_tensor(x.audio).clone().requires_grad_(True)
+            wav.pow(2).mean().backward()  # fails under torch.inference_mode()
+            base[i, 1] = float(wav.grad.norm())
+        return base
+
+
+class JudgeLikeReward(SignalStatsReward):
+    """Per-item results with details, as an audio-LLM judge returns its raw answer; clips with
+    the prompt "pam real 1" fail with an unparsable answer."""
+
+    batch_independent = True
+
+    def score_batch_detailed(self, inputs, batch_size, max_dur, **kw):
+        scores = np.asarray(super().score_batch(inputs, batch_size, max_dur, **kw))
+        errors = ["unparsable answer" if x.text == "pam real 1" else None for x in inputs]
+        details = [{"judge_answer": f"score for {x.text}"} for x in inputs]
+        return scores, errors, details

@@ -118,21 +118,42 @@ class ScorerLitModule(L.LightningModule):
                 check_scores_for_adversary(self.adversary, dm)
 
     @property
+    def adversary_sees_timbre(self) -> bool:
+        """`model.adversary.timbre`: whether the adversary also sees plan B's clip-timbre dims."""
+        if self.adversary is not None:
+            return self.adversary.sees_timbre
+        return bool((getattr(self.make_adversary, "keywords", None) or {}).get("timbre", False))
+
+    @property
     def adversary_dim(self) -> int:
-        """Width of what the adversary sees: `pooled` minus plan B's frozen clip timbre dims."""
+        """Width of what the adversary sees: `pooled` minus plan B's clip timbre dims, unless
+        `model.adversary.timbre` (then all of it)."""
+        if self.adversary_sees_timbre:
+            return self.net.head.pooled_dim
         return self.net.head.pooled_dim - self.net.head.extra_dim
 
     def build_adversary(self, num_singers: int = 0) -> None:
         """The adversary partial with the sizes the net and the data give."""
         assert self.make_adversary is not None, "no adversary configured"
+        timbre = self.net.timbre
+        if self.adversary_sees_timbre and timbre is not None:
+            trained = any(p.requires_grad for p in timbre.parameters())  # type: ignore[attr-defined]
+            if not trained:
+                raise ValueError(
+                    "model.adversary.timbre=true: the clip-timbre dims come from a frozen "
+                    f"{type(timbre).__name__}, which a reversed gradient cannot change; give it a "
+                    "trainable projection (model=hybrid_campp_proj, experiment="
+                    "hybrid_campp_proj_grl) or set model.adversary.timbre=false"
+                )
         self.adversary = self.make_adversary(
             in_dim=self.adversary_dim, num_singers=num_singers, timbre_dim=self.net.head.extra_dim
         )
 
     def adversary_input(self, out: dict[str, torch.Tensor]) -> torch.Tensor:
-        # plan B appends the frozen CAM++ embedding last; it is a speaker embedding by design and
-        # nothing upstream of it trains, so only the MuQ part can be made singer-blind
-        x = out["pooled"].float()[:, : self.adversary_dim]  # [B, P - E]
+        # plan B appends the CAM++ embedding last; frozen, it is a speaker embedding by design and
+        # nothing upstream of it trains, so by default only the MuQ part is made singer-blind
+        # (`model.adversary.timbre=true` includes a trained projection of it)
+        x = out["pooled"].float()[:, : self.adversary_dim]  # [B, P - E] (or [B, P])
         if self.adversary is not None and self.adversary.orthogonal:
             # drop the one direction the score reads (score = fc(pooled)): whatever else the
             # adversary finds there is not needed by the task, so reversing it cannot trade

@@ -4,6 +4,9 @@
 embeddings with masks (upstream patched the towers for it). These functions call the towers'
 own submodules the same way the patched towers do. The towers are typed `Any`: `muq` ships no
 types, and their submodules (`model`, `proj`, `tokenizer`, ...) are reached by name.
+
+`encode_audio_frames` is upstream's padded forward (MuQ sees the padding: `upstream_compat`);
+`encode_audio_frames_exact` batches unequal lengths so that each gets its frames alone.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+
+from audioscore.models.components.muq_padded import muq_padded_hidden
 
 
 @torch.no_grad()
@@ -30,6 +35,19 @@ def encode_audio_frames(
         frame_mask = mask.bool()[:, ::skip][:, :t]
     frames = audio_module.proj(hidden)
     frames = audio_module.transformer(frames, mask=frame_mask)
+    return frames, frame_mask
+
+
+@torch.no_grad()
+def encode_audio_frames_exact(
+    audio_module: Any, wavs: torch.Tensor, lengths: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """wavs [B, N] at 24 kHz, zero-padded, lengths [B] samples -> frames [B, T, D], mask [B, T];
+    each clip's valid frames equal what it gets encoded alone (`muq_padded`)."""
+    hidden, frame_mask = muq_padded_hidden(
+        audio_module.model, wavs, lengths, audio_module.use_layer_idx
+    )  # [B, T, model_dim], 25 Hz
+    frames = audio_module.transformer(audio_module.proj(hidden), mask=frame_mask)
     return frames, frame_mask
 
 

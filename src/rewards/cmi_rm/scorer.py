@@ -6,9 +6,10 @@ Modes (as the official `baselines/inference.py`):
 - `standard`: one window of `max_dur` seconds, or with `dur_step` sliding windows whose scores
   are averaged (broken upstream; works here).
 
-By default a clip's score does not depend on its batch-mates: chunks are encoded without padding
-(equal-length chunks share a forward), downsamplers run on each item's own frames, and a clip
-without reference audio gets an empty reference. `upstream_compat=True` reproduces upstream
+By default a clip's score does not depend on its batch-mates: chunks (of evaluated clips and
+references alike) are encoded `batch_size` per MuQ pass in length order, padded but exact (MuQ
+never sees the padding: `audioscore.models.components.muq_padded`), downsamplers run on each
+item's own frames, and a clip without reference audio gets an empty reference. `upstream_compat=True` reproduces upstream
 instead: padded chunk batches with masks, padded downsampling, and 1 s of encoded silence as the
 reference of ref-less clips whenever another clip in the batch has one.
 """
@@ -18,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,12 +28,16 @@ import torch
 from tqdm import tqdm
 
 from audiobase.cache import FeatureCache
+from audioscore.models.components.muq_padded import length_sorted_batches, pad_waves
 from rewards.base import BatchInput, RewardModel, ScoreItemError, as_input, load_waveform
 from rewards.cmi_rm.config import CMIRMConfig, find_checkpoint
-from rewards.cmi_rm.encoders import encode_audio_frames, encode_text_tokens
+from rewards.cmi_rm.encoders import (
+    encode_audio_frames,
+    encode_audio_frames_exact,
+    encode_text_tokens,
+)
 from rewards.cmi_rm.loading import load_weights
 from rewards.cmi_rm.model import CMIRewardNet
-from rewards.cmi_rm.tiny import build_tiny_cmi_rm
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +124,10 @@ class CMIRewardModel(RewardModel):
         if mode not in ("final", "standard"):
             raise ValueError(f"mode must be 'final' or 'standard', got {mode!r}")
         if tiny and not Path(checkpoint).exists():
+            # here on purpose: only building a tiny model needs this module (peft, transformers:
+            # seconds to import); loading a model imports what its towers need as it loads
+            from rewards.cmi_rm.tiny import build_tiny_cmi_rm
+
             build_tiny_cmi_rm(checkpoint)
         weights, cfg_path = find_checkpoint(checkpoint)
         self.cfg = CMIRMConfig.from_yaml(config or cfg_path)
@@ -209,17 +217,19 @@ class CMIRewardModel(RewardModel):
         self, group: list[_Segment], encode_batch: int, chunked: bool
     ) -> torch.Tensor:
         dim = self.cfg.dim
-        evals = self._encode_waves([s.wav for s in group], encode_batch, chunked)
-        if self.upstream_compat and any(s.ref is not None for s in group):
-            silence = torch.zeros(self.sr)  # upstream stands in 1 s of silence, encoded
-            refs = self._encode_waves(
-                [s.ref if s.ref is not None else silence for s in group], encode_batch, chunked
-            )
-        else:
+        if self.upstream_compat:
+            evals = self._encode_waves([s.wav for s in group], encode_batch, chunked)
+            if any(s.ref is not None for s in group):
+                silence = torch.zeros(self.sr)  # upstream stands in 1 s of silence, encoded
+                refs = self._encode_waves(
+                    [s.ref if s.ref is not None else silence for s in group], encode_batch, chunked
+                )
+            else:
+                refs = [torch.zeros(0, dim) for _ in group]
+        else:  # evaluated clips and references share MuQ passes
             with_ref = [s.ref for s in group if s.ref is not None]
-            enc = (
-                iter(self._encode_waves(with_ref, encode_batch, chunked)) if with_ref else iter(())
-            )
+            encoded = self._encode_waves([s.wav for s in group] + with_ref, encode_batch, chunked)
+            evals, enc = encoded[: len(group)], iter(encoded[len(group) :])
             refs = [next(enc) if s.ref is not None else torch.zeros(0, dim) for s in group]
         texts, lyrics = self._encode_texts([s.text for s in group], [s.lyrics for s in group])
         net = self.net
@@ -281,7 +291,7 @@ class CMIRewardModel(RewardModel):
         if self.upstream_compat:
             frames = self._encode_padded(chunks, encode_batch)
         else:
-            frames = self._encode_unpadded(chunks, encode_batch)
+            frames = self._encode_exact(chunks, encode_batch)
         per_wave: list[list[torch.Tensor]] = [[] for _ in waves]
         for o, f in zip(owner, frames, strict=True):
             per_wave[o].append(f)
@@ -297,11 +307,12 @@ class CMIRewardModel(RewardModel):
             out.extend(f[j][m[j]].float().cpu() for j in range(len(group)))
         return out
 
-    def _encode_unpadded(self, chunks: list[torch.Tensor], encode_batch: int) -> list[torch.Tensor]:
-        """Equal-length chunks share a forward, so no chunk ever sees padding; cache hits skip MuQ."""
+    def _encode_exact(self, chunks: list[torch.Tensor], encode_batch: int) -> list[torch.Tensor]:
+        """`encode_batch` chunks per MuQ pass in length order, zero-padded but exact (a chunk
+        gets the frames it gets alone, `encode_audio_frames_exact`); cache hits skip MuQ."""
         out: list[torch.Tensor | None] = [None] * len(chunks)
         keys: list[str | None] = [None] * len(chunks)
-        todo: dict[int, list[int]] = defaultdict(list)
+        todo: list[int] = []
         cache = self._cache
         for i, c in enumerate(chunks):
             if cache is not None:
@@ -310,18 +321,19 @@ class CMIRewardModel(RewardModel):
                 if hit is not None:
                     out[i] = hit["frames"]
                     continue
-            todo[c.shape[0]].append(i)
-        for idx in todo.values():
-            for s in range(0, len(idx), encode_batch):
-                sel = idx[s : s + encode_batch]
-                wav = torch.stack([chunks[i] for i in sel]).to(self.device)
-                with self._autocast():
-                    f, _ = encode_audio_frames(self.net.audio_module, wav)
-                for j, i in enumerate(sel):
-                    frames = out[i] = f[j].float().cpu()
-                    key = keys[i]
-                    if cache is not None and key is not None:
-                        cache.put(key, {"frames": frames})
+            todo.append(i)
+        for sel in length_sorted_batches([chunks[i].shape[0] for i in todo], encode_batch):
+            idx = [todo[j] for j in sel]
+            wav, lengths = pad_waves([chunks[i] for i in idx])  # [b, N], [b]
+            with self._autocast():
+                f, m = encode_audio_frames_exact(
+                    self.net.audio_module, wav.to(self.device), lengths.to(self.device)
+                )
+            for j, i in enumerate(idx):
+                frames = out[i] = f[j][m[j]].float().cpu()  # [T_i, D]
+                key = keys[i]
+                if cache is not None and key is not None:
+                    cache.put(key, {"frames": frames})
         return out  # type: ignore[return-value]
 
     def _encoder_fingerprint(self) -> str:

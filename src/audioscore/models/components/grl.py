@@ -67,6 +67,8 @@ class Adversary(nn.Module):
         mode: `classify` singer ids or `regress` to the frozen timbre embedding.
         max_weight, gamma: lambda = max_weight * (2 / (1 + exp(-gamma p)) - 1), p = progress.
         weight: total loss = task + weight * adversary loss (the sign flips inside the GRL only).
+        timbre: also see plan B's clip-timbre dims (appended last to the pooled vector); only
+            useful when they are trained (`fusion.ProjectedTimbre`), checked at setup.
     """
 
     # the ridge kind keeps these fixed; the mlp kind takes them from its yaml
@@ -84,9 +86,10 @@ class Adversary(nn.Module):
         max_weight: float,
         gamma: float,
         weight: float,
+        timbre: bool = False,
     ) -> None:
         super().__init__()
-        self.in_dim, self.mode = int(in_dim), mode
+        self.in_dim, self.mode, self.sees_timbre = int(in_dim), mode, bool(timbre)
         self.out_dim = target_dim(mode, num_singers, timbre_dim)
         self.max_weight, self.gamma, self.weight = float(max_weight), float(gamma), float(weight)
         self.grl = GradientReversal()

@@ -3,9 +3,11 @@
 Real weights come through `MuQ.from_pretrained(hub id or local dir)`; tests use a tiny random
 MuQ saved with `build_tiny_muq_dir` and loaded through that same call.
 
-A frozen encoder (no LoRA, `train_backbone=False`) runs every clip at its true length and, with
-a `cache_dir` and per-clip keys, stores its features in a `FeatureCache` namespace hashed from
-its weights, config and tap, so epochs and runs on the same crops skip the backbone.
+Clips of different lengths share one backbone pass and each gets the features it gets alone
+(`muq_padded`: padding is invisible to MuQ's front end, convolutions and attention). A frozen
+encoder (no LoRA, `train_backbone=False`) with a `cache_dir` and per-clip keys stores each clip's
+unpadded features in a `FeatureCache` namespace hashed from its weights, config and tap, so
+epochs and runs on the same crops skip the backbone.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from transformers import Wav2Vec2ConformerConfig
 
 from audiobase.cache import FeatureCache
 from audiobase.files import atomic_path
+from audioscore.models.components.muq_padded import muq_num_frames, muq_padded_hidden, stem_strides
 
 DEFAULT_PRETRAINED = "OpenMuQ/MuQ-large-msd-iter"
 DEFAULT_LORA_TARGETS = ("linear_q", "linear_k", "linear_v", "linear_out")
@@ -204,7 +207,7 @@ class MuQEncoder(nn.Module):
         self.muq.eval()
         # frame count = f(samples): mel hop, then the time strides of the conv stem
         self.hop_length = int(self.muq.config.hop_length)
-        self.conv_strides = tuple(int(m.conv1.stride[1]) for m in self.muq.model.conv.conv)
+        self.conv_strides = stem_strides(self.muq)
         # new weights (an export, init_from) mean a new cache namespace
         self.register_load_state_dict_post_hook(self._reset_cache)
 
@@ -268,11 +271,6 @@ class MuQEncoder(nn.Module):
         """Exact MuQ frame count of a clip of `n_samples` samples (tensor or int, elementwise)."""
         return muq_num_frames(n_samples, self.hop_length, self.conv_strides)
 
-    def frame_lengths(self, lengths: torch.Tensor, n_frames: int) -> torch.Tensor:
-        """Valid frames per clip [B] of a padded batch with `n_frames` frames: each clip's own
-        frame count, i.e. what it would get run alone."""
-        return torch.clamp(cast(torch.Tensor, self.num_frames(lengths)), min=1, max=n_frames)
-
     # ---- cache -----------------------------------------------------------------------------
     @property
     def frozen(self) -> bool:
@@ -326,30 +324,18 @@ class MuQEncoder(nn.Module):
         lengths = lengths.to(wav.device)
         if self.frozen:
             return self._forward_frozen(wav, lengths, keys)
-        attn = None
-        if bool((lengths < T).any()):
-            # frame-level mask (MuQ strides a sample-level one by int(T/F), off by one frame for
-            # some lengths); with F entries MuQ's stride is 1 and the mask is used as given
-            n_frames = int(self.num_frames(T))
-            n_valid = self.frame_lengths(lengths, n_frames)
-            attn = torch.arange(n_frames, device=wav.device)[None, :] < n_valid[:, None]  # [B, F]
-        out = self.muq(wav.float(), attention_mask=attn, output_hidden_states=True)
-        feats = out.hidden_states[self.tap]  # [B, F, D]
-        F = feats.shape[1]
-        if F != self.num_frames(T):
-            raise RuntimeError(
-                f"MuQ gave {F} frames for {T} samples, expected {self.num_frames(T)}"
-            )
-        n_valid = self.frame_lengths(lengths, F)
-        mask = torch.arange(F, device=wav.device)[None, :] < n_valid[:, None]  # [B, F]
+        feats, mask = muq_padded_hidden(self.muq, wav, lengths, self.tap)  # [B, F, D], [B, F]
+        expected = self.num_frames(int(lengths.max()))
+        if feats.shape[1] != expected:
+            raise RuntimeError(f"MuQ gave {feats.shape[1]} frames, expected {expected}")
         return feats, mask
 
     @torch.no_grad()
     def _forward_frozen(
         self, wav: torch.Tensor, lengths: torch.Tensor, keys: Sequence[str] | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Every clip at its true length (equal lengths batched, never zero padding), so a clip
-        gets the same features alone, padded in a batch, or from the cache."""
+        """Cache hits skip MuQ; the other clips share one exact padded pass, so a clip gets the
+        same features alone, padded in a batch, or from the cache."""
         B = wav.shape[0]
         n_valid = [int(n) for n in cast(torch.Tensor, self.num_frames(lengths)).tolist()]
         feats: list[torch.Tensor | None] = [None] * B
@@ -366,18 +352,14 @@ class MuQEncoder(nn.Module):
                 hit = cache.get(key)
                 if hit is not None and hit["feats"].shape[0] == n_valid[i]:
                     feats[i] = hit["feats"].to(wav.device)  # [F_i, D]
-        by_len: dict[int, list[int]] = {}
-        for i in range(B):
-            if feats[i] is None:
-                by_len.setdefault(int(lengths[i]), []).append(i)
-        for n, idx in by_len.items():
-            hidden = self.muq(wav[idx, :n].float(), output_hidden_states=True).hidden_states
-            out = hidden[self.tap]  # [b, F_n, D]
-            for j, i in enumerate(idx):
-                feats[i] = out[j]
+        todo = [i for i in range(B) if feats[i] is None]
+        if todo:  # one padded pass, exact: each clip gets the features it gets alone
+            out, _ = muq_padded_hidden(self.muq, wav[todo], lengths[todo], self.tap)  # [b, F, D]
+            for j, i in enumerate(todo):
+                f = feats[i] = out[j, : n_valid[i]]  # [F_i, D]
                 ckey = ckeys[i]
                 if cache is not None and ckey is not None:
-                    cache.put(ckey, {"feats": out[j], "n_frames": torch.tensor([n_valid[i]])})
+                    cache.put(ckey, {"feats": f, "n_frames": torch.tensor([n_valid[i]])})
         done = cast(list[torch.Tensor], feats)  # every clip is a cache hit or was just run
         F = max(n_valid)
         batch = done[0].new_zeros(B, F, done[0].shape[-1])  # [B, F, D], padded frames stay 0
@@ -390,15 +372,3 @@ class MuQEncoder(nn.Module):
             < torch.tensor(n_valid, device=wav.device)[:, None]
         )  # [B, F]
         return batch, mask
-
-
-def muq_num_frames(
-    n_samples: torch.Tensor | int, hop_length: int = 240, strides: Sequence[int] = (2, 2)
-) -> torch.Tensor | int:
-    """MuQ frames for `n_samples` samples: the centred STFT gives n // hop + 1 mel frames and MuQ
-    drops the last one, then each conv of the stem (kernel 3, padding 1, time stride s) maps m
-    frames to ceil(m / s). 24 kHz, hop 240, strides (2, 2) -> 25 Hz."""
-    m = n_samples // hop_length
-    for s in strides:
-        m = -(-m // s)
-    return m

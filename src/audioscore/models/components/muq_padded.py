@@ -1,0 +1,147 @@
+"""Exact batching of unequal-length clips through a `muq` MuQ: padding is invisible.
+
+Besides attention (which MuQ's conformer masks), MuQ sees padding in three places: the mel
+front end (a centred STFT: a clip's last frames reflect its own end, not the zeros after it),
+the conv stem (3x3 kernels read the next frames, between its convolutions too) and the
+depthwise convolution of every conformer layer. `muq_padded_forward` runs the front end per
+clip, pads the normalised mel with zeros (what the stem's own zero padding shows a clip alone),
+zeroes each clip's padded frames before every time convolution of the stem and the conformer
+(forward hooks, held for that call and by that thread only) and masks attention. A clip's
+valid frames then equal what it gets alone, up to float summation order, while the whole batch
+shares one pass of the stem and the conformer.
+
+Everything else in MuQ is per frame (linear layers, layer norms, BatchNorm in eval mode) or
+per position (rotary embeddings count from each clip's first frame either way).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+MEL_KEY = "melspec_2048"  # MuQ's one input feature
+
+
+def muq_num_frames(
+    n_samples: torch.Tensor | int, hop_length: int = 240, strides: Sequence[int] = (2, 2)
+) -> torch.Tensor | int:
+    """MuQ frames for `n_samples` samples: the centred STFT gives n // hop + 1 mel frames and MuQ
+    drops the last one, then each conv of the stem (kernel 3, padding 1, time stride s) maps m
+    frames to ceil(m / s). 24 kHz, hop 240, strides (2, 2) -> 25 Hz."""
+    m = n_samples // hop_length
+    for s in strides:
+        m = -(-m // s)
+    return m
+
+
+def stem_strides(muq: Any) -> tuple[int, ...]:
+    """Time strides of MuQ's conv stem (`muq.model.conv`), one per residual block."""
+    return tuple(int(m.conv1.stride[1]) for m in muq.model.conv.conv)
+
+
+def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Index batches of `batch_size` clips in length order: similar lengths share a batch (least
+    padding), and N clips take ceil(N / batch_size) passes."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    step = max(1, int(batch_size))
+    return [order[s : s + step] for s in range(0, len(order), step)]
+
+
+def pad_waves(wavs: Sequence[np.ndarray | torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Waveforms [T_i] -> zero-padded batch [B, max T_i] (float32) and lengths [B]."""
+    tensors = [torch.as_tensor(w, dtype=torch.float32) for w in wavs]
+    lengths = torch.tensor([t.shape[0] for t in tensors], dtype=torch.long)
+    batch = torch.zeros(len(tensors), int(lengths.max()) if tensors else 0)
+    for i, t in enumerate(tensors):
+        batch[i, : t.shape[0]] = t
+    return batch, lengths
+
+
+def zero_after(x: torch.Tensor, n_valid: torch.Tensor) -> torch.Tensor:
+    """x [B, ..., T] with every time step t >= n_valid[b] set to zero."""
+    keep = torch.arange(x.shape[-1], device=x.device)[None, :] < n_valid[:, None]  # [B, T]
+    keep = keep.view(x.shape[0], *([1] * (x.dim() - 2)), x.shape[-1])
+    return x.masked_fill(~keep, 0)
+
+
+@contextlib.contextmanager
+def _padding_hooks(
+    muq: Any, stem_valid: Sequence[torch.Tensor], frame_valid: torch.Tensor
+) -> Iterator[None]:
+    """Zero padded time steps where MuQ's convolutions would read them, for this thread only.
+
+    stem_valid[k]: valid time steps per clip at the input of stem block k (and, last, at its
+    output); frame_valid: valid frames per clip in the conformer.
+    """
+    owner = threading.get_ident()
+
+    def zero_output(n_valid: torch.Tensor) -> Any:
+        def hook(_module: Any, _args: Any, output: torch.Tensor) -> torch.Tensor | None:
+            return zero_after(output, n_valid) if threading.get_ident() == owner else None
+
+        return hook
+
+    def zero_input(_module: Any, args: tuple[torch.Tensor, ...]) -> tuple | None:
+        if threading.get_ident() != owner:
+            return None
+        return (zero_after(args[0], frame_valid), *args[1:])
+
+    handles = []
+    for block, n_out in zip(muq.model.conv.conv, stem_valid[1:], strict=True):
+        # conv2 reads relu(bn1(conv1(x))) and the next block reads this block's output
+        handles.append(block.bn1.register_forward_hook(zero_output(n_out)))
+        handles.append(block.register_forward_hook(zero_output(n_out)))
+    for layer in muq.model.conformer.layers:
+        handles.append(layer.conv_module.depthwise_conv.register_forward_pre_hook(zero_input))
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def muq_padded_forward(
+    muq: Any, wav: torch.Tensor, lengths: torch.Tensor
+) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+    """A `muq` MuQ on a zero-padded batch: wav [B, N] at 24 kHz, lengths [B] samples ->
+    (every hidden state [B, F, D], as `muq(...).hidden_states`; frame mask [B, F]), F = the
+    longest clip's frame count. Each clip's valid frames equal what `muq` gives it alone (to
+    float rounding); padded frames hold anything. Equal lengths run `muq` itself, unchanged.
+    """
+    lengths = lengths.to(device=wav.device, dtype=torch.long)
+    wav = wav[:, : int(lengths.max())].float()
+    hop, strides = int(muq.config.hop_length), stem_strides(muq)
+    if bool((lengths == wav.shape[1]).all()):
+        hidden = muq(wav, output_hidden_states=True).hidden_states  # each [B, F, D]
+        return hidden, torch.ones(hidden[0].shape[:2], dtype=torch.bool, device=wav.device)
+    core = muq.model
+    mels = [  # each clip's own mel (its own STFT edge), normalised: [n_mels, M_i]
+        core.normalize(core.preprocessing(wav[i : i + 1, :n], features=[MEL_KEY]))[MEL_KEY][0]
+        for i, n in enumerate(lengths.tolist())
+    ]
+    mel = wav.new_zeros(len(mels), mels[0].shape[0], max(m.shape[-1] for m in mels))
+    for i, m in enumerate(mels):
+        mel[i, :, : m.shape[-1]] = m  # [B, n_mels, M], zeros after each clip
+    stem_valid = [lengths // hop]
+    for s in strides:
+        stem_valid.append(-(-stem_valid[-1] // s))
+    n_frames = stem_valid[-1]
+    with _padding_hooks(muq, stem_valid, n_frames):
+        x = core.conv(mel)  # [B, F, D]
+        mask = torch.arange(x.shape[1], device=x.device)[None, :] < n_frames[:, None]  # [B, F]
+        out = core.conformer(x, attention_mask=mask, output_hidden_states=True)
+    return out.hidden_states, mask
+
+
+def muq_padded_hidden(
+    muq: Any, wav: torch.Tensor, lengths: torch.Tensor, layer: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`muq_padded_forward`'s hidden state `layer` [B, F, D] with padded frames zeroed, and the
+    frame mask [B, F]."""
+    hidden, mask = muq_padded_forward(muq, wav, lengths)
+    return hidden[layer].masked_fill(~mask[..., None], 0), mask

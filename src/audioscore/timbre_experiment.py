@@ -1,0 +1,406 @@
+"""The controlled timbre experiment: when does a timbre branch help, when does it mislead, and
+does the GRL singer adversary fix it (docs/timbre.md).
+
+    python scripts/timbre_experiment.py --out outputs/timbre [key=value ...]
+
+The grid lives in `conf/timbre/timbre.yaml` (dotted overrides on the command line): three
+synthetic corpora that differ only in their labels (`audioscore.synth` timbre knobs; the audio is
+identical), `control` (no timbre term), `genuine` (timbre is part of the true score) and
+`spurious` (timbre shifts the training labels only); every experiment of `experiments` on each, for
+every training seed, with the same optimizer steps. Each cell trains in this process
+(`audioscore.train.train`), then scores the validation clips once with its final weights:
+
+- `val_srcc`: SRCC within the validation groups, size-weighted (the training log's `val/srcc`);
+  `val_srcc_pooled` over all validation clips;
+- `val_mae`: calibrated scores against the labels, each clip calibrated out of sample (`val/mae`);
+- `timbre_weight`: score points per unit of the singer's timbre tau that the scorer adds beyond
+  quality: the tau coefficient over the quality coefficient of a least-squares fit of its raw
+  validation scores on (quality, tau); truth: the corpus's timbre effect X (0 unless genuine);
+- `probe_c1`, `probe_c1e4`: singer-probe margin above chance (`audioscore.probe.fit_probe`,
+  logistic C = 1 and C = 1e4) on the part of the pooled vector the adversary sees (MuQ; plan B's
+  CAM++ dims excluded); `probe_all_c1`: the whole pooled vector, timbre dims included;
+  `probe_timbre_c1`: plan B's timbre dims alone.
+
+Writes `<out>/cells.csv` (one row per cell; finished cells are kept and skipped on a rerun),
+`<out>/timbre.md` (mean +- std over seeds, losses against control and GRL recoveries) and
+`<out>/timbre.png`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, OmegaConf, open_dict
+from scipy.stats import spearmanr
+
+from audiobase.files import write_text
+from audioscore.calibrate import cross_fitted_mae
+from audioscore.data.groups import read_groups
+from audioscore.metrics.ranking import group_metrics
+from audioscore.probe import fit_probe, pooled_features, select_part
+from audioscore.synth import Singer, make_corpus, read_clips_csv, timbre_axis
+from audioscore.train import train
+
+log = logging.getLogger(__name__)
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+GRID_FILE = CONF_DIR / "timbre" / "timbre.yaml"
+FIELDS = [
+    "regime", "experiment", "seed", "val_srcc", "val_srcc_pooled", "val_mae", "timbre_weight",
+    "probe_c1", "probe_c1e4", "probe_all_c1", "probe_timbre_c1", "train_s",
+]  # fmt: skip
+SHOWN = {  # table columns: key -> (title, digits)
+    "val_srcc": ("val SRCC", 3),
+    "val_mae": ("MAE", 2),
+    "timbre_weight": ("timbre weight", 1),
+    "probe_c1": ("probe C=1", 3),
+    "probe_c1e4": ("probe C=1e4", 3),
+    "probe_all_c1": ("probe C=1, all", 3),
+    "probe_timbre_c1": ("probe C=1, timbre", 3),
+}
+
+
+def load_grid(overrides: list[str] | None = None) -> DictConfig:
+    """conf/timbre/timbre.yaml with dotted `key=value` overrides."""
+    cfg = OmegaConf.load(GRID_FILE)
+    if overrides:
+        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
+    return cast(DictConfig, cfg)
+
+
+def make_corpora(grid: DictConfig, out: Path) -> dict[str, dict[str, Path]]:
+    """One corpus per regime under `out/corpora/<regime>` (kept when already complete)."""
+    base = cast(dict, OmegaConf.to_container(grid.corpus, resolve=True))
+    base["group_size"] = tuple(base["group_size"])
+    base["formats"] = tuple(base["formats"])
+    corpora = {}
+    for name in grid.use_regimes:
+        knobs = grid.regimes[name]
+        root = out / "corpora" / str(name)
+        want = {"effect": float(knobs.timbre_effect), "confound": float(knobs.timbre_confound)}
+        if not same_corpus(root, base, want):
+            t0 = time.monotonic()
+            knob_args: dict[str, Any] = {f"timbre_{k}": v for k, v in want.items()}
+            make_corpus(root, **base, **knob_args)
+            write_text(root / "grid.json", json.dumps({**base, **want}, default=list) + "\n")
+            log.info("corpus %s written in %.0f s", name, time.monotonic() - t0)
+        corpora[str(name)] = {"root": root, "val": root / "val.json", "clips": root / "clips.csv"}
+    return corpora
+
+
+def same_corpus(root: Path, base: dict, knobs: dict) -> bool:
+    """Whether `root` holds a complete corpus made with these settings."""
+    stamp = root / "grid.json"
+    if not (root / "train.json").is_file() or not stamp.is_file():
+        return False
+    return bool(json.loads(stamp.read_text()) == json.loads(json.dumps({**base, **knobs})))
+
+
+def compose_cell(grid: DictConfig, corpus: Path, experiment: str, seed: int, run: Path) -> Any:
+    """The training config of one cell: conf/train + the grid's overrides; `experiment` is a
+    conf/train/experiment name or a `variants` label (an experiment + its own overrides)."""
+    own: list[str] = []
+    variant = (grid.get("variants") or {}).get(experiment)
+    if variant is not None:
+        experiment, own = str(variant.experiment), [str(o) for o in variant.overrides]
+    extra = list(grid.get("extra_overrides") or [])
+    overrides = [f"experiment={experiment}", *grid.train_overrides, *extra, *own, f"seed={seed}"]
+    overrides += [f"data.root={corpus}", f"paths.data_dir={corpus.parent}"]
+    with initialize_config_dir(config_dir=str(CONF_DIR / "train"), version_base="1.3"):
+        cfg = compose("train", overrides=overrides)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(run)
+    return cfg
+
+
+def val_clips(corpus: dict[str, Path]) -> tuple[list[dict], np.ndarray, np.ndarray]:
+    """Validation clips (with their group index), tau and the quality part of their score."""
+    groups = read_groups(corpus["val"], require_sorted=False)
+    items = [dict(it, group=g) for g, group in enumerate(groups) for it in group]
+    meta = json.loads((corpus["root"] / "meta.json").read_text())
+    tau = timbre_axis([Singer(**s) for s in meta["singers"]])
+    effect = {r["audio_file"]: r.get("timbre_effect", 0.0) for r in read_clips_csv(corpus["clips"])}
+    root = corpus["root"]
+    quality = [it["score"] - effect[str(Path(it["audio_file"]).relative_to(root))] for it in items]
+    return items, np.array([tau[it["singer"]] for it in items]), np.array(quality)
+
+
+def timbre_weight(raw: np.ndarray, quality: np.ndarray, tau: np.ndarray) -> float:
+    """Score points per unit tau the scorer adds beyond quality: c / b of raw ~ a + b q + c tau."""
+    x = np.column_stack([np.ones_like(quality), quality, tau])
+    coef = np.linalg.lstsq(x, raw, rcond=None)[0]
+    return float(coef[2] / coef[1]) if abs(coef[1]) > 1e-12 else float("nan")
+
+
+def evaluate_cell(model: Any, datamodule: Any, corpus: dict[str, Path], grid: DictConfig) -> dict:
+    """Score the validation clips with the final weights; metrics and singer probes."""
+    items, tau, quality = val_clips(corpus)
+    net = model.net
+    pooled, raw, ok, failures = pooled_features(
+        net, datamodule.preprocess, [it["audio_file"] for it in items], batch_size=16
+    )
+    if failures:
+        raise RuntimeError(f"{corpus['val']}: validation clips failed to load: {failures[:3]}")
+    labels = np.array([it["score"] for it in items])
+    groups = np.array([it["group"] for it in items])
+    singers = [it["singer"] for it in items]
+    res = {
+        "val_srcc": group_metrics(raw, labels, groups)["srcc"],
+        "val_srcc_pooled": float(spearmanr(raw, labels)[0]),
+        "val_mae": cross_fitted_mae(raw, labels),
+        "timbre_weight": timbre_weight(raw, quality, tau),
+    }
+    extra = int(net.head.extra_dim)
+    folds, repeats = int(grid.probe.folds), int(grid.probe.repeats)
+    audio = select_part(pooled, extra, "audio")
+    for name, c in grid.probe.C.items():  # probe_c1, probe_c1e4
+        res[f"probe_{name}"] = fit_probe(audio, singers, folds, 0, repeats, float(c))["margin"]
+    for part in ("all", "timbre"):  # plan B: with its timbre dims, and those alone
+        res[f"probe_{part}_c1"] = (
+            fit_probe(select_part(pooled, extra, part), singers, folds, 0, repeats, 1.0)["margin"]
+            if extra
+            else float("nan")
+        )
+    return res
+
+
+def run_cell(
+    grid: DictConfig, corpus: dict[str, Path], regime: str, experiment: str, seed: int, run: Path
+) -> dict[str, Any]:
+    cfg = compose_cell(grid, corpus["root"], experiment, seed, run)
+    t0 = time.monotonic()
+    _, objects = train(cfg)
+    train_s = time.monotonic() - t0
+    res = evaluate_cell(objects["model"], objects["datamodule"], corpus, grid)
+    return {"regime": regime, "experiment": experiment, "seed": seed, **res, "train_s": train_s}
+
+
+def read_cells(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    text = {"regime", "experiment"}
+    return [{k: (v if k in text else float(v)) for k, v in r.items()} for r in rows]
+
+
+def write_cells(path: Path, rows: list[dict[str, Any]]) -> None:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, FIELDS, extrasaction="ignore")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
+    write_text(path, buf.getvalue())
+
+
+def cell_stats(rows: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, tuple]]:
+    """(regime, experiment) -> metric -> (mean, std over seeds, n)."""
+    out: dict[tuple[str, str], dict[str, tuple]] = {}
+    for r in rows:
+        out.setdefault((r["regime"], r["experiment"]), {})
+    for key in out:
+        sel = [r for r in rows if (r["regime"], r["experiment"]) == key]
+        out[key] = {}
+        for m in FIELDS[3:]:
+            v = np.array([float(r[m]) for r in sel], dtype=float)
+            v = v[~np.isnan(v)]
+            out[key][m] = (
+                (float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0, len(v))
+                if len(v)
+                else (float("nan"), float("nan"), 0)
+            )
+    return out
+
+
+def fmt(stat: tuple, digits: int) -> str:
+    mean, std, n = stat
+    if not n:
+        return "-"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}" if n > 1 else f"{mean:.{digits}f}"
+
+
+def effects(rows: list[dict[str, Any]], grid: DictConfig) -> list[str]:
+    """Per-seed differences: each regime's loss of val SRCC against control, the GRL's recovery
+    of it, and plan B minus plan A; as markdown lines."""
+    by = {(r["regime"], r["experiment"], int(r["seed"])): float(r["val_srcc"]) for r in rows}
+    seeds = sorted({int(r["seed"]) for r in rows})
+    lines = []
+
+    def diffs(a: tuple[str, str], b: tuple[str, str]) -> np.ndarray:
+        return np.array(
+            [by[(*a, s)] - by[(*b, s)] for s in seeds if (*a, s) in by and (*b, s) in by]
+        )
+
+    def say(v: np.ndarray) -> str:
+        if not len(v):
+            return "-"
+        return f"{v.mean():+.3f} (per seed {', '.join(f'{x:+.3f}' for x in v)})"
+
+    confounded = [str(k) for k in grid.use_regimes if grid.regimes[k].timbre_confound]
+    fixes: dict[str, list[str]] = {
+        "muq_lora": ["muq_lora_grl"],
+        "hybrid_campp": ["hybrid_campp_grl"],
+    }
+    for label, variant in (grid.get("variants") or {}).items():  # GRL variants of either plan
+        base = str(variant.experiment).removesuffix("_grl")
+        if base in fixes:
+            fixes[base].append(str(label))
+    fixes["hybrid_campp"].append("hybrid_campp_proj_grl")
+    for exp, grls in fixes.items():
+        for regime in confounded:
+            loss = diffs(("control", exp), (regime, exp))
+            if not len(loss):
+                continue
+            lines.append(f"- {regime}, {exp}: loss against control {say(loss)}")
+            for grl_exp in grls:
+                grl = diffs((regime, grl_exp), (regime, exp))
+                if len(grl):
+                    rec = grl.mean() / loss.mean() if abs(loss.mean()) > 1e-9 else np.nan
+                    lines.append(
+                        f"  - {grl_exp} minus {exp}: {say(grl)}, recovering {rec:.0%} of the loss"
+                    )
+    for regime in [str(k) for k in grid.use_regimes]:
+        for suffix in ("", "_grl"):
+            d = diffs((regime, f"hybrid_campp{suffix}"), (regime, f"muq_lora{suffix}"))
+            if len(d):
+                lines.append(f"- {regime}: plan B{suffix.replace('_grl', ' + GRL')} minus "
+                             f"plan A{suffix.replace('_grl', ' + GRL')}: {say(d)}")  # fmt: skip
+    return lines
+
+
+def write_report(rows: list[dict[str, Any]], grid: DictConfig, out: Path) -> Path:
+    stats = cell_stats(rows)
+    cols = ["regime", "experiment", "seeds"] + [t for t, _ in SHOWN.values()]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for regime in grid.use_regimes:
+        for exp in grid.experiments:
+            st = stats.get((str(regime), str(exp)))
+            if st is None:
+                continue
+            cells = [fmt(st[m], d) for m, (_, d) in SHOWN.items()]
+            lines.append(f"| {regime} | {exp} | {st['val_srcc'][2]} | " + " | ".join(cells) + " |")
+    knobs = ", ".join(
+        f"{k}: X={grid.regimes[k].timbre_effect:g}, Y={grid.regimes[k].timbre_confound:g}"
+        for k in grid.use_regimes
+    )
+    secs = [float(r["train_s"]) for r in rows]
+    text = "\n".join(
+        [
+            "# Timbre experiment",
+            "",
+            f"Regimes ({knobs}); mean ± std over seeds; {len(rows)} cells, training "
+            f"{np.sum(secs):.0f} s in all ({np.mean(secs):.1f} s per cell).",
+            "",
+            *lines,
+            "",
+            "val SRCC within validation groups; MAE of calibrated scores (label points); timbre "
+            "weight = score points per unit tau the scorer adds beyond quality (truth: X); probe = "
+            "singer-probe margin above chance (logistic, C=1 or 1e4) on the MuQ part of the "
+            "pooled vector, on all of it (all: + plan B's timbre dims) or on the timbre dims "
+            "alone.",
+            "",
+            "Per-seed differences of val SRCC:",
+            "",
+            *effects(rows, grid),
+            "",
+        ]
+    )
+    return write_text(out / "timbre.md", text)
+
+
+def plot(rows: list[dict[str, Any]], grid: DictConfig, out: Path) -> Path:
+    import matplotlib  # heavy: only when plotting
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    regimes, exps = [str(r) for r in grid.use_regimes], [str(e) for e in grid.experiments]
+    metrics = ["val_srcc", "val_mae", "timbre_weight", "probe_c1", "probe_c1e4"]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 4.2))
+    width = 0.8 / len(exps)
+    for ax, m in zip(axes, metrics, strict=True):
+        for j, exp in enumerate(exps):
+            for i, regime in enumerate(regimes):
+                v = [float(r[m]) for r in rows if (r["regime"], r["experiment"]) == (regime, exp)]
+                v = [x for x in v if not np.isnan(x)]
+                if not v:
+                    continue
+                x = i + (j - (len(exps) - 1) / 2) * width
+                ax.bar(
+                    x, np.mean(v), width, color=f"C{j}", alpha=0.6, label=exp if i == 0 else None
+                )
+                ax.plot([x] * len(v), v, "k.", ms=4)
+        if m == "timbre_weight":  # the truth: the corpus's timbre effect X
+            for i, regime in enumerate(regimes):
+                x_true = float(grid.regimes[regime].timbre_effect)
+                ax.plot([i - 0.45, i + 0.45], [x_true, x_true], "k--", lw=1)
+        ax.set_xticks(range(len(regimes)), regimes)
+        ax.set_title(SHOWN[m][0])
+        ax.grid(axis="y", alpha=0.3)
+        if m == "val_srcc":
+            lo = min(float(r[m]) for r in rows)
+            ax.set_ylim(max(0.0, lo - 0.05), 1.0)
+    handles, names = axes[0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="lower center", ncol=min(len(exps), 4), fontsize=8)
+    fig.tight_layout(rect=(0, 0.07 * ((len(exps) + 3) // 4), 1, 1))
+    path = out / "timbre.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def run_grid(grid: DictConfig, out: Path) -> dict[str, Any]:
+    out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(int(grid.get("threads", 1)))
+    corpora = make_corpora(grid, out)
+    cells_file = out / "cells.csv"
+    rows = read_cells(cells_file)
+    done = {(r["regime"], r["experiment"], int(r["seed"])) for r in rows}
+    for seed in grid.seeds:
+        for regime in grid.use_regimes:
+            for exp in grid.experiments:
+                key = (str(regime), str(exp), int(seed))
+                if key in done:
+                    continue
+                run = out / "runs" / f"{regime}_{exp}_s{seed}"
+                row = run_cell(grid, corpora[str(regime)], *key, run)
+                print(
+                    f"{regime:9s} {exp:17s} seed {seed}: val SRCC {row['val_srcc']:.3f}, "
+                    f"MAE {row['val_mae']:.2f}, timbre weight {row['timbre_weight']:+.1f}, "
+                    f"probe {row['probe_c1']:+.3f} / {row['probe_c1e4']:+.3f} "
+                    f"({row['train_s']:.0f} s)",
+                    flush=True,
+                )
+                rows.append(row)
+                write_cells(cells_file, rows)
+    keep = {
+        (str(r), str(e), int(s))
+        for r in grid.use_regimes
+        for e in grid.experiments
+        for s in grid.seeds
+    }
+    rows = [r for r in rows if (r["regime"], r["experiment"], int(r["seed"])) in keep]
+    return {"rows": rows, "table": write_report(rows, grid, out), "plot": plot(rows, grid, out)}
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--out", default="outputs/timbre")
+    ap.add_argument("overrides", nargs="*", help="key=value overrides of conf/timbre/timbre.yaml")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    t0 = time.monotonic()
+    res = run_grid(load_grid(args.overrides), Path(args.out))
+    print(Path(res["table"]).read_text())
+    print(f"plot: {res['plot']}  ({time.monotonic() - t0:.0f} s)")
+    return res

@@ -1,0 +1,149 @@
+"""Exact batching of unequal lengths: clips of different lengths share one MuQ encoder pass and
+each scores as it would alone (within 1e-4), for an exported audioscore scorer, the tiny CMI-RM
+and the tiny SongEval; and MuQ's hidden states of a padded clip equal its hidden states alone.
+
+An encoder pass is one forward of MuQ's conformer (`muq.model.conformer`): the padded path runs
+MuQ's front end per clip and its stem and conformer once per batch.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from helpers.train import net_config
+from hydra.utils import instantiate
+
+from audioscore.export import export_scorer
+from audioscore.models.components.muq_encoder import build_tiny_muq_dir, load_muq, muq_num_frames
+from audioscore.models.components.muq_padded import muq_padded_forward, muq_padded_hidden
+from rewards.audioscore_rm import load_scorer
+from rewards.base import BatchInput
+from rewards.cmi_rm import CMIRewardModel
+from rewards.cmi_rm.tiny import build_tiny_cmi_rm
+from rewards.songeval import SongEvalRewardModel
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+SR = 24_000
+BATCH = 8
+# 16 distinct lengths from 1.1 s to 4.8 s (different frame counts and sub-frame remainders)
+LENGTHS = [26_411 + 5_927 * k for k in range(16)]
+
+
+def waves(lengths: list[int], seed: int = 0) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return [0.1 * torch.randn(n, generator=g) for n in lengths]
+
+
+class CountPasses:
+    """Counts forwards of a MuQ's conformer: one per encoder pass."""
+
+    def __init__(self, muq: torch.nn.Module) -> None:
+        self.n = 0
+        muq.model.conformer.register_forward_hook(self)
+
+    def __call__(self, *_: object) -> None:
+        self.n += 1
+
+
+def assert_exact_and_batched(model, muq, inputs, batch_size=BATCH, passes=2, chunks=1, **kw):
+    """`passes` encoder passes for `inputs` at `batch_size`, each score within 1e-4 of the
+    clip scored alone (`chunks` passes per clip alone)."""
+    counter = CountPasses(muq)
+    batched = model.score_batch(inputs, batch_size, **kw)
+    assert counter.n == passes
+    alone = np.concatenate([model.score_batch([x], 1, **kw) for x in inputs])
+    assert counter.n == passes + chunks * len(inputs)
+    np.testing.assert_allclose(batched, alone, rtol=0, atol=1e-4)
+    assert np.ptp(batched[:, 1]) > 0  # different clips, different scores
+    return batched
+
+
+@pytest.fixture(scope="module")
+def export_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("exact_export")
+    tiny = build_tiny_muq_dir(root / "tiny_muq")
+    torch.manual_seed(0)
+    net = instantiate(net_config(str(tiny)), _convert_="all")
+    with torch.no_grad():
+        for n, p in net.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.3)
+    return export_scorer(net.eval(), root / "export", net_config=net_config(str(tiny)))
+
+
+def test_audioscore_export_batches_unequal_lengths_exactly(export_dir):
+    model = load_scorer(export_dir)
+    assert_exact_and_batched(model, model.net.encoder.muq, waves(LENGTHS), max_dur=30.0)
+
+
+def test_cmi_rm_batches_unequal_lengths_exactly(tmp_path_factory):
+    model = CMIRewardModel(build_tiny_cmi_rm(tmp_path_factory.mktemp("exact") / "cmi"))
+    # every clip is shorter than 30 s: its only chunk is a partial one
+    xs = [BatchInput(w, f"song {i}", "la la") for i, w in enumerate(waves(LENGTHS))]
+    muq = model.net.audio_module.model
+    assert_exact_and_batched(model, muq, xs, max_dur=30.0)
+    # clips over 30 s: full 30 s chunks plus a partial last chunk of a different length each;
+    # 4 clips = 8 chunks, 2 passes of 4
+    long = waves([30 * SR + 1_234, 30 * SR + 20_000, 31 * SR + 777, 30 * SR + 9_999], seed=1)
+    xs = [BatchInput(w, "long", "") for w in long]
+    assert_exact_and_batched(model, muq, xs, batch_size=4, chunks=2, max_dur=60.0)
+
+
+def test_songeval_batches_unequal_lengths_exactly(tmp_path_factory):
+    model = SongEvalRewardModel(tmp_path_factory.mktemp("exact") / "songeval", tiny=True)
+    assert_exact_and_batched(model, model.encoder.muq, waves(LENGTHS))
+
+
+def alone_and_padded(muq, lengths: list[int], seed: int = 0):
+    """Each clip's hidden states run alone, and the padded batch's (hidden states, mask)."""
+    clips = waves(lengths, seed)
+    x = torch.zeros(len(clips), max(lengths))
+    for i, w in enumerate(clips):
+        x[i, : w.shape[0]] = w
+    with torch.no_grad():
+        alone = [muq(w[None], output_hidden_states=True).hidden_states for w in clips]
+        padded = muq_padded_forward(muq, x, torch.tensor(lengths))
+        last = muq_padded_hidden(muq, x, torch.tensor(lengths), -1)
+    for i, hs in enumerate(alone):  # the one-layer form zeroes padded frames
+        n = hs[-1].shape[1]
+        assert int(last[1][i].sum()) == n and not last[0][i, n:].any()
+        torch.testing.assert_close(last[0][i, :n], padded[0][-1][i, :n], rtol=0, atol=0)
+    return alone, padded
+
+
+def max_gap(alone, padded) -> float:
+    """Largest difference between a clip's valid frames in the batch and alone, any layer."""
+    hidden, mask = padded
+    assert len(hidden) == len(alone[0])
+    gap = 0.0
+    for i, hs in enumerate(alone):
+        n = int(mask[i].sum())
+        for k, h in enumerate(hs):
+            assert h.shape[1] == n
+            gap = max(gap, float((hidden[k][i, :n] - h[0]).abs().max()))
+    return gap
+
+
+def test_padded_hidden_states_equal_alone_at_every_layer():
+    muq = load_muq(None, "tiny").eval()
+    alone, padded = alone_and_padded(muq, [30_001, 9_999, 17_777, 4_321])
+    assert max_gap(alone, padded) < 1e-5
+    # the leak this removes: MuQ's own masked forward of the padded batch is far off
+    x = torch.zeros(2, 30_001)
+    clips = waves([30_001, 9_999])
+    x[0], x[1, :9_999] = clips[0], clips[1]
+    n_frames = [int(muq_num_frames(n)) for n in (30_001, 9_999)]
+    frames = torch.arange(n_frames[0])[None] < torch.tensor(n_frames)[:, None]
+    with torch.no_grad():
+        naive = muq(x, attention_mask=frames, output_hidden_states=True).hidden_states[-1]
+    assert float((naive[1, : n_frames[1]] - alone[1][-1][0]).abs().max()) > 1e-3
+
+
+@pytest.mark.slow
+def test_padded_equals_alone_for_muq_large_architecture():
+    """MuQ-large's published architecture (random weights): kernel-31 depthwise convs."""
+    muq = load_muq(None, "large").eval()
+    alone, padded = alone_and_padded(muq, [3 * SR - 123, 2 * SR + 555], seed=3)
+    assert max_gap(alone, padded) < 1e-4
