@@ -28,7 +28,10 @@
        --theirs-env OMP_NUM_THREADS=1
 
    (upstream builds `--model_class_path` classes as Class(checkpoint=..., device=...), which
-   `CMIRewardModel` accepts; its evaluator needs pandas, installed anywhere on PYTHONPATH. Our
+   `CMIRewardModel` accepts: the same model code on both sides, only the runners differ;
+   `--model cmi_rm --checkpoint .../model.safetensors` runs upstream's own CMI-RM code on the
+   same weights instead, as its users do. Its evaluator needs pandas, installed anywhere on
+   PYTHONPATH; docs/bench.md (Speed) has the numbers measured this way. Our
    runner gives the model half the cores (`torch_threads=auto`); OMP_NUM_THREADS sets the other
    side's to match, or leave it out to time upstream as it runs by default.)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import threading
@@ -58,6 +59,7 @@ def read_results(out_dir):
 def test_run_writes_outputs_and_records_bad_audio(toy, tmp_path):
     cfg = make_cfg(toy, tmp_path, num_workers=2, plots=True)
     metrics, info = run(cfg)  # model built through rewards.build from its `_target_` config
+    assert gc.isenabled() and gc.get_freeze_count() == 0  # run() leaves the GC as it found it
     out = tmp_path / "signal_stats" / "toy"
     for name in OUTPUTS:
         assert (out / name).stat().st_size > 0, name

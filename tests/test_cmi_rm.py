@@ -118,6 +118,52 @@ def test_text_and_lyrics_encoded_once_per_batch(model, monkeypatch):
     assert sorted(calls[0]) == sorted({s for x in xs for s in (x.text, x.lyrics)})
 
 
+def count_encoded_chunks(monkeypatch) -> list[int]:
+    """Patch the exact MuQ pass to record how many chunks each pass encodes."""
+    rows: list[int] = []
+    real = scorer_mod.encode_audio_frames_exact
+    monkeypatch.setattr(
+        scorer_mod,
+        "encode_audio_frames_exact",
+        lambda am, wav, lengths: rows.append(wav.shape[0]) or real(am, wav, lengths),
+    )
+    return rows
+
+
+def test_shared_reference_encoded_once_per_call(model, monkeypatch):
+    # both sides of a pair carry the row's ref: the same tensor, or (decoded per side) an equal
+    # copy; MuQ encodes it once per call, and the scores are what each clip gets alone
+    ref = noise(2.0, 9)
+    xs = [
+        BatchInput(noise(3.0, 1), "pop", "la", ref_audio=ref),
+        BatchInput(noise(2.5, 2), "pop", "la", ref_audio=ref),
+        BatchInput(noise(4.0, 3), "pop", "la", ref_audio=ref.clone()),
+        BatchInput(noise(2.0, 4), "jazz", "", ref_audio=noise(2.0, 8)),
+        BatchInput(noise(3.5, 5), "rock", "", ref_audio=noise(2.0, 9).numpy()),
+    ]
+    alone = score_alone(model, xs)
+    rows = count_encoded_chunks(monkeypatch)
+    batched = model.score_batch(xs, 3, 30.0)  # two groups: the ref is still encoded once
+    assert sum(rows) == len(xs) + 2  # five clips, two distinct references
+    np.testing.assert_allclose(batched, alone, atol=1e-4)
+
+
+def test_shared_reference_upstream_compat_unchanged(tiny_dir, monkeypatch):
+    # upstream_compat reproduces upstream's calls: every clip's ref is encoded, duplicates too
+    m = CMIRewardModel(tiny_dir, upstream_compat=True)
+    ref = noise(2.0, 9)
+    xs = [BatchInput(noise(3.0, i), "pop", "la", ref_audio=ref) for i in range(3)]
+    calls: list[int] = []
+    real = scorer_mod.encode_audio_frames
+    monkeypatch.setattr(
+        scorer_mod,
+        "encode_audio_frames",
+        lambda am, wav, mask: calls.append(wav.shape[0]) or real(am, wav, mask),
+    )
+    m.score_batch(xs, 3, 30.0)
+    assert sum(calls) == 6
+
+
 def test_max_dur_crops(model):
     x = items()[3]
     cropped = BatchInput(x.audio[: 10 * SR], x.text, x.lyrics)

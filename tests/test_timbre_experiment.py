@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from omegaconf import OmegaConf
 
 from audioscore import timbre_experiment as te
 
@@ -87,3 +88,71 @@ def test_micro_grid_end_to_end(tmp_path):
                      "experiments=[muq_lora]", "seeds=[0]", "corpus.singers=4", "corpus.clips=40",
                      "corpus.val_fraction=0.5"])  # fmt: skip
     assert len(again["rows"]) == 2
+
+
+def test_campp_option_composes_and_points_plan_b_at_the_file(tmp_path):
+    """campp.kind=pretrained: plan B's CAM++ (wherever the model keeps it) loads the pretrained
+    file through the user's overrides; plan A is untouched."""
+    grid = te.load_grid(["campp.kind=pretrained", "campp.pretrain.steps=10"])
+    assert grid.campp.kind == "pretrained" and grid.campp.pretrain.singers == 24
+    weights = tmp_path / "campp_pretrained.bin"
+    for exp, node in [("hybrid_campp_grl_uncond", "timbre"), ("hybrid_campp_proj_grl", "encoder")]:
+        cfg = te.compose_cell(grid, tmp_path / "c", exp, 0, tmp_path / "r", weights)
+        (path,) = te.campp_nodes(cfg)
+        assert path.endswith(node)
+        campp = OmegaConf.select(cfg, path)
+        assert campp.source == str(weights.resolve()) and campp.tiny is False
+    plain = te.compose_cell(grid, tmp_path / "c", "hybrid_campp", 0, tmp_path / "r")
+    assert OmegaConf.select(plain, "model.net.timbre.tiny") is True  # debug=tiny: random CAM++
+    assert not te.campp_nodes(te.compose_cell(grid, tmp_path / "c", "muq_lora", 0, tmp_path / "r"))
+    with pytest.raises(ValueError, match="campp.kind must be"):
+        te.campp_weights(te.load_grid(["campp.kind=trained"]), tmp_path)
+
+
+def test_campp_weights_pretrains_once_per_folder(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_pretrain(path, **kw):
+        calls.append(kw)
+        path.write_bytes(b"w")
+        return {"path": path, "loss": 1.0, "acc": 0.5}
+
+    monkeypatch.setattr(te, "pretrain_campp", fake_pretrain)
+    grid = te.load_grid(["campp.kind=pretrained"])
+    path = te.campp_weights(grid, tmp_path)
+    assert path == tmp_path / "campp_pretrained.bin" and te.campp_weights(grid, tmp_path) == path
+    assert len(calls) == 1 and calls[0]["cast_seed"] == 1000
+    with pytest.raises(ValueError, match="use another --out"):
+        te.campp_weights(te.load_grid([]), tmp_path)  # random cells do not join pretrained ones
+
+
+def test_reuse_cells_takes_plan_a_rows_only(tmp_path):
+    src = tmp_path / "old.csv"
+    te.write_cells(src, fake_rows())
+    grid = te.load_grid([f"reuse_cells={src}", "seeds=[0]", "experiments=[muq_lora,hybrid_campp]"])
+    rows = te.reuse_cells(grid, [])
+    assert {(r["experiment"], int(r["seed"])) for r in rows} == {("muq_lora", 0)}
+    assert len(rows) == 3  # one per regime
+
+
+@pytest.mark.slow
+def test_micro_grid_with_pretrained_campp(tmp_path):
+    """campp.kind=pretrained end to end: the runner pretrains once and plan B embeds with it."""
+    from audioscore.models.components.campp import CamppEncoder
+
+    args = ["--out", str(tmp_path), "use_regimes=[control]", "experiments=[hybrid_campp]",
+            "seeds=[0]", "corpus.singers=4", "corpus.clips=40", "corpus.val_fraction=0.5",
+            "probe.folds=2", "probe.repeats=1", "campp.kind=pretrained",
+            "campp.pretrain.singers=4", "campp.pretrain.clips_per_singer=2",
+            "campp.pretrain.steps=2", "campp.pretrain.batch_size=4", "campp.pretrain.crop_s=0.5",
+            "train_overrides=[debug=tiny,logger=csv,~callbacks,export=false,data.num_workers=0,"
+            "data.preprocess.max_dur=1.0,data.groups_per_batch=2,data.max_group_size=4,"
+            "data.steps_per_epoch=2,trainer.max_epochs=1,++trainer.limit_val_batches=0,"
+            "trainer.num_sanity_val_steps=0,++trainer.enable_checkpointing=false,"
+            "trainer.enable_progress_bar=false]"]  # fmt: skip
+    te.main(args)
+    weights = tmp_path / "campp_pretrained.bin"
+    namespace = "campp-" + CamppEncoder(str(weights)).config_hash()[:16]
+    assert [p.name for p in (tmp_path / "corpora" / "feature_cache").iterdir()] == [namespace]
+    (row,) = te.read_cells(tmp_path / "cells.csv")
+    assert not np.isnan(row["probe_timbre_c1"])

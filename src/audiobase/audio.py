@@ -28,7 +28,6 @@ from typing import TYPE_CHECKING
 
 import av
 import numpy as np
-import pyloudnorm
 import soundfile as sf
 import soxr
 
@@ -192,6 +191,9 @@ def loudness_normalize(wav: np.ndarray, sr: int, target_lufs: float = -12.0) -> 
     BS.1770 needs at least one 400 ms block, so shorter clips are measured on a tiled copy
     (tiling does not change loudness). The result is not clipped: it is a model input, not a file.
     """
+    # here on purpose: pyloudnorm pulls scipy.signal (~1.5 s per process) and only a contract
+    # with `target_lufs` gets here; every process decoding audio would pay it otherwise
+    import pyloudnorm
 
     wav = np.asarray(wav, dtype=np.float32)
     if wav.size == 0 or float(np.max(np.abs(wav))) < SILENCE_PEAK:

@@ -21,6 +21,10 @@ every training seed, with the same optimizer steps. Each cell trains in this pro
   CAM++ dims excluded); `probe_all_c1`: the whole pooled vector, timbre dims included;
   `probe_timbre_c1`: plan B's timbre dims alone.
 
+`campp.kind=pretrained`: plan B's tiny CAM++ is first trained to identify other synthetic singers
+(`audioscore.campp_pretrain`), once per output folder, and every plan B cell loads that file as a
+user loads a released checkpoint; `reuse_cells` takes over plan A cells from an earlier run.
+
 Writes `<out>/cells.csv` (one row per cell; finished cells are kept and skipped on a rerun),
 `<out>/timbre.md` (mean +- std over seeds, losses against control and GRL recoveries) and
 `<out>/timbre.png`.
@@ -45,6 +49,7 @@ from scipy.stats import spearmanr
 
 from audiobase.files import write_text
 from audioscore.calibrate import cross_fitted_mae
+from audioscore.campp_pretrain import pretrain_campp
 from audioscore.data.groups import read_groups
 from audioscore.metrics.ranking import group_metrics
 from audioscore.probe import fit_probe, pooled_features, select_part
@@ -54,6 +59,7 @@ from audioscore.train import train
 log = logging.getLogger(__name__)
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+CAMPP_TARGET = "audioscore.models.components.campp.build_campp_encoder"
 GRID_FILE = CONF_DIR / "timbre" / "timbre.yaml"
 FIELDS = [
     "regime", "experiment", "seed", "val_srcc", "val_srcc_pooled", "val_mae", "timbre_weight",
@@ -106,9 +112,18 @@ def same_corpus(root: Path, base: dict, knobs: dict) -> bool:
     return bool(json.loads(stamp.read_text()) == json.loads(json.dumps({**base, **knobs})))
 
 
-def compose_cell(grid: DictConfig, corpus: Path, experiment: str, seed: int, run: Path) -> Any:
+def compose_cell(
+    grid: DictConfig,
+    corpus: Path,
+    experiment: str,
+    seed: int,
+    run: Path,
+    campp_file: Path | None = None,
+) -> Any:
     """The training config of one cell: conf/train + the grid's overrides; `experiment` is a
-    conf/train/experiment name or a `variants` label (an experiment + its own overrides)."""
+    conf/train/experiment name or a `variants` label (an experiment + its own overrides).
+    `campp_file`: every CAM++ of the model loads this weights file, through the overrides a user
+    gives for a released checkpoint (`<node>.source=<file> <node>.tiny=false`)."""
     own: list[str] = []
     variant = (grid.get("variants") or {}).get(experiment)
     if variant is not None:
@@ -118,9 +133,87 @@ def compose_cell(grid: DictConfig, corpus: Path, experiment: str, seed: int, run
     overrides += [f"data.root={corpus}", f"paths.data_dir={corpus.parent}"]
     with initialize_config_dir(config_dir=str(CONF_DIR / "train"), version_base="1.3"):
         cfg = compose("train", overrides=overrides)
+        if campp_file is not None and (nodes := campp_nodes(cfg)):
+            for node in nodes:
+                overrides += [f"{node}.source={Path(campp_file).resolve()}", f"{node}.tiny=false"]
+            cfg = compose("train", overrides=overrides)
     with open_dict(cfg):
         cfg.paths.output_dir = str(run)
     return cfg
+
+
+def campp_nodes(cfg: Any, prefix: str = "") -> list[str]:
+    """Dotted paths of the CAM++ encoder configs in a composed training config."""
+    if isinstance(cfg, DictConfig):
+        if cfg.get("_target_") == CAMPP_TARGET:
+            return [prefix]
+        return [
+            n
+            for k, v in cfg.items_ex(resolve=False)
+            for n in campp_nodes(v, f"{prefix}.{k!s}" if prefix else str(k))
+        ]
+    return []
+
+
+def uses_campp(grid: DictConfig, experiment: str) -> bool:
+    """Whether an experiment (or `variants` label) has a CAM++ branch (plan B)."""
+    cfg = compose_cell(grid, Path("corpus"), experiment, 0, Path("run"))
+    return bool(campp_nodes(cfg))
+
+
+def campp_weights(grid: DictConfig, out: Path) -> Path | None:
+    """Plan B's CAM++ weights file under `grid.campp.kind`: None (random: the tiny random CAM++
+    of `debug=tiny`) or `<out>/campp_pretrained.bin`, trained once by
+    `audioscore.campp_pretrain.pretrain_campp` and kept while its settings are unchanged. One
+    output folder holds one kind: cells of both kinds would share their labels."""
+    kind = str(grid.campp.kind)
+    if kind not in ("random", "pretrained"):
+        raise ValueError(f"{GRID_FILE}: campp.kind must be random or pretrained, got {kind!r}")
+    settings = cast(dict, OmegaConf.to_container(grid.campp.pretrain, resolve=True))
+    want: dict[str, Any] = {"kind": kind, "pretrain": settings if kind == "pretrained" else None}
+    stamp = out / "campp.json"
+    if stamp.is_file():
+        have = json.loads(stamp.read_text())
+        if have["kind"] != kind:
+            raise ValueError(
+                f"{stamp}: this folder holds campp.kind={have['kind']} cells; use another --out"
+            )
+    elif kind == "pretrained" and read_cells(out / "cells.csv"):
+        raise ValueError(
+            f"{out}: holds cells of random CAM++ runs (no campp.json); use another --out"
+        )
+    else:
+        have = {}
+    if kind == "random":
+        write_text(stamp, json.dumps(want) + "\n")
+        return None
+    path = out / "campp_pretrained.bin"
+    if not path.is_file() or have.get("pretrain") != settings:
+        if have.get("pretrain") not in (None, settings) and read_cells(out / "cells.csv"):
+            raise ValueError(f"{stamp}: cells were trained with other pretraining settings")
+        t0 = time.monotonic()
+        fit = pretrain_campp(path, **settings)
+        want["fit"] = {"loss": fit["loss"], "acc": fit["acc"], "seconds": time.monotonic() - t0}
+        log.info("CAM++ pretrained: %s", want["fit"])
+        write_text(stamp, json.dumps(want) + "\n")
+    return path
+
+
+def reuse_cells(grid: DictConfig, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows of `grid.reuse_cells` (a cells.csv) for grid cells without CAM++, which the campp
+    choice does not change (plan A), when `rows` lacks them."""
+    src = grid.get("reuse_cells")
+    if not src:
+        return rows
+    done = {(r["regime"], r["experiment"], int(r["seed"])) for r in rows}
+    plan_a = {str(e) for e in grid.experiments if not uses_campp(grid, str(e))}
+    keep = {(str(r), str(e), int(s)) for r in grid.use_regimes for e in plan_a for s in grid.seeds}
+    new = [
+        r
+        for r in read_cells(Path(src))
+        if (k := (r["regime"], r["experiment"], int(r["seed"]))) in keep and k not in done
+    ]
+    return rows + new
 
 
 def val_clips(corpus: dict[str, Path]) -> tuple[list[dict], np.ndarray, np.ndarray]:
@@ -175,9 +268,15 @@ def evaluate_cell(model: Any, datamodule: Any, corpus: dict[str, Path], grid: Di
 
 
 def run_cell(
-    grid: DictConfig, corpus: dict[str, Path], regime: str, experiment: str, seed: int, run: Path
+    grid: DictConfig,
+    corpus: dict[str, Path],
+    regime: str,
+    experiment: str,
+    seed: int,
+    run: Path,
+    campp_file: Path | None = None,
 ) -> dict[str, Any]:
-    cfg = compose_cell(grid, corpus["root"], experiment, seed, run)
+    cfg = compose_cell(grid, corpus["root"], experiment, seed, run, campp_file)
     t0 = time.monotonic()
     _, objects = train(cfg)
     train_s = time.monotonic() - t0
@@ -360,11 +459,13 @@ def plot(rows: list[dict[str, Any]], grid: DictConfig, out: Path) -> Path:
 
 
 def run_grid(grid: DictConfig, out: Path) -> dict[str, Any]:
+    out = out.resolve()  # groups files hold absolute audio paths
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(int(grid.get("threads", 1)))
     corpora = make_corpora(grid, out)
     cells_file = out / "cells.csv"
-    rows = read_cells(cells_file)
+    campp_file = campp_weights(grid, out)
+    rows = reuse_cells(grid, read_cells(cells_file))
     done = {(r["regime"], r["experiment"], int(r["seed"])) for r in rows}
     for seed in grid.seeds:
         for regime in grid.use_regimes:
@@ -373,7 +474,7 @@ def run_grid(grid: DictConfig, out: Path) -> dict[str, Any]:
                 if key in done:
                     continue
                 run = out / "runs" / f"{regime}_{exp}_s{seed}"
-                row = run_cell(grid, corpora[str(regime)], *key, run)
+                row = run_cell(grid, corpora[str(regime)], *key, run, campp_file)
                 print(
                     f"{regime:9s} {exp:17s} seed {seed}: val SRCC {row['val_srcc']:.3f}, "
                     f"MAE {row['val_mae']:.2f}, timbre weight {row['timbre_weight']:+.1f}, "

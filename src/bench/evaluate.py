@@ -17,13 +17,16 @@ import sys
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from audiobase.files import write_json, write_text
 from bench.data import SUBSETS
 from bench.latex import fmt_pct, latex_lines, mean
 from bench.metrics import compute_metrics, select_rows
 from bench.store import read_results
+
+if TYPE_CHECKING:
+    from bench.plot_process import PlotProcess
 
 CI_COLS = ["dataset", "task", "n"]
 CI_COLS += [f"{m}{s}" for m in ("SRCC", "LCC", "K-Tau", "ACC") for s in ("", "_lo", "_hi")]
@@ -259,14 +262,19 @@ def evaluate_rows(
     title: str = "Benchmark results",
     variant: str | None = None,
     results: str | Path | None = None,
+    plotter: PlotProcess | None = None,
 ) -> dict[str, Any]:
     """Compute metrics for result rows and write every metrics file; returns metrics.json.
 
     `variant` labels latex.txt's rows (default: the output folder's name, as upstream);
-    `results`: the file the rows came from, for metadata.json (default: out_dir/results.jsonl).
+    `results`: the file the rows came from, for metadata.json (default: out_dir/results.jsonl);
+    `plotter`: a started `bench.plot_process.PlotProcess` that draws the plots while the
+    metrics are computed (else they are drawn here, after the metrics).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if plots and plotter is not None:
+        plotter.submit(select_rows(rows, split), out / "plots")
     metrics = compute_metrics(rows, split=split, n_boot=n_boot, seed=seed)
     stats = compute_statistics(rows)
     old = out / "statistics.json"
@@ -275,7 +283,9 @@ def evaluate_rows(
     if run_info is not None:
         stats["run"] = run_info
     made: list[str] = []
-    if plots:
+    if plots and plotter is not None:
+        made = [str(p) for p in plotter.result()]
+    elif plots:
         from bench.plots import make_plots  # here on purpose: matplotlib is slow to import
 
         made = [str(p) for p in make_plots(select_rows(rows, split), out / "plots")]

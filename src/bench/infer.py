@@ -16,6 +16,7 @@ the model's calls, for models that need autograd while scoring.
 from __future__ import annotations
 
 import contextlib
+import gc
 import math
 import os
 from collections.abc import Callable
@@ -116,6 +117,12 @@ class BatchDecodeDataset(Dataset):
         return [decode_row(r, self.pre) for r in self.batches[i]]
 
 
+def worker_start(_worker_id: int) -> None:
+    """Decoding workers collect garbage as usual: they may be forked while the runner has
+    Python's GC paused (bench.run.collection_paused)."""
+    gc.enable()
+
+
 def keep_as_is(x: Any) -> Any:
     """collate_fn for pre-formed batches (module level so worker processes can pickle it)."""
     return x
@@ -132,7 +139,7 @@ def make_loader(
     num_workers = 0 if pre is None else num_workers
     kw: dict[str, Any] = {"num_workers": num_workers, "collate_fn": keep_as_is}
     if num_workers > 0:
-        kw |= {"prefetch_factor": 2, "persistent_workers": False}
+        kw |= {"prefetch_factor": 2, "persistent_workers": False, "worker_init_fn": worker_start}
     ds = BatchDecodeDataset(batches, pre)
     return DataLoader(ds, batch_size=None, shuffle=False, sampler=sampler, **kw)
 

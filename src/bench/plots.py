@@ -1,8 +1,15 @@
-"""Predicted-vs-human scatter plots and score distributions per subset (PNG, Agg backend)."""
+"""Predicted-vs-human scatter plots and score distributions per subset (PNG, Agg backend).
+
+`python -m bench.plots` is the child `bench.plot_process.PlotProcess` starts: it imports
+matplotlib, then draws the rows the runner hands it.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+import sys
+from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -81,19 +88,46 @@ def plot_score_hist(rows: Sequence[dict], subset: str, out: Path) -> Path | None
 
 def make_plots(rows: Sequence[dict[str, Any]], out_dir: str | Path) -> list[Path]:
     """All plots for selected result rows (see metrics.select_rows) into `out_dir`."""
+    return [p for p in draw(rows, out_dir) if p is not None]
+
+
+def draw(
+    rows: Sequence[dict[str, Any]], out_dir: str | Path, part: tuple[int, int] = (0, 1)
+) -> list[Path | None]:
+    """`make_plots`'s plots in order, None where a plot has no data; `part=(k, n)`: only
+    every n-th from the k-th (n processes share the drawing, bench.plot_process)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    groups, made = by_subset(rows), []
+    groups = by_subset(rows)
+    jobs: list[Callable[[], Path | None]] = []
     for subset, tasks in CORR_TASKS.items():
         for task, gt, pred in tasks:
-            made.append(plot_scatter(groups.get(subset, []), subset, task, gt, pred, out))
+            rs = groups.get(subset, [])
+            jobs.append(partial(plot_scatter, rs, subset, task, gt, pred, out))
     pair_tasks = [
         ("MusicArena", "preference", "preference"),
         ("CMI-Pref", "musicality", "preference-musicality"),
         ("CMI-Pref", "alignment", "preference-alignment"),
     ]
     for subset, task, gt in pair_tasks:
-        made.append(plot_pair_distribution(groups.get(subset, []), subset, task, gt, out))
+        jobs.append(partial(plot_pair_distribution, groups.get(subset, []), subset, task, gt, out))
     for subset, g in groups.items():
-        made.append(plot_score_hist(g, subset, out))
-    return [p for p in made if p is not None]
+        jobs.append(partial(plot_score_hist, g, subset, out))
+    k, n = part
+    return [job() for job in jobs[k::n]]
+
+
+def serve_one(part: tuple[int, int] = (0, 1)) -> None:
+    """`python -m bench.plots [k n]` (bench.plot_process): read one line naming a JSON file
+    with `rows` and `out_dir` from stdin, draw part k of n, print `draw`'s list as JSON."""
+    name = sys.stdin.readline().strip()
+    if not name:  # the runner closed the pipe without work: nothing to draw
+        return
+    job = json.loads(Path(name).read_text())
+    made = draw(job["rows"], job["out_dir"], part)
+    print(json.dumps([None if p is None else str(p) for p in made]), flush=True)
+
+
+if __name__ == "__main__":
+    args = [int(a) for a in sys.argv[1:3]]
+    serve_one((args[0], args[1]) if len(args) == 2 else (0, 1))

@@ -17,10 +17,13 @@ first, so compaction can never drop rows another process is appending.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
 import os
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,8 +36,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from audiobase.files import write_json
 from bench.data import BenchRow, parse_subset, read_bench_counted
-from bench.evaluate import NoUsableRows, evaluate_results_file, evaluate_rows
 from bench.guard import OutputLock, RunRefused
+from bench.plot_process import PlotProcess
 from bench.resume import part_files, set_aside
 from bench.store import compact, read_latest
 
@@ -43,7 +46,8 @@ if TYPE_CHECKING:
 
 # The scoring stage's modules (bench.models, bench.infer, bench.score: torch, the model's code)
 # are imported inside the functions that score, on purpose: they take seconds to import and
-# `stage=evaluate` needs none of them.
+# `stage=evaluate` needs none of them. bench.evaluate (scipy.stats, 0.6 s) is imported where the
+# metrics are computed: a model built from transformers has loaded scipy.stats by then.
 
 log = logging.getLogger(__name__)
 
@@ -150,10 +154,16 @@ def compact_results(cfg: DictConfig, out: Path) -> list[dict[str, Any]]:
 
 
 def evaluate(
-    cfg: DictConfig, rows: list[dict[str, Any]], out: Path, run_info: dict[str, Any] | None
+    cfg: DictConfig,
+    rows: list[dict[str, Any]],
+    out: Path,
+    run_info: dict[str, Any] | None,
+    plotter: PlotProcess | None = None,
 ) -> dict[str, Any]:
     """Stage 4: every metrics file for the compacted rows; returns metrics.json's content
     (`run_info` None: statistics.json keeps the scoring run's entry)."""
+    from bench.evaluate import evaluate_rows  # scipy.stats: the model's libraries load it first
+
     return evaluate_rows(
         rows,
         out,
@@ -164,6 +174,7 @@ def evaluate(
         run_info=run_info,
         title=f"{cfg.model.name} on {cfg.dataset.name}",
         variant=str(cfg.model.name),
+        plotter=plotter,
     )
 
 
@@ -195,6 +206,22 @@ def describe_run(
         "timings": timings or {},
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
+
+
+@contextlib.contextmanager
+def collection_paused() -> Iterator[None]:
+    """Python's cyclic GC paused while torch and the model's libraries load: imports make
+    millions of long-lived objects, which set off full collections (about 0.7 s of a 10 s run
+    on the project machine). Objects alive after the block are then frozen (`gc.freeze`), so
+    later collections skip them; `run` unfreezes them when it returns."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        if enabled:
+            gc.enable()
 
 
 def prepare_model(
@@ -242,13 +269,34 @@ def run_locked(
     out = prepare_output(cfg)
     if stage == "evaluate":
         return evaluate_existing(cfg, out)
+    # the plots' child imports matplotlib while the model loads and scores (bench.plot_process)
+    draw = stage == "all" and bool(cfg.get("plots", True)) and not is_launched_rank()
+    plotter = PlotProcess() if draw else None
+    try:
+        return score_and_evaluate(cfg, model, score_kwargs, stage, out, plotter)
+    finally:
+        gc.unfreeze()  # what collection_paused froze is collectable again
+        if plotter is not None:
+            plotter.close()
+
+
+def score_and_evaluate(
+    cfg: DictConfig,
+    model: Any,
+    score_kwargs: dict[str, Any] | None,
+    stage: str,
+    out: Path,
+    plotter: PlotProcess | None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Stages 1-4 of a scoring run (`stage` score or all)."""
     from bench.infer import model_preprocess  # scoring stage only (see top)
     from bench.models import configured_class, digest_sidecar, fingerprint
     from bench.score import score_rows
 
     t0 = time.perf_counter()
-    early = plan_decoding(cfg, out) if model is None else None
-    model, scoring_model, score_kwargs = prepare_model(cfg, model, score_kwargs)
+    with collection_paused():
+        early = plan_decoding(cfg, out) if model is None else None
+        model, scoring_model, score_kwargs = prepare_model(cfg, model, score_kwargs)
     t_model = time.perf_counter()
     pre = model_preprocess(model, cfg.max_dur)
     fp = fingerprint(cfg, pre, configured_class(cfg), digest_sidecar(cfg))
@@ -269,7 +317,7 @@ def run_locked(
     }
     run_info = describe_run(cfg, counts, skipped, t_score - t0, selection, timings)
     if stage == "all":
-        metrics = evaluate(cfg, rows, out, run_info)
+        metrics = evaluate(cfg, rows, out, run_info, plotter)
     else:  # stage=evaluate later keeps this run's entry (bench.evaluate reads it back)
         metrics = {}
         write_json(out / "statistics.json", {"run": run_info})
@@ -315,6 +363,8 @@ def evaluate_existing(cfg: DictConfig, out: Path) -> tuple[dict[str, Any], dict[
         )
     if part_files(out):
         log.warning("%s: rank part files of an unfinished sharded run are not evaluated", out)
+    from bench.evaluate import NoUsableRows, evaluate_results_file
+
     try:
         metrics = evaluate_results_file(
             results,
@@ -406,9 +456,14 @@ class ExitStatus(Callback):
 @hydra.main(version_base="1.3", config_path="../../conf/bench", config_name="bench")
 def main(cfg: DictConfig) -> int:
     status = run_cli(cfg)
-    if status and HydraConfig.get().mode != RunMode.MULTIRUN:
+    if HydraConfig.get().mode == RunMode.MULTIRUN:
+        return status  # ExitStatus collects it
+    # the process ends here: spare the interpreter's last collection over the millions of objects
+    # torch and the model's libraries left (about 1 s of a 10 s run on the project machine)
+    gc.freeze()
+    if status:
         sys.exit(status)
-    return status  # multirun: ExitStatus collects it
+    return status
 
 
 if __name__ == "__main__":

@@ -9,7 +9,10 @@ Modes (as the official `baselines/inference.py`):
 By default a clip's score does not depend on its batch-mates: chunks (of evaluated clips and
 references alike) are encoded `batch_size` per MuQ pass in length order, padded but exact (MuQ
 never sees the padding: `audioscore.models.components.muq_padded`), downsamplers run on each
-item's own frames, and a clip without reference audio gets an empty reference. `upstream_compat=True` reproduces upstream
+item's own frames, and a clip without reference audio gets an empty reference. What clips of one
+call share is encoded once per call: each distinct text or lyrics string, and each distinct
+reference waveform (the same tensor, or equal samples: both sides of a benchmark pair carry the
+row's reference). `upstream_compat=True` reproduces upstream
 instead: padded chunk batches with masks, padded downsampling, and 1 s of encoded silence as the
 reference of ref-less clips whenever another clip in the batch has one.
 """
@@ -51,6 +54,43 @@ class _Segment:
     ref: torch.Tensor | None  # [M] at sr
     text: str
     lyrics: str
+
+
+@dataclass
+class _Shared:
+    """Per segment of one call: text and lyrics tokens [T_i, D], reference frames [R_i, D]."""
+
+    texts: list[torch.Tensor]
+    lyrics: list[torch.Tensor]
+    refs: list[torch.Tensor]
+
+    def slice(self, start: int, stop: int) -> _Shared:
+        return _Shared(self.texts[start:stop], self.lyrics[start:stop], self.refs[start:stop])
+
+
+def distinct_waves(
+    waves: list[torch.Tensor | None],
+) -> tuple[list[torch.Tensor], list[int | None]]:
+    """(the distinct waveforms, each input's index among them or None): the same tensor object
+    or equal samples count once."""
+    distinct: list[torch.Tensor] = []
+    by_id: dict[int, int] = {}
+    which: list[int | None] = []
+    for w in waves:
+        if w is None:
+            which.append(None)
+            continue
+        j = by_id.get(id(w))
+        if j is None:
+            j = next(
+                (k for k, d in enumerate(distinct) if d.shape == w.shape and torch.equal(d, w)),
+                len(distinct),
+            )
+            if j == len(distinct):
+                distinct.append(w)
+            by_id[id(w)] = j
+        which.append(j)
+    return distinct, which
 
 
 def split_chunks(wav: torch.Tensor, n: int, drop_short: bool) -> list[torch.Tensor]:
@@ -174,8 +214,19 @@ class CMIRewardModel(RewardModel):
         if show_progress:
             rows = tqdm(rows, desc=f"CMI-RM ({self.mode})")
         chunked = self.mode == "final"
+        shared = (
+            None if self.upstream_compat else self._encode_shared(segments, batch_size, chunked)
+        )
         raw = torch.cat(
-            [self._forward_group(segments[s : s + batch_size], batch_size, chunked) for s in rows]
+            [
+                self._forward_group(
+                    segments[s : s + batch_size],
+                    batch_size,
+                    chunked,
+                    None if shared is None else shared.slice(s, s + batch_size),
+                )
+                for s in rows
+            ]
         )
         out = torch.zeros(len(items), raw.shape[1], dtype=torch.float64)
         counts = torch.zeros(len(items), dtype=torch.float64)
@@ -187,6 +238,7 @@ class CMIRewardModel(RewardModel):
     def _prepare(self, items: list[BatchInput], max_dur: float, dur_step: float | None):
         segments: list[_Segment] = []
         owner: list[int] = []
+        refs: dict[Any, torch.Tensor] = {}  # a ref passed (or named) twice is prepared once
         for i, item in enumerate(items):
             try:
                 if self.mode == "final":
@@ -195,7 +247,13 @@ class CMIRewardModel(RewardModel):
                     windows = sliding_windows(
                         self._load(item.audio, None), self.sr, max_dur, dur_step
                     )
-                ref = None if item.ref_audio is None else self._load(item.ref_audio, max_dur)
+                ref = None
+                if item.ref_audio is not None:
+                    x = item.ref_audio
+                    key = str(x) if isinstance(x, str | Path) else id(x)
+                    ref = refs.get(key)
+                    if ref is None:
+                        ref = refs[key] = self._load(x, max_dur)
             except Exception as e:  # noqa: BLE001 - re-raised with the item named
                 raise ScoreItemError(i, item, f"{type(e).__name__}: {e}") from e
             for w in windows:
@@ -213,11 +271,24 @@ class CMIRewardModel(RewardModel):
         return contextlib.nullcontext()
 
     @torch.no_grad()
+    def _encode_shared(self, segments: list[_Segment], encode_batch: int, chunked: bool) -> _Shared:
+        """Texts, lyrics and references of a call's segments, each distinct one encoded once."""
+        dim = self.cfg.dim
+        texts, lyrics = self._encode_texts([s.text for s in segments], [s.lyrics for s in segments])
+        distinct, which = distinct_waves([s.ref for s in segments])
+        encoded = self._encode_waves(distinct, encode_batch, chunked)
+        refs = [torch.zeros(0, dim) if j is None else encoded[j] for j in which]
+        return _Shared(texts, lyrics, refs)
+
+    @torch.no_grad()
     def _forward_group(
-        self, group: list[_Segment], encode_batch: int, chunked: bool
+        self, group: list[_Segment], encode_batch: int, chunked: bool, shared: _Shared | None
     ) -> torch.Tensor:
         dim = self.cfg.dim
-        if self.upstream_compat:
+        if shared is not None:  # batch-independent: the call's shared inputs are encoded
+            evals = self._encode_waves([s.wav for s in group], encode_batch, chunked)
+            texts, lyrics, refs = shared.texts, shared.lyrics, shared.refs
+        else:  # upstream_compat: upstream's padded passes, refs and texts per group
             evals = self._encode_waves([s.wav for s in group], encode_batch, chunked)
             if any(s.ref is not None for s in group):
                 silence = torch.zeros(self.sr)  # upstream stands in 1 s of silence, encoded
@@ -226,12 +297,7 @@ class CMIRewardModel(RewardModel):
                 )
             else:
                 refs = [torch.zeros(0, dim) for _ in group]
-        else:  # evaluated clips and references share MuQ passes
-            with_ref = [s.ref for s in group if s.ref is not None]
-            encoded = self._encode_waves([s.wav for s in group] + with_ref, encode_batch, chunked)
-            evals, enc = encoded[: len(group)], iter(encoded[len(group) :])
-            refs = [next(enc) if s.ref is not None else torch.zeros(0, dim) for s in group]
-        texts, lyrics = self._encode_texts([s.text for s in group], [s.lyrics for s in group])
+            texts, lyrics = self._encode_texts([s.text for s in group], [s.lyrics for s in group])
         net = self.net
         parts = [
             self._downsample(net.text_downsampler, texts),
@@ -262,7 +328,7 @@ class CMIRewardModel(RewardModel):
 
     # ------------------------------------------------------------------ encoders
     def _encode_texts(self, texts: list[str], lyrics: list[str]) -> tuple[list, list]:
-        """Per-item token embeddings; each distinct string is encoded once per batch."""
+        """Per-item token embeddings; each distinct string is encoded once per call."""
         tm = self.net.text_module
         if self.upstream_compat:  # upstream pads texts and lyrics as two separate batches
             return self._split_tokens(*encode_text_tokens(tm, texts)), self._split_tokens(

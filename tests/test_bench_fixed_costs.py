@@ -1,0 +1,99 @@
+"""Fixed costs of a run: what importing the runner loads, plots drawn in a child process."""
+
+from __future__ import annotations
+
+import gc
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from bench.plot_process import PlotProcess
+from bench.plots import make_plots
+
+
+def pam_rows(n: int = 30) -> list[dict]:
+    rng = np.random.default_rng(0)
+    return [
+        {
+            "source": "PAM (music)",
+            "split": "test",
+            "benchmark_dataset": "PAM",
+            "musicality": float(g),
+            "text-music alignment": float(5 - g),
+            "predicted_musicality": float(g + rng.normal()),
+            "predicted_text-music alignment": float(-g),
+        }
+        for g in rng.uniform(1, 5, n)
+    ]
+
+
+def test_runner_import_skips_loudness_and_plotting_libraries():
+    # pyloudnorm (scipy.signal) only for a `target_lufs` contract, matplotlib only in the plots
+    # child, scipy.stats (bench.metrics) when the metrics are computed
+    code = "import sys, bench.run; print(json.dumps(sorted(sys.modules)))"
+    out = subprocess.run(
+        [sys.executable, "-c", "import json; " + code],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    loaded = set(json.loads(out))
+    assert "pyloudnorm" not in loaded
+    assert "matplotlib" not in loaded
+    assert "scipy.stats" not in loaded  # bench.evaluate: imported when the metrics are computed
+
+
+@pytest.mark.parametrize("children", [1, 2])
+def test_plot_process_writes_what_make_plots_writes(tmp_path, children):
+    rows = pam_rows()
+    here = [p.name for p in make_plots(rows, tmp_path / "here")]
+    plotter = PlotProcess(children)
+    try:
+        plotter.submit(rows, tmp_path / "child")
+        made = plotter.result()
+    finally:
+        plotter.close()
+    assert [p.name for p in made] == here and here  # same files, same order
+    assert all(p.is_file() and p.parent == tmp_path / "child" for p in made)
+
+
+def test_plot_process_falls_back_when_a_child_dies(tmp_path, caplog):
+    plotter = PlotProcess(2)
+    plotter.procs[1].kill()
+    plotter.procs[1].wait()
+    plotter.submit(pam_rows(), tmp_path)
+    with caplog.at_level("WARNING"):
+        made = plotter.result()
+    assert [p.name for p in made] == [p.name for p in make_plots(pam_rows(), tmp_path / "here")]
+    assert "plot process failed" in caplog.text
+    plotter.close()
+
+
+def test_plot_process_unused_is_stopped():
+    plotter = PlotProcess(2)
+    procs = list(plotter.procs)
+    plotter.close()
+    assert all(p.returncode is not None for p in procs)
+    with pytest.raises(RuntimeError, match="before submit"):
+        plotter.result()
+
+
+def test_collection_paused_freezes_then_run_restores():
+    from bench.infer import worker_start
+    from bench.run import collection_paused
+
+    assert gc.isenabled()
+    try:
+        with collection_paused():
+            assert not gc.isenabled()
+            gc.disable()
+            worker_start(0)  # a decoding worker forked meanwhile collects as usual
+            assert gc.isenabled()
+            gc.disable()
+        assert gc.isenabled() and gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.enable()
