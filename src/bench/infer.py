@@ -53,12 +53,9 @@ def model_preprocess(model: Any, max_dur: float | None) -> Preprocess:
     return Preprocess(sr=int(model.sr), max_dur=max_dur if max_dur and max_dur > 0 else None)
 
 
-def path_row(row: BenchRow) -> dict[str, Any]:
-    """`decode_row` for a model that loads audio itself: paths in, nothing decoded. A missing
-    ref is passed as None with a note, as CMI-RewardBench does (`ref_audio_not_found`)."""
-    ref, notes = row.ref_audio, []
-    if ref and not os.path.exists(ref):
-        ref, notes = None, [f"ref_audio_not_found: {row.ref_audio}"]
+def row_inputs(row: BenchRow, ref: Any, load: Callable[[str], Any]) -> dict[str, BatchInput | str]:
+    """One BatchInput per side with `load(path)` as its audio, or the error text: an empty
+    path in the benchmark file, or what `load` raised."""
     sides: dict[str, BatchInput | str] = {}
     for side in row.sides:
         path = row.side_path(side)
@@ -68,10 +65,22 @@ def path_row(row: BenchRow) -> dict[str, Any]:
                 f"AudioMissingError: row {row.index}: empty {field!r} in the benchmark file"
             )
             continue
-        sides[side] = BatchInput(
-            audio=path, text=row.text, lyrics=row.lyrics, ref_audio=ref, path=path
-        )
-    return {"row": row, "sides": sides, "notes": notes}
+        try:
+            sides[side] = BatchInput(
+                audio=load(path), text=row.text, lyrics=row.lyrics, ref_audio=ref, path=path
+            )
+        except Exception as e:
+            sides[side] = describe_error(e)
+    return sides
+
+
+def path_row(row: BenchRow) -> dict[str, Any]:
+    """`decode_row` for a model that loads audio itself: paths in, nothing decoded. A missing
+    ref is passed as None with a note, as CMI-RewardBench does (`ref_audio_not_found`)."""
+    ref, notes = row.ref_audio, []
+    if ref and not os.path.exists(ref):
+        ref, notes = None, [f"ref_audio_not_found: {row.ref_audio}"]
+    return {"row": row, "sides": row_inputs(row, ref, lambda p: p), "notes": notes}
 
 
 def decode_row(row: BenchRow, pre: Preprocess | None) -> dict[str, Any]:
@@ -85,22 +94,7 @@ def decode_row(row: BenchRow, pre: Preprocess | None) -> dict[str, Any]:
             ref = decode_clip(row.ref_audio, pre)
         except Exception as e:  # like CMI-RewardBench: score without the ref, note why
             notes.append(f"ref_audio_error: {describe_error(e)}")
-    sides: dict[str, BatchInput | str] = {}
-    for side in row.sides:
-        path = row.side_path(side)
-        if not path:
-            field = "audio-path" if side == "a" else "audio2"
-            sides[side] = (
-                f"AudioMissingError: row {row.index}: empty {field!r} in the benchmark file"
-            )
-            continue
-        try:
-            wav = decode_clip(path, pre)
-            sides[side] = BatchInput(
-                audio=wav, text=row.text, lyrics=row.lyrics, ref_audio=ref, path=path
-            )
-        except Exception as e:
-            sides[side] = describe_error(e)
+    sides = row_inputs(row, ref, lambda p: decode_clip(p, pre))
     return {"row": row, "sides": sides, "notes": notes}
 
 
