@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+from pathlib import Path
 
 import av
 import numpy as np
@@ -345,3 +346,39 @@ def test_stereo_through_ffmpeg_is_mixed_to_mono(tmp_path, codec, fmt, ext):
     assert rate == SRC_SR and abs(wav.shape[0] - left.shape[0]) <= 2
     gain = np.dot(wav[: left.shape[0]], left) / np.dot(left, left)
     assert gain == pytest.approx(0.5, abs=0.02)  # mean of the channels
+
+
+@pytest.mark.parametrize(
+    "subtype, channels", [("PCM_16", 1), ("PCM_16", 2), ("PCM_32", 2), ("FLOAT", 2), ("PCM_U8", 1)]
+)
+def test_ffmpeg_path_equals_soundfile_sample_for_sample(tmp_path, subtype, channels):
+    """PyAV's frames are converted and mixed once per clip (not per frame): the samples equal
+    libsndfile's, exactly, for planar and packed, integer and float formats."""
+    from audiobase import audio
+
+    rng = np.random.default_rng(channels)
+    data = np.clip(rng.normal(0, 0.3, (3 * SRC_SR + 123, channels)), -1, 0.999).astype(np.float32)
+    path = tmp_path / f"{subtype}_{channels}.wav"
+    sf.write(path, data, SRC_SR, subtype=subtype)
+    ours, rate = audio._decode_pyav(path, 0.0, None)
+    ref, ref_rate = audio._decode_soundfile(path, 0.0, None)
+    assert rate == ref_rate == SRC_SR and ours.dtype == np.float32
+    np.testing.assert_array_equal(ours, ref)
+    part, _ = audio._decode_pyav(path, 1.0, 0.5)  # a window: the same samples
+    np.testing.assert_array_equal(part, ref[SRC_SR : SRC_SR + SRC_SR // 2])
+
+
+@pytest.mark.parametrize("ext", ["mp3", "ogg", "m4a"])
+def test_planar_frames_read_from_their_buffers_equal_pyavs_arrays(encoded, ext):
+    """Mono planar float frames (MP3, Vorbis, AAC) are read straight from the frame buffer:
+    the same samples as PyAV's own `to_ndarray`, frame by frame."""
+    from audiobase import audio
+
+    if ext not in encoded:
+        pytest.skip(f"no {ext} encoder")
+    with av.open(str(encoded[ext])) as container:
+        frames = [f.to_ndarray()[0] for f in container.decode(audio=0)]
+    ours, _ = audio._decode_pyav(Path(encoded[ext]), 0.0, None)
+    ref = np.concatenate(frames).astype(np.float32)
+    np.testing.assert_array_equal(ours[: ref.shape[0]], ref[: ours.shape[0]])
+    assert abs(ours.shape[0] - ref.shape[0]) <= 2 * 1152  # only encoder padding may differ

@@ -16,7 +16,12 @@ from hydra.utils import instantiate
 
 from audioscore.export import export_scorer
 from audioscore.models.components.muq_encoder import build_tiny_muq_dir, load_muq, muq_num_frames
-from audioscore.models.components.muq_padded import muq_padded_forward, muq_padded_hidden
+from audioscore.models.components.muq_padded import (
+    MEL_KEY,
+    muq_mel,
+    muq_padded_forward,
+    muq_padded_hidden,
+)
 from rewards.audioscore_rm import load_scorer
 from rewards.base import BatchInput
 from rewards.cmi_rm import CMIRewardModel
@@ -139,6 +144,24 @@ def test_padded_hidden_states_equal_alone_at_every_layer():
     with torch.no_grad():
         naive = muq(x, attention_mask=frames, output_hidden_states=True).hidden_states[-1]
     assert float((naive[1, : n_frames[1]] - alone[1][-1][0]).abs().max()) > 1e-3
+
+
+def test_mel_equals_muqs_own_front_end():
+    """muq_mel against MuQ's preprocessing + normalize, and an equal-length batch against
+    `muq(...)` itself at every layer: bit for bit."""
+    muq = load_muq(None, "tiny").eval()
+    core = muq.model
+    x = torch.stack(waves([3 * SR + 77] * 3, seed=5)) * torch.tensor([[1.0], [1e-3], [3.0]])
+    with torch.no_grad():
+        ours = muq_mel(core, x)
+        theirs = core.normalize(core.preprocessing(x, features=[MEL_KEY]))[MEL_KEY]
+        assert ours.shape == theirs.shape
+        assert torch.equal(ours, theirs)
+        hidden, mask = muq_padded_forward(muq, x, torch.full((3,), x.shape[1]))
+        own = muq(x, output_hidden_states=True).hidden_states
+    assert bool(mask.all()) and len(hidden) == len(own)
+    for h, o in zip(hidden, own, strict=True):
+        assert torch.equal(h, o)
 
 
 @pytest.mark.slow

@@ -56,6 +56,15 @@ _PYAV_ENCODERS = {
 _SEEK_PREROLL_S = 0.5  # decode from this much earlier: mp3/AAC need warm-up frames after a seek
 _MPEG_AUDIO_CODECS = {"mp3", "mp3float", "mp2", "mp2float", "mp1", "mp1float"}
 _SEEKABLE_CODECS = _MPEG_AUDIO_CODECS | {"aac", "aac_fixed", "alac", "flac"}
+# planar FFmpeg sample formats whose plane is a plain array of this dtype
+_SAMPLE_DTYPES = {
+    "fltp": "float32",
+    "dblp": "float64",
+    "s16p": "int16",
+    "s32p": "int32",
+    "s64p": "int64",
+    "u8p": "uint8",
+}
 _WARNED_SILENT: set[str] = set()  # files already warned about in this process
 
 
@@ -395,7 +404,7 @@ def _decode_pyav(path: Path, offset: float, duration: float | None) -> tuple[np.
             container.seek(0)
             found = _collect_frames(container, stream, rate, start, stop, use_pts=False)
         chunks, pos = found
-    wav = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+    wav = _to_mono(chunks)
     if declared is not None and stop is not None and start < stop:
         expected = (stop - start) / rate
         if expected - wav.shape[0] / rate > max(_TRUNCATION_SLACK_S, 0.02 * expected):
@@ -407,10 +416,13 @@ def _decode_pyav(path: Path, offset: float, duration: float | None) -> tuple[np.
 
 
 def _collect_frames(container, stream, rate: int, start: int, stop: int | None, use_pts: bool):
-    """Decode frames, keeping samples in [start, stop) by position; returns (chunks, end pos).
+    """Decode frames, keeping samples in [start, stop) by position; returns (chunks [C, n] in
+    the stream's sample format, end pos).
 
     Positions come from timestamps after a seek (`use_pts`), else from counting samples from
-    the first frame. Returns None if `use_pts` and a frame has no timestamp.
+    the first frame. Returns None if `use_pts` and a frame has no timestamp. Conversion to mono
+    float32 happens once, on the whole clip (`_to_mono`): MP3 frames hold 576-1152 samples,
+    so per-frame array work would cost more than the decoding.
     """
 
     base = stream.start_time or 0
@@ -436,28 +448,42 @@ def _collect_frames(container, stream, rate: int, start: int, stop: int | None, 
                     return None
                 else:
                     pos = int(round(float((frame.pts - base) * stream.time_base) * rate))
-            data = _frame_mono(frame)  # [n]
+            data = _frame_samples(frame)  # [C, n]
+            n = data.shape[1]
             lo = max(start - pos, 0)
-            hi = len(data) if stop is None else min(stop - pos, len(data))
+            hi = n if stop is None else min(stop - pos, n)
             if hi > lo:
-                chunks.append(data[lo:hi])
-            pos += len(data)
+                chunks.append(data[:, lo:hi])
+            pos += n
         if stop is not None and pos is not None and pos >= stop:
             break
     return chunks, pos or 0
 
 
-def _frame_mono(frame) -> np.ndarray:
-    """One decoded frame as mono float32 [n], whatever its sample format."""
-    arr = frame.to_ndarray()
+def _frame_samples(frame) -> np.ndarray:
+    """One decoded frame's samples [C, n] in its own sample format (no copy where possible)."""
     fmt = frame.format
+    if fmt.is_planar and len(frame.planes) == 1:  # mono: the plane's buffer is the samples
+        dtype = _SAMPLE_DTYPES.get(fmt.name)
+        if dtype is not None:
+            return np.frombuffer(frame.planes[0], dtype=dtype, count=frame.samples)[None]
+    arr = frame.to_ndarray()
     if not fmt.is_planar:  # packed: [1, n * C] interleaved
         arr = arr.reshape(-1, len(frame.layout.channels)).T
+    return arr
+
+
+def _to_mono(chunks: list[np.ndarray]) -> np.ndarray:
+    """Frames' samples [C, n_i] -> mono float32 [sum n_i] (integer formats scaled to [-1, 1))."""
+    if not chunks:
+        return np.zeros(0, np.float32)
+    arr = np.concatenate(chunks, axis=1)  # [C, T]
     if arr.dtype.kind == "i":
         arr = arr.astype(np.float32) / float(np.iinfo(arr.dtype).max + 1)
     elif arr.dtype.kind == "u":  # u8 is offset binary
         arr = (arr.astype(np.float32) - 128.0) / 128.0
-    return arr.astype(np.float32, copy=False).mean(axis=0)
+    arr = arr.astype(np.float32, copy=False)
+    return arr[0].copy() if arr.shape[0] == 1 else arr.mean(axis=0)
 
 
 def _audio_stream(container, path: Path):

@@ -111,10 +111,13 @@ class BatchDecodeDataset(Dataset):
         return [decode_row(r, self.pre) for r in self.batches[i]]
 
 
-def worker_start(_worker_id: int) -> None:
-    """Decoding workers collect garbage as usual: they may be forked while the runner has
-    Python's GC paused (bench.run.collection_paused)."""
+def worker_start(_worker_id: int, nice: int = 0) -> None:
+    """Decoding workers collect garbage as usual (they may be forked while the runner has
+    Python's GC paused: bench.run.collection_paused) and run `nice` steps below the model, so
+    they take the cores the model leaves idle instead of slowing every one of its threads."""
     gc.enable()
+    if nice > 0:
+        os.nice(nice)
 
 
 def keep_as_is(x: Any) -> Any:
@@ -122,18 +125,48 @@ def keep_as_is(x: Any) -> Any:
     return x
 
 
+def decoded_bytes(batch: list[BenchRow], pre: Preprocess) -> float:
+    """Upper estimate of a batch's decoded float32 audio: each side cropped to the contract's
+    `max_dur`, and a reference as long as the row's longest side."""
+    total = 0.0
+    for r in batch:
+        sides = [min(d, pre.max_dur) if pre.max_dur else d for d in r.durations or [0.0]]
+        total += sum(sides) + (max(sides) if r.ref_audio else 0.0)
+    return total * pre.sr * 4
+
+
+def prefetch_depth(
+    batches: list[list[BenchRow]], pre: Preprocess, num_workers: int, ahead_mb: float | None
+) -> int:
+    """Batches each worker may decode ahead of the model: as many as `ahead_mb` of decoded
+    audio allows at the largest batch's size (at least DataLoader's default, 2)."""
+    if not ahead_mb or not batches or num_workers <= 0:
+        return 2
+    largest = max(decoded_bytes(b, pre) for b in batches)
+    fit = int(ahead_mb * 2**20 // max(largest * num_workers, 1.0))
+    return max(2, min(fit, -(-len(batches) // num_workers)))
+
+
 def make_loader(
     batches: list[list[BenchRow]],
     pre: Preprocess | None,
     num_workers: int = 2,
     sampler: Any = None,
+    *,
+    ahead_mb: float | None = None,
+    nice: int = 0,
 ) -> DataLoader:
     """DataLoader over pre-formed batches; `sampler` shards them across ranks; `pre=None`:
-    paths only, nothing to decode, so no worker processes."""
+    paths only, nothing to decode, so no worker processes. Workers decode up to `ahead_mb` of
+    audio ahead of the model (`prefetch_depth`), at `nice` lower priority (`worker_start`)."""
     num_workers = 0 if pre is None else num_workers
     kw: dict[str, Any] = {"num_workers": num_workers, "collate_fn": keep_as_is}
-    if num_workers > 0:
-        kw |= {"prefetch_factor": 2, "persistent_workers": False, "worker_init_fn": worker_start}
+    if num_workers > 0 and pre is not None:
+        kw |= {
+            "prefetch_factor": prefetch_depth(batches, pre, num_workers, ahead_mb),
+            "persistent_workers": False,
+            "worker_init_fn": partial(worker_start, nice=nice),
+        }
     ds = BatchDecodeDataset(batches, pre)
     return DataLoader(ds, batch_size=None, shuffle=False, sampler=sampler, **kw)
 

@@ -284,14 +284,35 @@ def fingerprint(
     return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
-def pick_threads(cfg: DictConfig, processes: int = 1) -> int | None:
-    """Intra-op threads for CPU scoring; `torch_threads: auto` leaves half the cores to the
-    decoding workers and other processes (oversubscribed OpenMP threads spin and crawl)."""
+MAX_STREAMS = 8  # `score_streams: auto`'s cap: each stream holds a batch's activations
+
+
+def score_streams(cfg: DictConfig, model: Any, processes: int = 1) -> int:
+    """Batches scored at once on CPU, each on its own thread (`score_streams: auto`: each of
+    `processes` ranks' share of the cores, at most MAX_STREAMS batches in memory). Only for a
+    model declaring `thread_safe`; 1 on accelerators and for any other model. Scores do not
+    depend on it: with one intra-op thread per stream every batch runs as it would alone on
+    one thread."""
+    want = cfg.get("score_streams", "auto")
+    on_cpu = resolve_device(str(cfg.get("device") or "cpu")) == "cpu"
+    if want in (None, "none") or not on_cpu or not getattr(model, "thread_safe", False):
+        return 1
+    if want == "auto":
+        return max(1, min(MAX_STREAMS, (os.cpu_count() or 1) // max(processes, 1)))
+    return max(1, int(want))
+
+
+def pick_threads(cfg: DictConfig, processes: int = 1, streams: int = 1) -> int | None:
+    """Intra-op threads for CPU scoring, per stream; `torch_threads: auto` gives each of
+    `processes` ranks its share of the cores, split between its `streams`. Decoding workers
+    run at lower priority (`decode_nice`) and fill what the model leaves idle; with equal
+    priority they would slow every OpenMP thread of a parallel op to the pace of the one
+    sharing its core."""
     want = cfg.get("torch_threads", "auto")
     if want in (None, "none") or resolve_device(str(cfg.get("device") or "cpu")) != "cpu":
         return None
     if want == "auto":
-        return max(1, (os.cpu_count() or 1) // (2 * max(processes, 1)))
+        return max(1, (os.cpu_count() or 1) // (max(processes, 1) * max(streams, 1)))
     return int(want)
 
 

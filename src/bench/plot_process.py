@@ -24,21 +24,24 @@ log = logging.getLogger(__name__)
 
 SRC = str(Path(__file__).resolve().parents[1])  # the folder holding the `bench` package
 MAX_CHILDREN = 2  # ten plots: a third child's matplotlib import would cost more than it saves
+# children run at the lowest priority: their imports fill the cores that the model and the
+# decoding workers (bench.yaml decode_nice) leave idle instead of slowing them
+NICE = 19
 
 
 class PlotProcess:
     """`python -m bench.plots k n` children waiting on stdin for a rows file; `submit`, then
     `result`; `close` stops children never used."""
 
-    def __init__(self, children: int | None = None) -> None:
-        # one child per two cores: on 2 busy cores a second child's matplotlib import slowed the
-        # model build by more than it saved (80-row run: 14.8 s vs 12.8 s)
+    def __init__(self, children: int | None = None, nice: int = NICE) -> None:
+        # one child per two cores: on 2 cores a second child's matplotlib import cost more CPU than
+        # its share of the drawing saved
         n = children or max(1, min(MAX_CHILDREN, (os.cpu_count() or 1) // 2))
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [SRC, env.get("PYTHONPATH")]))
         self.procs: list[subprocess.Popen[str]] = [
             subprocess.Popen(
-                [sys.executable, "-m", "bench.plots", str(k), str(n)],
+                [sys.executable, "-m", "bench.plots", str(k), str(n), str(nice)],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,7 @@ from bench.models import (
     n_devices,
     pick_threads,
     resolve_device,
+    score_streams,
     torch_threads,
 )
 from bench.store import ResultWriter
@@ -53,7 +56,11 @@ def open_batches(
     """Start decoding `batches` in `num_workers` processes (they begin at once); yields each
     decoded batch. A model taking paths (`model.inputs=paths`) gets them undecoded."""
     loader = make_loader(
-        batches, None if model_inputs(cfg) == "paths" else pre, int(cfg.num_workers)
+        batches,
+        None if model_inputs(cfg) == "paths" else pre,
+        int(cfg.num_workers),
+        ahead_mb=cfg.get("decode_ahead_mb"),
+        nice=int(cfg.get("decode_nice", 0) or 0),
     )
     return iter(loader)
 
@@ -92,9 +99,11 @@ def score_local(
     writer: ResultWriter,
     fp: str = "",
     started: Iterator[list[dict[str, Any]]] | None = None,
+    streams: int = 1,
 ) -> dict[str, Any]:
     """One process: workers decode ahead (`started`: decoding already under way), the model
-    scores, each batch is appended durably."""
+    scores `streams` batches at once (threads; `bench.models.score_streams`), and each batch
+    is appended durably in batch order."""
     device = resolve_device(cfg.get("device", "auto"))
     loader = started if started is not None else open_batches(cfg, batches, pre)
     grad = model_grad(cfg)
@@ -106,27 +115,43 @@ def score_local(
         desc=f"{cfg.model.name}/{cfg.dataset.name}",
         dynamic_ncols=True,
     )
+
+    def score(decoded: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return score_batch_rows(
+            model,
+            decoded,
+            pre.max_dur,
+            score_kwargs,
+            str(cfg.model.name),
+            autocast=lambda: autocast_for(device, bool(cfg.get("bf16", True))),
+            extra={"bench_fingerprint": fp},
+            per_side=cfg.get("batching") == "upstream",
+            grad=grad,
+        )
+
+    def record(rows: list[dict[str, Any]]) -> None:
+        writer.write(rows)
+        for r in rows:
+            counts[r["status"]] += 1
+            counts["scored_keys"].append(r["bench_row_key"])
+            counts["audio_seconds"] += r["bench_audio_seconds"]
+        rate = counts["audio_seconds"] / max(time.perf_counter() - t0, 1e-9)
+        bar.set_postfix(ok=counts["ok"], err=counts["error"], audio_s_per_s=f"{rate:.1f}")
+        bar.update(len(rows))
+
     with bar:
-        for decoded in loader:
-            rows = score_batch_rows(
-                model,
-                decoded,
-                pre.max_dur,
-                score_kwargs,
-                str(cfg.model.name),
-                autocast=lambda: autocast_for(device, bool(cfg.get("bf16", True))),
-                extra={"bench_fingerprint": fp},
-                per_side=cfg.get("batching") == "upstream",
-                grad=grad,
-            )
-            writer.write(rows)
-            for r in rows:
-                counts[r["status"]] += 1
-                counts["scored_keys"].append(r["bench_row_key"])
-                counts["audio_seconds"] += r["bench_audio_seconds"]
-            rate = counts["audio_seconds"] / max(time.perf_counter() - t0, 1e-9)
-            bar.set_postfix(ok=counts["ok"], err=counts["error"], audio_s_per_s=f"{rate:.1f}")
-            bar.update(len(rows))
+        if streams <= 1:
+            for decoded in loader:
+                record(score(decoded))
+            return counts
+        with ThreadPoolExecutor(streams, thread_name_prefix="score") as pool:
+            pending: deque[Future[list[dict[str, Any]]]] = deque()
+            for decoded in loader:
+                pending.append(pool.submit(score, decoded))
+                if len(pending) >= streams:  # the oldest first: results stay in batch order
+                    record(pending.popleft().result())
+            while pending:
+                record(pending.popleft().result())
     return counts
 
 
@@ -163,5 +188,7 @@ def score_rows(
 
         counts = score_sharded(cfg, model, score_kwargs, batches, out, fp)
         return counts | {"batches": len(batches)}
-    with ResultWriter(out / "results.jsonl") as writer, torch_threads(pick_threads(cfg)):
-        return score_local(cfg, model, score_kwargs, batches, pre, writer, fp, decoded)
+    streams = score_streams(cfg, model)
+    threads = pick_threads(cfg, streams=streams)
+    with ResultWriter(out / "results.jsonl") as writer, torch_threads(threads):
+        return score_local(cfg, model, score_kwargs, batches, pre, writer, fp, decoded, streams)

@@ -51,10 +51,13 @@ class BenchDataModule(L.LightningDataModule):
         max_dur: float,
         num_workers: int,
         paths: bool = False,
+        ahead_mb: float | None = None,
+        nice: int = 0,
     ):
         super().__init__()
         self.batches, self.max_dur, self.num_workers = batches, max_dur, num_workers
         self.paths = paths  # model.inputs=paths: nothing to decode
+        self.ahead_mb, self.nice = ahead_mb, nice  # per rank: see bench.infer.make_loader
 
     def predict_dataloader(self):
         t = self.trainer
@@ -64,7 +67,12 @@ class BenchDataModule(L.LightningDataModule):
             self.batches, num_replicas=t.world_size, rank=t.global_rank, shuffle=False
         )
         return make_loader(
-            self.batches, None if self.paths else pre, self.num_workers, sampler=sampler
+            self.batches,
+            None if self.paths else pre,
+            self.num_workers,
+            sampler=sampler,
+            ahead_mb=self.ahead_mb,
+            nice=self.nice,
         )
 
 
@@ -180,7 +188,15 @@ def score_sharded(
     before = {p: sum(1 for _ in iter_records(p)) for p in out.glob("results.rank*.jsonl")}
     t0 = time.perf_counter()
     paths = model_inputs(cfg) == "paths"
-    dm = BenchDataModule(batches, float(cfg.max_dur), int(cfg.num_workers), paths)
+    ahead = cfg.get("decode_ahead_mb")
+    dm = BenchDataModule(
+        batches,
+        float(cfg.max_dur),
+        int(cfg.num_workers),
+        paths,
+        ahead_mb=ahead / n_devices(cfg) if ahead else None,  # the machine's budget, shared
+        nice=int(cfg.get("decode_nice", 0) or 0),
+    )
     trainer.predict(module, datamodule=dm, return_predictions=False)
     trainer.strategy.barrier()  # plain ddp: every rank's part file is complete past this point
     # spawned ranks keep their counters to themselves: recount from what they wrote

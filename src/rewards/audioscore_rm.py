@@ -24,6 +24,8 @@ class AudioscoreRewardModel(RewardModel):
     `score_batch` does not: the same file gets the same score from every route.
     """
 
+    thread_safe = True  # scoring changes no state: the runner may score batches at once
+
     def __init__(
         self,
         checkpoint: str | Path,

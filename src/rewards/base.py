@@ -43,7 +43,14 @@ class BatchInput:
 
 
 class RewardModel(ABC):
-    """Abstract reward model. Subclasses set `sr` and implement `score_batch`."""
+    """Abstract reward model. Subclasses set `sr` and implement `score_batch`.
+
+    `thread_safe = True` declares that `score_batch` may run on several threads at once (no
+    state changes while scoring): the benchmark runner then scores that many batches at once
+    on CPU (`score_streams`), each on one intra-op thread.
+    """
+
+    thread_safe: bool = False
 
     @property
     @abstractmethod

@@ -177,6 +177,8 @@ class SongEvalRewardModel(RewardModel):
         tiny: build a tiny random SongEval at `checkpoint` first if nothing is there.
     """
 
+    thread_safe = True  # scoring changes no state: the runner may score batches at once
+
     extra_columns = list(SONGEVAL_DIMENSIONS)
 
     def __init__(

@@ -269,3 +269,23 @@ class JudgeLikeReward(SignalStatsReward):
         errors = ["unparsable answer" if x.text == "pam real 1" else None for x in inputs]
         details = [{"judge_answer": f"score for {x.text}"} for x in inputs]
         return scores, errors, details
+
+
+class ConcurrentStats(SignalStatsReward):
+    """The baseline with a pause per batch that records how many calls overlap (`most`)."""
+
+    def __init__(self, thread_safe: bool = True, delay_s: float = 0.05, **kw):
+        super().__init__(**kw)
+        self.thread_safe, self.delay_s = thread_safe, delay_s
+        self.lock, self.active, self.most = threading.Lock(), 0, 0
+
+    def score_batch(self, inputs, batch_size, max_dur, **kw):
+        with self.lock:
+            self.active += 1
+            self.most = max(self.most, self.active)
+        try:
+            time.sleep(self.delay_s)
+            return super().score_batch(inputs, batch_size, max_dur, **kw)
+        finally:
+            with self.lock:
+                self.active -= 1

@@ -11,11 +11,14 @@ types, and their submodules (`model`, `proj`, `tokenizer`, ...) are reached by n
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import torch
 
 from audioscore.models.components.muq_padded import muq_padded_hidden
+
+_TOKENIZER_LOCK = threading.Lock()
 
 
 @torch.no_grad()
@@ -55,14 +58,16 @@ def encode_audio_frames_exact(
 def encode_text_tokens(text_module: Any, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
     """Strings -> tokens [B, L, D] and mask [B, L]; XLM-R input truncated to 512 tokens as upstream."""
     max_len = min(int(text_module.max_seq_len), 512)
-    tok = text_module.tokenizer(
-        list(texts),
-        return_tensors="pt",
-        padding=True,
-        truncation=True,
-        max_length=max_len,
-        return_token_type_ids=False,
-    ).to(text_module.device)
+    with _TOKENIZER_LOCK:  # a fast tokenizer re-sets its padding state per call: one at a time
+        tok = text_module.tokenizer(
+            list(texts),
+            return_tensors="pt",
+            padding=True,
+            truncation=True,
+            max_length=max_len,
+            return_token_type_ids=False,
+        )
+    tok = tok.to(text_module.device)
     hidden = text_module.pred_pretrained_model_hidden(**tok)  # [B, L, model_dim]
     mask = tok["attention_mask"].bool()
     tokens = text_module.transformer(text_module.proj(hidden), mask=mask)

@@ -149,6 +149,8 @@ class CMIRewardModel(RewardModel):
         tiny: build a small random CMI-RM at `checkpoint` first if nothing is there (tests, demo).
     """
 
+    thread_safe = True  # scoring changes no state: the runner may score batches at once
+
     def __init__(
         self,
         checkpoint: str | Path,

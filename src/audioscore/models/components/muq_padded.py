@@ -105,25 +105,66 @@ def _padding_hooks(
             h.remove()
 
 
+def muq_mel(core: Any, wav: torch.Tensor) -> torch.Tensor:
+    """MuQ's normalised input feature [B, n_mels, M] for wav [B, N] (float32, 24 kHz): exactly
+    `core.normalize(core.preprocessing(wav, ...))`, bit for bit.
+
+    torchaudio takes the STFT's magnitude with complex `abs`, the slowest step of MuQ's front
+    end on CPU; `torch.hypot` of the real and imaginary parts gives the same floats about twice
+    as fast. Everything else is MuQ's own modules' settings and buffers. A front end configured
+    otherwise runs MuQ's own code.
+    """
+    front = getattr(core, f"preprocessor_{MEL_KEY}").to(wav.device)  # not an nn.Module: moved here
+    spec, to_mel = front.mel_stft.spectrogram, front.mel_stft.mel_scale
+    db = getattr(front, "amplitude_to_db", None)
+    standard = (
+        spec.power == 2.0
+        and not spec.normalized
+        and spec.center
+        and spec.onesided
+        and spec.pad == 0
+        and getattr(db, "top_db", 0.0) is None
+        and getattr(db, "db_multiplier", None) == 0.0
+    )
+    if db is None or not standard:
+        return core.normalize(core.preprocessing(wav, features=[MEL_KEY]))[MEL_KEY]
+    z = torch.stft(
+        wav.float(),
+        spec.n_fft,
+        spec.hop_length,
+        spec.win_length,
+        spec.window,
+        center=True,
+        pad_mode=spec.pad_mode,
+        normalized=False,
+        onesided=True,
+        return_complex=True,
+    )  # [B, n_freqs, M + 1]
+    power = torch.hypot(z.real, z.imag).pow(2)  # == z.abs().pow(2), torchaudio's power=2
+    mel = torch.matmul(power.transpose(-1, -2), to_mel.fb).transpose(-1, -2)
+    mel = db.multiplier * torch.log10(torch.clamp(mel, min=db.amin))[..., :-1]  # [B, n_mels, M]
+    return (mel - core.stat[f"{MEL_KEY}_mean"]) / core.stat[f"{MEL_KEY}_std"]
+
+
 def muq_padded_forward(
     muq: Any, wav: torch.Tensor, lengths: torch.Tensor
 ) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
     """A `muq` MuQ on a zero-padded batch: wav [B, N] at 24 kHz, lengths [B] samples ->
     (every hidden state [B, F, D], as `muq(...).hidden_states`; frame mask [B, F]), F = the
     longest clip's frame count. Each clip's valid frames equal what `muq` gives it alone (to
-    float rounding); padded frames hold anything. Equal lengths run `muq` itself, unchanged.
+    float rounding); padded frames hold anything. Equal lengths need no hooks or mask. MuQ's
+    pre-training head (codebook logits, which `muq(...)` also computes) is skipped.
     """
     lengths = lengths.to(device=wav.device, dtype=torch.long)
     wav = wav[:, : int(lengths.max())].float()
     hop, strides = int(muq.config.hop_length), stem_strides(muq)
-    if bool((lengths == wav.shape[1]).all()):
-        hidden = muq(wav, output_hidden_states=True).hidden_states  # each [B, F, D]
-        return hidden, torch.ones(hidden[0].shape[:2], dtype=torch.bool, device=wav.device)
     core = muq.model
-    mels = [  # each clip's own mel (its own STFT edge), normalised: [n_mels, M_i]
-        core.normalize(core.preprocessing(wav[i : i + 1, :n], features=[MEL_KEY]))[MEL_KEY][0]
-        for i, n in enumerate(lengths.tolist())
-    ]
+    if bool((lengths == wav.shape[1]).all()):
+        x = core.conv(muq_mel(core, wav))  # [B, F, D]
+        hidden = core.conformer(x, output_hidden_states=True).hidden_states  # each [B, F, D]
+        return hidden, torch.ones(hidden[0].shape[:2], dtype=torch.bool, device=wav.device)
+    # each clip's own mel (its own STFT edge): [n_mels, M_i]
+    mels = [muq_mel(core, wav[i : i + 1, :n])[0] for i, n in enumerate(lengths.tolist())]
     mel = wav.new_zeros(len(mels), mels[0].shape[0], max(m.shape[-1] for m in mels))
     for i, m in enumerate(mels):
         mel[i, :, : m.shape[-1]] = m  # [B, n_mels, M], zeros after each clip
