@@ -1,10 +1,10 @@
 """Plots drawn off the critical path: `bench.plots` in child processes started with the run.
 
-Importing matplotlib and drawing the PNGs takes seconds (about 1.7 s + 1.5 s for the ten plots
+Importing matplotlib and drawing the PNGs takes seconds (about 1.7 s + 1.0 s for the ten plots
 of the synthetic set on the 2-core project machine). The runner starts `PlotProcess` when a run
-begins: its children (one per two cores, at most `MAX_CHILDREN`) import matplotlib while the model
-loads and scores, then share the drawing of the compacted rows while the runner computes the
-metrics. The files are the ones `bench.plots.make_plots` writes in-process, which is also the
+begins: its children (one per two cores, at most `MAX_CHILDREN`, at the lowest CPU priority)
+import matplotlib on whatever the model and the decoding workers leave idle, then share the
+drawing of the compacted rows while the runner computes the metrics. The files are the ones `bench.plots.make_plots` writes in-process, which is also the
 fallback if a child fails.
 """
 
