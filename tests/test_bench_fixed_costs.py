@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
+import bench.plots
 from bench.plot_process import PlotProcess
-from bench.plots import make_plots
+from bench.plots import draw, draw_forked, make_plots
 
 
 def pam_rows(n: int = 30) -> list[dict]:
@@ -70,6 +72,34 @@ def test_plot_process_falls_back_when_a_child_dies(tmp_path, caplog):
     assert [p.name for p in made] == [p.name for p in make_plots(pam_rows(), tmp_path / "here")]
     assert "plot process failed" in caplog.text
     plotter.close()
+
+
+def names(made: list) -> list[str | None]:
+    return [None if p is None else p.name for p in made]
+
+
+def test_forked_copies_draw_what_one_process_draws(tmp_path):
+    rows = pam_rows()
+    here = draw(rows, tmp_path / "here")
+    made = draw_forked(rows, tmp_path / "forked", ways=3)
+    assert names(made) == names(here) and sum(p is not None for p in here) >= 3
+    assert all(p.is_file() for p in made if p is not None)
+    assert names(draw_forked(rows, tmp_path / "part", (1, 2), ways=2)) == names(here)[1::2]
+
+
+def test_a_failing_copy_has_its_share_drawn_here(tmp_path, monkeypatch):
+    me, plot_scatter = os.getpid(), bench.plots.plot_scatter
+
+    def only_here(*a, **k):  # fails in the forked copies only
+        if os.getpid() != me:
+            raise RuntimeError("copy died")
+        return plot_scatter(*a, **k)
+
+    monkeypatch.setattr(bench.plots, "plot_scatter", only_here)
+    rows = pam_rows()
+    made = draw_forked(rows, tmp_path / "forked", ways=2)
+    assert names(made) == names(draw(rows, tmp_path / "here"))
+    assert all(p.is_file() for p in made if p is not None)
 
 
 def test_plot_process_unused_is_stopped():

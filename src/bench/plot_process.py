@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 SRC = str(Path(__file__).resolve().parents[1])  # the folder holding the `bench` package
 MAX_CHILDREN = 2  # ten plots: a third child's matplotlib import would cost more than it saves
+MAX_WAYS = 4  # forked drawing copies per child
 # children run at the lowest priority: their imports fill the cores that the model and the
 # decoding workers (bench.yaml decode_nice) leave idle instead of slowing them
 NICE = 19
@@ -37,11 +38,13 @@ class PlotProcess:
         # one child per two cores: on 2 cores a second child's matplotlib import cost more CPU than
         # its share of the drawing saved
         n = children or max(1, min(MAX_CHILDREN, (os.cpu_count() or 1) // 2))
+        # at drawing time each child forks copies of itself for the idle cores (no new import)
+        ways = max(1, min(MAX_WAYS, (os.cpu_count() or 1) // n))
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [SRC, env.get("PYTHONPATH")]))
         self.procs: list[subprocess.Popen[str]] = [
             subprocess.Popen(
-                [sys.executable, "-m", "bench.plots", str(k), str(n), str(nice)],
+                [sys.executable, "-m", "bench.plots", str(k), str(n), str(nice), str(ways)],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,

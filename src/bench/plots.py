@@ -119,19 +119,61 @@ def draw(
     return [job() for job in jobs[k::n]]
 
 
-def serve_one(part: tuple[int, int] = (0, 1)) -> None:
-    """`python -m bench.plots [k n]` (bench.plot_process): read one line naming a JSON file
-    with `rows` and `out_dir` from stdin, draw part k of n, print `draw`'s list as JSON."""
+def draw_forked(
+    rows: Sequence[dict[str, Any]],
+    out_dir: str | Path,
+    part: tuple[int, int] = (0, 1),
+    ways: int = 1,
+) -> list[Path | None]:
+    """`draw(rows, out_dir, part)`, shared with `ways - 1` forked copies of this process (they
+    inherit its imported matplotlib: no second import). A copy that fails has its share drawn
+    here."""
+    k, n = part
+    if ways <= 1 or not hasattr(os, "fork"):
+        return draw(rows, out_dir, part)
+    kids = []
+    for j in range(1, ways):
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the copy: draw share j, report the paths, exit without cleanup
+            os.close(r)
+            code = 1
+            try:
+                made = draw(rows, out_dir, (k + j * n, n * ways))
+                with os.fdopen(w, "w") as f:
+                    f.write(json.dumps([None if p is None else str(p) for p in made]))
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(w)
+        kids.append((j, pid, r))
+    shares = {0: draw(rows, out_dir, (k, n * ways))}
+    for j, pid, r in kids:
+        with os.fdopen(r) as f:
+            answer = f.read()
+        _, status = os.waitpid(pid, 0)
+        if status == 0 and answer:
+            shares[j] = [None if p is None else Path(p) for p in json.loads(answer)]
+        else:
+            shares[j] = draw(rows, out_dir, (k + j * n, n * ways))
+    total = sum(len(v) for v in shares.values())  # share j holds items j, j + ways, ...
+    return [shares[i % ways][i // ways] for i in range(total)]
+
+
+def serve_one(part: tuple[int, int] = (0, 1), ways: int = 1) -> None:
+    """`python -m bench.plots [k n [nice [ways]]]` (bench.plot_process): read one line naming a
+    JSON file with `rows` and `out_dir` from stdin, draw part k of n (in `ways` forked copies),
+    print `draw`'s list as JSON."""
     name = sys.stdin.readline().strip()
     if not name:  # the runner closed the pipe without work: nothing to draw
         return
     job = json.loads(Path(name).read_text())
-    made = draw(job["rows"], job["out_dir"], part)
+    made = draw_forked(job["rows"], job["out_dir"], part, ways)
     print(json.dumps([None if p is None else str(p) for p in made]), flush=True)
 
 
 if __name__ == "__main__":
-    args = [int(a) for a in sys.argv[1:4]]  # k n [nice]
-    if len(args) == 3 and args[2] > 0:
+    args = [int(a) for a in sys.argv[1:5]]  # k n [nice [ways]]
+    if len(args) >= 3 and args[2] > 0:
         os.nice(args[2])  # below the runner: import matplotlib on the cores the model leaves idle
-    serve_one((args[0], args[1]) if len(args) >= 2 else (0, 1))
+    serve_one((args[0], args[1]) if len(args) >= 2 else (0, 1), args[3] if len(args) == 4 else 1)
