@@ -32,8 +32,8 @@
    `--model cmi_rm --checkpoint .../model.safetensors` runs upstream's own CMI-RM code on the
    same weights instead, as its users do. Its evaluator needs pandas, installed anywhere on
    PYTHONPATH; docs/bench.md (Speed) has the numbers measured this way. Our
-   runner gives the model half the cores (`torch_threads=auto`); OMP_NUM_THREADS sets the other
-   side's to match, or leave it out to time upstream as it runs by default.)
+   runner uses every core (`score_streams=auto`: one batch per core on one thread each);
+   upstream runs with torch's default threads unless OMP_NUM_THREADS is set for it.)
 
    Commands are shell command lines; `{out}` becomes a fresh empty folder per run (deleted after
    unless --keep), `{python}` this interpreter. `--ours-env/--theirs-env K=V` (repeatable, values
