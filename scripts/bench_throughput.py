@@ -135,7 +135,7 @@ def measure(overrides: list[str]) -> dict:
     import torch
     from hydra import compose, initialize_config_dir
 
-    from bench.models import build_model, pick_threads
+    from bench.models import build_model, pick_threads, score_streams
     from bench.run import run
 
     out = Path(tempfile.mkdtemp(prefix="bench_throughput_"))
@@ -159,9 +159,11 @@ def measure(overrides: list[str]) -> dict:
         k: info[k] for k in ("audio_seconds", "wall_s", "audio_s_per_s", "scored_rows", "batches")
     }
     loop = one_clip_loop(cfg, model)  # torch's default thread count, as a plain loop runs
-    torch.set_num_threads(pick_threads(cfg) or default_threads)
+    streams = score_streams(cfg, model)
+    per_stream = pick_threads(cfg, streams=streams) or default_threads
+    torch.set_num_threads(streams * per_stream)
     try:
-        loop_tuned = one_clip_loop(cfg, model)  # the same loop with the runner's thread count
+        loop_tuned = one_clip_loop(cfg, model)  # the same loop on as many threads as the runner
     finally:
         torch.set_num_threads(default_threads)
     report = {
@@ -175,7 +177,10 @@ def measure(overrides: list[str]) -> dict:
         "one_clip_loop": loop,
         "one_clip_loop_same_threads": loop_tuned,
         "speedup_vs_same_threads": ours["audio_s_per_s"] / max(loop_tuned["audio_s_per_s"], 1e-9),
-        "torch_threads": {"loop": default_threads, "runner": pick_threads(cfg)},
+        "torch_threads": {
+            "loop": default_threads,
+            "runner": {"streams": streams, "threads_per_stream": per_stream},
+        },
         "load_average": os.getloadavg(),
         "speedup": ours["audio_s_per_s"] / max(loop["audio_s_per_s"], 1e-9),
     }
