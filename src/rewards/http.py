@@ -70,35 +70,15 @@ class HTTPRewardModel(RewardModel):
         checkpoint: Any = None,  # accepted for the runner's injection; unused
         device: Any = None,  # accepted for the runner's injection; unused
         sr: int = 24000,
-        api_key_env: str | None = None,
-        api_key_header: str = "Authorization",
-        api_key_prefix: str = "Bearer ",
-        timeout: float = 60.0,
-        max_retries: int = 4,
-        backoff_base: float = 0.5,
-        backoff_max: float = 30.0,
-        concurrency: int = 4,
-        rate_limit: float | None = None,
         extra_body: dict[str, Any] | None = None,
-        headers: dict[str, str] | None = None,
-        seed: int | None = None,
         info_url: str | None = None,
+        **transport: Any,
     ) -> None:
+        """`transport`: HTTPTransport's keys (api_key_env, timeout, max_retries, backoff_base,
+        backoff_max, concurrency, rate_limit, headers, seed, ...), flat in the model config."""
         if not url.startswith(("http://", "https://")):
             raise ValueError(f"url must start with http:// or https://, got {url!r}")
-        self.transport = HTTPTransport(
-            api_key_env=api_key_env,
-            api_key_header=api_key_header,
-            api_key_prefix=api_key_prefix,
-            timeout=timeout,
-            max_retries=max_retries,
-            backoff_base=backoff_base,
-            backoff_max=backoff_max,
-            concurrency=concurrency,
-            rate_limit=rate_limit,
-            headers=headers,
-            seed=seed,
-        )
+        self.transport = HTTPTransport(**transport)
         self.url, self._sr = url, int(sr)
         # "" = ask nothing (no contract); None = the `health` route next to `url`
         self.info_url = urljoin(url, "health") if info_url is None else info_url

@@ -152,16 +152,7 @@ class LALMJudge(RewardModel):
         seed: int | None = 0,
         max_tokens: int | None = 512,
         extra_body: dict[str, Any] | None = None,
-        api_key_env: str | None = None,
-        api_key_header: str = "Authorization",
-        api_key_prefix: str = "Bearer ",
-        timeout: float = 120.0,
-        max_retries: int = 4,
-        backoff_base: float = 0.5,
-        backoff_max: float = 30.0,
-        concurrency: int = 4,
-        rate_limit: float | None = None,
-        headers: dict[str, str] | None = None,
+        **transport: Any,
     ) -> None:
         if not url.startswith(("http://", "https://")):
             raise ValueError(f"url must start with http:// or https://, got {url!r}")
@@ -196,19 +187,8 @@ class LALMJudge(RewardModel):
         if max_tokens:
             self.sampling["max_tokens"] = int(max_tokens)
         self.extra_body = dict(extra_body or {})
-        self.transport = HTTPTransport(
-            api_key_env=api_key_env,
-            api_key_header=api_key_header,
-            api_key_prefix=api_key_prefix,
-            timeout=timeout,
-            max_retries=max_retries,
-            backoff_base=backoff_base,
-            backoff_max=backoff_max,
-            concurrency=concurrency,
-            rate_limit=rate_limit,
-            headers=headers,
-            seed=seed,
-        )
+        # HTTPTransport's keys, flat in the config; an LLM answer takes a while: 120 s timeout
+        self.transport = HTTPTransport(**{"timeout": 120.0, **transport, "seed": seed})
 
     def __repr__(self) -> str:
         return f"LALMJudge(url={self.url!r}, model_name={self.model_name!r})"
