@@ -11,11 +11,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from helpers.train import net_config
-from hydra.utils import instantiate
+from helpers.routes import make_tiny_export
 
-from audioscore.export import export_scorer
-from audioscore.models.components.muq_encoder import build_tiny_muq_dir, load_muq, muq_num_frames
+from audioscore.models.components.muq_encoder import load_muq, muq_num_frames
 from audioscore.models.components.muq_padded import (
     MEL_KEY,
     muq_mel,
@@ -67,15 +65,7 @@ def assert_exact_and_batched(model, muq, inputs, batch_size=BATCH, passes=2, chu
 
 @pytest.fixture(scope="module")
 def export_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("exact_export")
-    tiny = build_tiny_muq_dir(root / "tiny_muq")
-    torch.manual_seed(0)
-    net = instantiate(net_config(str(tiny)), _convert_="all")
-    with torch.no_grad():
-        for n, p in net.named_parameters():
-            if "lora_B" in n:
-                p.normal_(0, 0.3)
-    return export_scorer(net.eval(), root / "export", net_config=net_config(str(tiny)))
+    return make_tiny_export(tmp_path_factory.mktemp("exact_export"))
 
 
 def test_audioscore_export_batches_unequal_lengths_exactly(export_dir):
