@@ -287,19 +287,24 @@ def fingerprint(
 MAX_STREAMS = 8  # `score_streams: auto`'s cap: each stream holds a batch's activations
 
 
+def cores_per(cfg: DictConfig, share: int) -> int | None:
+    """The cores each of `share` CPU scorers gets (at least 1); None when scoring runs on an
+    accelerator."""
+    if resolve_device(str(cfg.get("device") or "cpu")) != "cpu":
+        return None
+    return max(1, (os.cpu_count() or 1) // max(share, 1))
+
+
 def score_streams(cfg: DictConfig, model: Any, processes: int = 1) -> int:
     """Batches scored at once on CPU, each on its own thread (`score_streams: auto`: each of
     `processes` ranks' share of the cores, at most MAX_STREAMS batches in memory). Only for a
     model declaring `thread_safe`; 1 on accelerators and for any other model. Scores do not
     depend on it: with one intra-op thread per stream every batch runs as it would alone on
     one thread."""
-    want = cfg.get("score_streams", "auto")
-    on_cpu = resolve_device(str(cfg.get("device") or "cpu")) == "cpu"
-    if want in (None, "none") or not on_cpu or not getattr(model, "thread_safe", False):
+    want, cores = cfg.get("score_streams", "auto"), cores_per(cfg, processes)
+    if want in (None, "none") or cores is None or not getattr(model, "thread_safe", False):
         return 1
-    if want == "auto":
-        return max(1, min(MAX_STREAMS, (os.cpu_count() or 1) // max(processes, 1)))
-    return max(1, int(want))
+    return min(MAX_STREAMS, cores) if want == "auto" else max(1, int(want))
 
 
 def pick_threads(cfg: DictConfig, processes: int = 1, streams: int = 1) -> int | None:
@@ -308,12 +313,10 @@ def pick_threads(cfg: DictConfig, processes: int = 1, streams: int = 1) -> int |
     run at lower priority (`decode_nice`) and fill what the model leaves idle; with equal
     priority they would slow every OpenMP thread of a parallel op to the pace of the one
     sharing its core."""
-    want = cfg.get("torch_threads", "auto")
-    if want in (None, "none") or resolve_device(str(cfg.get("device") or "cpu")) != "cpu":
+    want, cores = cfg.get("torch_threads", "auto"), cores_per(cfg, processes * max(streams, 1))
+    if want in (None, "none") or cores is None:
         return None
-    if want == "auto":
-        return max(1, (os.cpu_count() or 1) // (max(processes, 1) * max(streams, 1)))
-    return int(want)
+    return cores if want == "auto" else int(want)
 
 
 @contextlib.contextmanager
