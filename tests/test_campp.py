@@ -8,6 +8,7 @@ import torch
 import torchaudio.compliance.kaldi as Kaldi
 import torchaudio.functional as taf
 
+from audiobase.weights import MissingWeightsError
 from audioscore.models.components.campp import (
     CamppEncoder,
     CamppLoadError,
@@ -146,12 +147,17 @@ def test_local_dir_and_modelscope_cache_paths(tiny_file, tmp_path):
     wav = voice(1.2, 24000)[None]
     lengths = torch.tensor([wav.shape[1]])
     torch.testing.assert_close(from_dir(wav, lengths), from_hub(wav, lengths))
-    with pytest.raises(CamppLoadError, match="snapshot_download failed"):
+    # offline and not cached: one line naming the id, the download command and the key
+    with pytest.raises(MissingWeightsError) as e:
         CamppEncoder(
             "iic/speech_campplus_sv_en_voxceleb_16k",
             hub_cache_dir=str(tmp_path / "ms"),
             local_files_only=True,
         )
+    message = str(e.value)
+    assert "\n" not in message and "iic/speech_campplus_sv_en_voxceleb_16k" in message
+    assert "modelscope download --model iic/speech_campplus_sv_en_voxceleb_16k" in message
+    assert "model.net.timbre.source=" in message
 
 
 def test_bad_weights_raise_named_errors(tmp_path):

@@ -26,6 +26,7 @@ from omegaconf import OmegaConf
 from safetensors.torch import load_file, save_file
 
 from audiobase.audio import load_audio
+from audiobase.weights import MissingWeightsError
 from audioscore.export import export_scorer, load_net
 from audioscore.models.components.head import HeadInitError, SongEvalHead
 from bench.run import run
@@ -316,7 +317,9 @@ def test_strict_loading_refuses_a_mismatched_checkpoint(tiny_dir, tmp_path):
     (bad / "config.yaml").write_text(yaml.safe_dump(cfg))
     with pytest.raises(SongEvalCheckpointError, match="os.system"):
         SongEvalRewardModel(bad, muq=str(tiny_dir / "muq"))
-    with pytest.raises(SongEvalCheckpointError, match="not found"):
+    with pytest.raises(
+        MissingWeightsError, match=r"git clone .*model.checkpoint=.*SONGEVAL_CHECKPOINT"
+    ):
         SongEvalRewardModel(tmp_path / "missing", muq=str(tiny_dir / "muq"))
 
 

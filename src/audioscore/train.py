@@ -10,6 +10,7 @@ import inspect
 import logging
 import os
 import secrets
+import sys
 import warnings
 from pathlib import Path
 from typing import Any, cast
@@ -26,6 +27,7 @@ from safetensors.torch import load_file
 
 from audiobase.files import write_text
 from audiobase.preprocess import Preprocess
+from audiobase.weights import DEMO_CORPUS, MissingDataError, find_user_error
 from audioscore.calibrate import Calibration, fit_calibration
 from audioscore.data.datamodule import ValItems
 from audioscore.export import (
@@ -392,8 +394,23 @@ def export_best(
     )
 
 
+def check_data_keys(cfg: DictConfig) -> None:
+    """Refuse a run whose groups files are not set, in one line saying what to set."""
+    data = cfg.get("data")
+    unset = [
+        k for k in ("train_files", "val_files") if data is None or OmegaConf.is_missing(data, k)
+    ]
+    if unset:
+        raise MissingDataError(
+            f"{' and '.join('data.' + k for k in unset)} not set: give your groups files "
+            f"(data.train_files=[train.json] data.val_files=[val.json] data.root=DIR), or make the "
+            f"demo corpus with `{DEMO_CORPUS}` and add data=synth"
+        )
+
+
 def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     """Fit the scorer described by `cfg`; returns (metrics, objects)."""
+    check_data_keys(cfg)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     out_dir = Path(cfg.paths.output_dir)
@@ -431,7 +448,14 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
 
 @hydra.main(config_path="../../conf/train", config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
-    metrics, _ = train(cfg)
+    try:
+        metrics, _ = train(cfg)
+    except Exception as e:
+        err = find_user_error(e)
+        if err is None:
+            raise
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        sys.exit(2)
     return metrics.get("val/srcc")
 
 

@@ -17,13 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from audiobase.audio import audio_duration
+from audiobase.weights import DEMO_CORPUS, UserError
 
 SUBSETS = ("PAM", "MusicEval", "MusicArena", "CMI-Pref")
 PAIR_SUBSETS = ("MusicArena", "CMI-Pref")
 ALL = "all"
 
 
-class BenchDataError(ValueError):
+class BenchDataError(UserError, ValueError):
     """A benchmark file that cannot be read; the message names the file (and line) and why."""
 
     def __init__(self, path: str | Path, reason: str):
@@ -105,7 +106,11 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     """Read a JSONL file of objects; raises BenchDataError naming the line on bad JSON."""
     path = Path(path)
     if not path.is_file():
-        raise BenchDataError(path, "benchmark file not found")
+        raise BenchDataError(
+            path,
+            f"benchmark file not found (set dataset.jsonl= and dataset.root=, or make the demo "
+            f"corpus with `{DEMO_CORPUS}`)",
+        )
     rows: list[dict[str, Any]] = []
     with open(path, encoding="utf-8-sig") as f:  # -sig: a leading BOM (Windows editors) is skipped
         for lineno, line in enumerate(f, 1):

@@ -35,6 +35,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from audiobase.files import write_json
+from audiobase.weights import find_user_error
 from bench.data import BenchRow, parse_subset, read_bench_counted
 from bench.guard import OutputLock, RunRefused
 from bench.plot_process import PlotProcess
@@ -434,6 +435,12 @@ def run_cli(cfg: DictConfig) -> int:
     except RunRefused as e:
         log.error("%s", e)
         return e.exit_code
+    except Exception as e:  # missing weights or data: one line, exit 2, no traceback
+        err = find_user_error(e)
+        if err is None:
+            raise
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        return 2
     return report(cfg, metrics, info)
 
 

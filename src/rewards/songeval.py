@@ -34,6 +34,7 @@ from safetensors.torch import save_file
 from audiobase.audio import MUQ_MIN_SAMPLES, MUQ_SR
 from audiobase.files import atomic_path, write_text
 from audiobase.preprocess import Preprocess
+from audiobase.weights import MissingWeightsError
 from audioscore.models.components.head import (
     SONGEVAL_DIMENSIONS,
     SONGEVAL_HEADS,
@@ -74,9 +75,12 @@ def find_songeval(checkpoint: str | os.PathLike) -> tuple[Path, Path | None]:
     the config sits next to `ckpt/` (SongEval's eval.py reads `<weights dir>/../config.yaml`)."""
     path = Path(checkpoint)
     if not path.exists():
-        raise SongEvalCheckpointError(
-            f"{path}: SongEval checkpoint not found (a clone of ASLP-lab/SongEval with "
-            f"{SONGEVAL_WEIGHTS}, or the .safetensors file)"
+        raise MissingWeightsError(
+            f"SongEval ({path})",
+            "model.checkpoint",
+            env="SONGEVAL_CHECKPOINT",
+            commands=(f"git clone https://github.com/ASLP-lab/SongEval {path}",),
+            reason=f"no {path}",
         )
     try:
         weights = songeval_weights(path)
@@ -198,7 +202,11 @@ class SongEvalRewardModel(RewardModel):
         weights, cfg_path = find_songeval(checkpoint)
         head_cfg = read_head_config(cfg_path)
         self.encoder = MuQEncoder(
-            pretrained=str(muq), layer=SONGEVAL_LAYER, truncate=True, cache_dir=cache_dir
+            pretrained=str(muq),
+            layer=SONGEVAL_LAYER,
+            truncate=True,
+            cache_dir=cache_dir,
+            weights_key="model.muq",
         )
         if self.encoder.out_dim != head_cfg["in_features"]:
             raise SongEvalCheckpointError(

@@ -15,6 +15,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from audiobase.weights import DEMO_CORPUS, MissingDataError
+
 log = logging.getLogger(__name__)
 
 _SHOW_MISSING = 20  # paths listed in the MissingAudioError message (all are in `.paths`)
@@ -60,7 +62,10 @@ def read_groups(
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: groups file does not exist")
+        raise MissingDataError(
+            f"{path}: groups file does not exist (set data.train_files= / data.val_files= and "
+            f"data.root= to your groups files, or make the demo corpus with `{DEMO_CORPUS}`)"
+        )
     try:
         text = path.read_text(encoding="utf-8-sig")  # utf-8-sig: tolerate a BOM
     except (OSError, UnicodeDecodeError) as exc:

@@ -8,6 +8,8 @@ from typing import Any
 
 import yaml
 
+from audiobase.weights import MissingWeightsError
+
 CONFIG_NAME, WEIGHTS_NAME = "config.yaml", "model.safetensors"
 
 
@@ -93,7 +95,13 @@ def find_checkpoint(path: str | Path) -> tuple[Path, Path]:
     elif p.suffix == ".safetensors":
         weights = p
     elif not p.exists():
-        raise CheckpointError(p, "checkpoint not found")
+        raise MissingWeightsError(
+            f"CMI-RM ({p})",
+            "model.checkpoint",
+            hf=f"HaiwenXia/CMI-RM --local-dir {p}",
+            env="CMI_RM_CHECKPOINT",
+            reason=f"no {p}",
+        )
     else:
         raise CheckpointError(p, "expected a directory or a .safetensors file")
     if not weights.is_file():

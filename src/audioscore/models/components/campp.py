@@ -27,6 +27,7 @@ from torch import nn
 from audiobase.audio import CAMPP_SR, MUQ_SR
 from audiobase.cache import FeatureCache
 from audiobase.files import atomic_path
+from audiobase.weights import MissingWeightsError
 from audioscore.safe_config import component
 
 log = logging.getLogger(__name__)
@@ -118,7 +119,13 @@ def resolve_campp_weights(
             allow_patterns=[filename, "configuration.json"] if filename else None,
         )
     except Exception as e:  # modelscope raises many unrelated types for "not available"
-        raise CamppLoadError(model_id, f"snapshot_download failed: {type(e).__name__}: {e}") from e
+        reason = "offline and not in the cache" if local_files_only else type(e).__name__
+        raise MissingWeightsError(
+            f"CAM++ {model_id}",
+            "model.net.timbre.source",
+            modelscope=model_id,
+            reason=reason,
+        ) from e
     return _find_weights_in_dir(Path(snap), filename, model_id)
 
 

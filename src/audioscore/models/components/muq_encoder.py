@@ -28,6 +28,7 @@ from transformers import Wav2Vec2ConformerConfig
 
 from audiobase.cache import FeatureCache
 from audiobase.files import atomic_path
+from audiobase.weights import hf_source
 from audioscore.models.components.muq_padded import muq_num_frames, muq_padded_hidden, stem_strides
 
 DEFAULT_PRETRAINED = "OpenMuQ/MuQ-large-msd-iter"
@@ -119,12 +120,18 @@ def build_tiny_muq_dir(path: str | os.PathLike, seed: int = 0, **kw: Any) -> Pat
     return path
 
 
-def load_muq(pretrained: str | None, muq_config: dict | str | None = None, seed: int = 0) -> Any:
-    """MuQ from a hub id / local dir (the user's path) or, with `pretrained=None`, random init."""
+def load_muq(
+    pretrained: str | None,
+    muq_config: dict | str | None = None,
+    seed: int = 0,
+    key: str = "model.net.encoder.pretrained",
+) -> Any:
+    """MuQ from a hub id / local dir (the user's path) or, with `pretrained=None`, random init.
+    Weights that cannot be had raise MissingWeightsError naming `key`, the config key to set."""
     from muq import MuQ  # heavy (pulls torchvision): only when a MuQ is built
 
     if pretrained is not None:
-        return MuQ.from_pretrained(str(pretrained))
+        return MuQ.from_pretrained(hf_source(str(pretrained), key))
     if muq_config is None:
         raise ValueError("MuQEncoder needs `pretrained` (hub id or dir) or `muq_config`")
     if isinstance(muq_config, str):
@@ -158,6 +165,7 @@ class MuQEncoder(nn.Module):
         train_backbone: also fine-tune the base weights (default False: only LoRA trains).
         cache_dir: FeatureCache root for a frozen encoder (no LoRA, no backbone training); used
             when forward() gets `keys`. Ignored while anything in the encoder trains.
+        weights_key: the config key that sets `pretrained`, named when the weights are missing.
     """
 
     def __init__(
@@ -170,6 +178,7 @@ class MuQEncoder(nn.Module):
         seed: int = 0,
         train_backbone: bool = False,
         cache_dir: str | None = None,
+        weights_key: str = "model.net.encoder.pretrained",
     ) -> None:
         super().__init__()
         # what standalone_config() needs to rebuild this architecture without `pretrained`
@@ -185,7 +194,7 @@ class MuQEncoder(nn.Module):
         self.cache_dir = None if cache_dir is None else str(cache_dir)
         self._cache: FeatureCache | None = None
         self.train_backbone = train_backbone
-        self.muq: Any = load_muq(pretrained, muq_config, seed)  # muq's MuQ (untyped)
+        self.muq: Any = load_muq(pretrained, muq_config, seed, weights_key)  # muq's MuQ (untyped)
         conformer = self.muq.model.conformer
         depth = len(conformer.layers)
         if not 0 <= layer <= depth:
