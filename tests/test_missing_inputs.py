@@ -3,15 +3,19 @@ exit 2, no traceback, and no hub request when HF_HUB_OFFLINE is set."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from helpers.train import compose_train
+from hydra.utils import instantiate
 from omegaconf import open_dict
 
+from audiobase.audio import save_audio
 from audiobase.weights import MissingDataError, MissingWeightsError, find_user_error
 from audioscore.train import train
 
@@ -94,9 +98,7 @@ def test_plan_b_without_campp_weights_offline_names_modelscope_command(
 
 
 def test_missing_groups_file_is_a_data_error_naming_the_keys(tmp_path):
-    cfg = compose_train(
-        "experiment=muq_lora", "debug=tiny", f"data.root={tmp_path}", "logger=csv"
-    )
+    cfg = compose_train("experiment=muq_lora", "debug=tiny", f"data.root={tmp_path}", "logger=csv")
     with open_dict(cfg):
         cfg.paths.output_dir = str(tmp_path / "run")
     with pytest.raises(Exception) as e:
@@ -134,3 +136,28 @@ def test_bench_run_without_data_names_the_keys(tmp_path):
     )
     line = one_error_line(proc)
     assert "dataset.jsonl=" in line and "make_synthetic_corpus.py" in line
+
+
+def test_user_groups_files_are_found_whatever_debug_overlay_sets_root(tmp_path, monkeypatch):
+    """debug=tiny selects data=synth (root data/synth): a user's relative groups files still
+    load from the working directory, and their audio paths from the file's folder."""
+    own = tmp_path / "mine"
+    (own / "audio").mkdir(parents=True)
+    items = []
+    for i, score in enumerate((90.0, 70.0, 60.0)):
+        wav = (0.1 * np.sin(np.arange(24_000) * (i + 1) / 50)).astype(np.float32)
+        save_audio(own / "audio" / f"c{i}.wav", wav, 24_000)
+        items.append({"audio_file": f"audio/c{i}.wav", "score": score, "singer": f"s{i}"})
+    (own / "groups.json").write_text(json.dumps([items]))
+    monkeypatch.chdir(tmp_path)
+    cfg = compose_train(
+        "experiment=muq_lora",
+        "debug=tiny",
+        "data.train_files=[mine/groups.json]",
+        "data.val_files=[mine/groups.json]",
+        "data.failures_path=null",
+    )
+    datamodule = instantiate(cfg.data, _convert_="all")
+    datamodule.setup("fit")
+    first = datamodule.val_groups[0][0]["audio_file"]
+    assert Path(first).resolve() == (own / "audio" / "c0.wav").resolve()

@@ -270,7 +270,10 @@ class GroupsDataModule(L.LightningDataModule):
     """Groups files -> ranked training sub-groups and validation items.
 
     Args:
-        train_files / val_files: groups files (relative to `root` if given).
+        train_files / val_files: groups files; a relative one is looked up in `root` (when
+            given) and then in the working directory, so a debug overlay's `root` never hides
+            the user's own files. Audio paths inside a groups file resolve against that file's
+            folder (or `audio_root`).
         source_weights: sampling weight per training file (default: its number of items).
         groups_per_batch: global number of sub-groups per step (divided across DDP ranks).
         steps_per_epoch: optimizer steps per epoch (groups are sampled, not enumerated).
@@ -309,8 +312,13 @@ class GroupsDataModule(L.LightningDataModule):
         self.per_device_groups = groups_per_batch
 
     def resolve(self, path: str) -> str:
+        """A groups file's path: `root/path` when that exists, else `path` as given (relative to
+        the working directory); a file in neither place is reported at `root/path`."""
         root = self.hparams["root"]
-        return str(Path(root) / path) if root and not os.path.isabs(path) else str(path)
+        if not root or os.path.isabs(path):
+            return str(path)
+        in_root = Path(root) / path
+        return str(path) if not in_root.exists() and Path(path).exists() else str(in_root)
 
     def read(self, path: str) -> list[list[dict]]:
         return read_groups(
