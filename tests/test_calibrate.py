@@ -57,9 +57,24 @@ def test_lands_on_the_label_scale_with_sane_tails():
     mae = np.abs(cal(raw) - labels).mean()
     assert mae < np.abs(raw - labels).mean() / 10 and mae < 8  # raw logits are nowhere near
     assert 50 <= cal(raw).min() and cal(raw).max() <= 99  # in range: isotonic levels
-    # extrapolation grows, but only logarithmically: 100 raw units out stays near the scale
+    # past the knots the map keeps rising but never leaves the labelled range
     lo, hi = cal(np.array([raw.min() - 100, raw.max() + 100]))
-    assert 20 < lo < cal(raw).min() and cal(raw).max() < hi < 130
+    assert labels.min() <= lo < cal(raw).min() and cal(raw).max() < hi <= labels.max()
+    assert cal.lo == labels.min() and cal.hi == labels.max()
+    assert not cal.extrapolated(cal(np.array([-1e6, 1e6]))).any()
+
+
+def test_an_end_knot_on_the_range_edge_extrapolates_and_says_so():
+    """The top clip alone holds the highest label: no room above it, the tail grows past 99
+    (still in order) and `extrapolated` names those scores."""
+    cal = fit_calibration([0.0, 1.0, 2.0, 3.0], [50.0, 60.0, 70.0, 99.0])
+    assert cal is not None and cal.hi == 99.0 and cal.y[-1] == 99.0
+    far = cal(np.array([2.5, 3.0, 4.0, 40.0]))
+    assert (np.diff(far) > 0).all() and far[-1] > 99.0
+    np.testing.assert_array_equal(cal.extrapolated(far), [False, False, True, True])
+    # the bottom knot is the lowest label too: below it the same holds
+    low = cal(np.array([-1e3]))
+    assert low[0] < 50.0 and cal.extrapolated(low).all()
 
 
 def test_unlabelled_and_degenerate_inputs():

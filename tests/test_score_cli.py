@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import csv
 import io
+import shutil
 
 import numpy as np
 import pytest
 import torch
+import yaml
 from helpers.train import net_config
 from hydra.utils import instantiate
 
 from audiobase.audio import save_audio
 from audioscore import score as score_cli
-from audioscore.calibrate import fit_calibration
+from audioscore.calibrate import IsotonicCalibration, fit_calibration
 from audioscore.export import export_scorer, load_scorer
 from audioscore.models.components.muq_encoder import build_tiny_muq_dir
 
@@ -97,3 +99,22 @@ def test_nothing_to_score(export, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert score_cli.main([str(export), str(tmp_path / "empty")]) == 1
     assert "no audio files" in capsys.readouterr().err
+
+
+def test_scores_past_the_calibrated_range_are_reported(export, folder, tmp_path, capsys):
+    """A calibration whose top knot is its highest label has no room above it: scores of raw
+    values past that knot leave the label range, and the CLI says how many did."""
+    edge = IsotonicCalibration(x=(-20.0, -19.0), y=(50.0, 99.0), tail=5.0, lo=50.0, hi=99.0)
+    config = yaml.safe_load((export / "config.yaml").read_text())
+    config["calibration"] = edge.to_dict()
+    narrow = tmp_path / "narrow"
+    shutil.copytree(export, narrow)
+    (narrow / "config.yaml").write_text(yaml.safe_dump(config))
+    files = [str(folder / "a.wav"), str(folder / "sub" / "b.flac")]
+    assert score_cli.main([str(narrow), *files, "--workers", "0"]) == 0
+    captured = capsys.readouterr()
+    assert all(float(r["score"]) > 99.0 for r in read_table(captured.out))
+    assert "note: 2 score(s) lie outside the label range" in captured.err
+    # the export's own calibration keeps its clips inside the range: no note
+    assert score_cli.main([str(export), *files, "--workers", "0"]) == 0
+    assert "outside the label range" not in capsys.readouterr().err

@@ -9,8 +9,11 @@ pair accuracy) are identical on raw and calibrated scores.
 Kinds (`Calibration.from_dict` reads either):
 - `isotonic` (fitted here): sklearn's isotonic regression, its blocks reduced to knots (block
   mean raw score -> block level) joined linearly; beyond the knots it continues with the overall
-  slope, flattened logarithmically (`tail` label units per e-fold), so it stays strictly
-  increasing for any input and far-out raw scores land only a little past the labelled range.
+  slope and saturates towards the lowest / highest label the fit saw (`lo`, `hi`), so scores
+  stay inside the labelled range and strictly increasing. Where an end knot already sits on the
+  range's edge (no room left), that tail flattens logarithmically (`tail` label units per
+  e-fold) past it: `extrapolated()` tells which scores left the range (the score CLI reports
+  them). A section without `lo`/`hi` (older exports) has logarithmic tails on both ends.
 - `tanh`: `offset + scale * tanh(raw)` (written by the legacy-checkpoint converter to reproduce
   the original's printed numbers).
 """
@@ -44,6 +47,10 @@ class Calibration(ABC):
     @abstractmethod
     def to_dict(self) -> dict[str, Any]:
         """`{kind: ..., ...}` of plain floats and lists (yaml-safe)."""
+
+    def extrapolated(self, scores: ArrayLike) -> np.ndarray:
+        """Which calibrated scores lie outside the range the calibration was fitted on."""
+        return np.zeros(np.shape(scores), dtype=bool)
 
     @staticmethod
     def from_dict(d: Mapping[str, Any]) -> Calibration:
@@ -103,6 +110,7 @@ class IsotonicCalibration(Calibration):
         x, y: knots, both strictly increasing, at least 2.
         tail: label units the tails gain per e-fold of distance past the end knots (> 0).
         n: clips the fit saw; source: which clips (`val` / `train`); for the record.
+        lo, hi: the label range the fit saw (None: unbounded logarithmic tails).
     """
 
     x: tuple[float, ...]
@@ -110,6 +118,8 @@ class IsotonicCalibration(Calibration):
     tail: float
     n: int = 0
     source: str = ""
+    lo: float | None = None
+    hi: float | None = None
     kind: ClassVar[str] = "isotonic"
 
     def __post_init__(self) -> None:
@@ -122,6 +132,13 @@ class IsotonicCalibration(Calibration):
             raise CalibrationError("calibration isotonic: knots must be strictly increasing")
         if not (np.isfinite(self.tail) and self.tail > 0):
             raise CalibrationError(f"calibration isotonic: tail must be > 0, got {self.tail}")
+        if (self.lo is None) != (self.hi is None):
+            raise CalibrationError("calibration isotonic: lo and hi come together")
+        if self.lo is not None and not (self.lo <= y[0] and y[-1] <= self.hi):
+            raise CalibrationError(
+                f"calibration isotonic: knots [{y[0]}, {y[-1]}] outside lo..hi "
+                f"[{self.lo}, {self.hi}]"
+            )
 
     @property
     def slope(self) -> float:
@@ -131,11 +148,28 @@ class IsotonicCalibration(Calibration):
     def __call__(self, raw: ArrayLike) -> np.ndarray:
         r = np.asarray(raw, dtype=np.float64)
         out = np.interp(r, self.x, self.y)
-        k, a = self.slope, self.tail
-        hi, lo = r > self.x[-1], r < self.x[0]
-        out[hi] = self.y[-1] + a * np.log1p(k * (r[hi] - self.x[-1]) / a)
-        out[lo] = self.y[0] - a * np.log1p(k * (self.x[0] - r[lo]) / a)
+        up, down = r > self.x[-1], r < self.x[0]
+        out[up] = self.y[-1] + self._tail(r[up] - self.x[-1], self.hi, self.y[-1])
+        out[down] = self.y[0] - self._tail(self.x[0] - r[down], self.lo, self.y[0])
         return out
+
+    def _tail(self, dist: np.ndarray, edge: float | None, end: float) -> np.ndarray:
+        """Label units gained `dist` raw units past an end knot: starts at the overall slope,
+        saturates at the range's edge when there is room, else grows logarithmically."""
+        k = self.slope
+        room = None if edge is None else abs(edge - end)
+        if room:  # room > 0: u / (1 + u) saturates at the edge slowly enough that far-out
+            # raw scores still differ in float64 (an exponential would tie them)
+            u = k * dist / room
+            return room * u / (1.0 + u)
+        return self.tail * np.log1p(k * dist / self.tail)
+
+    def extrapolated(self, scores: ArrayLike) -> np.ndarray:
+        """Which calibrated scores lie outside the labelled range (none when it is unknown)."""
+        s = np.asarray(scores, dtype=np.float64)
+        if self.lo is None or self.hi is None:
+            return np.zeros(s.shape, dtype=bool)
+        return (s < self.lo) | (s > self.hi)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -145,6 +179,7 @@ class IsotonicCalibration(Calibration):
             "tail": float(self.tail),
             "n": int(self.n),
             "source": self.source,
+            **({} if self.lo is None else {"lo": float(self.lo), "hi": float(self.hi or 0.0)}),
         }
 
     @classmethod
@@ -161,6 +196,8 @@ class IsotonicCalibration(Calibration):
             tail=_number(d, "tail"),
             n=int(d.get("n") or 0),
             source=str(d.get("source") or ""),
+            lo=_number(d, "lo") if "lo" in d else None,
+            hi=_number(d, "hi") if "hi" in d else None,
         )
 
 
@@ -203,7 +240,13 @@ def fit_calibration(
         x = np.array([x[0] - half, x[0] + half])
         y = np.array([y[0] - eps, y[0] + eps])
     return IsotonicCalibration(
-        x=tuple(map(float, x)), y=tuple(map(float, y)), tail=tail, n=len(r), source=source
+        x=tuple(map(float, x)),
+        y=tuple(map(float, y)),
+        tail=tail,
+        n=len(r),
+        source=source,
+        lo=min(float(t.min()), float(y[0])),
+        hi=max(float(t.max()), float(y[-1])),
     )
 
 

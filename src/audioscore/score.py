@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     batch_size = max(1, args.batch_size)
     table = [format_row(dict(zip(COLUMNS, COLUMNS, strict=True)))]
     print(table[0], end="", flush=True)
-    failed = 0
+    failed = extrapolated = 0
     with tqdm(
         total=len(paths), unit="file", file=sys.stderr, disable=len(paths) < PROGRESS_MIN_FILES
     ) as bar:
@@ -133,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
             if ok:
                 raw[[i for i, _ in ok]] = model.raw_scores([w for _, w in ok], batch_size)
             score = raw if args.raw else model.calibrate(raw)
+            if not args.raw and model.calibration is not None:
+                extrapolated += int(model.calibration.extrapolated(score[np.isfinite(raw)]).sum())
             for (path, _, err), s, r in zip(batch, score, raw, strict=True):
                 if err is None:
                     row = {"path": path, "score": f"{s:.6f}", "raw_score": f"{r:.6f}", "error": ""}
@@ -143,6 +145,12 @@ def main(argv: list[str] | None = None) -> int:
                 table.append(format_row(row))
                 print(table[-1], end="", flush=True)
             bar.update(len(batch))
+    if extrapolated:
+        print(
+            f"note: {extrapolated} score(s) lie outside the label range the calibration saw "
+            f"(raw scores past its ends; order is kept)",
+            file=sys.stderr,
+        )
     if args.out:
         write_text(args.out, "".join(table))
         print(f"wrote {args.out} ({len(paths)} files, {failed} failed)", file=sys.stderr)

@@ -1,0 +1,25 @@
+"""Runs shorter than an epoch: `trainer.max_steps` mid-epoch still validates the last step and
+leaves a best checkpoint and an export."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from helpers.train import make_cfg
+
+from audioscore.train import train
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_run_stopped_mid_epoch_validates_and_keeps_a_best_checkpoint(tmp_path, synth_corpus):
+    cfg = make_cfg(
+        tmp_path, synth_corpus, "data.steps_per_epoch=20", "trainer.max_steps=2", "export=true"
+    )
+    metrics, objects = train(cfg)
+    assert objects["trainer"].global_step == 2  # stopped inside the first epoch
+    assert "val/srcc" in metrics
+    best = objects["best_ckpt"]
+    assert best and Path(best).is_file()
+    assert (Path(objects["export_dir"]) / "config.yaml").is_file()
