@@ -29,7 +29,7 @@ from audiobase.files import write_text
 from audiobase.preprocess import Preprocess
 from audiobase.weights import DEMO_CORPUS, MissingDataError, find_user_error
 from audioscore.calibrate import Calibration, fit_calibration
-from audioscore.data.datamodule import ValItems
+from audioscore.data.datamodule import ValItems, data_name
 from audioscore.export import (
     WEIGHTS_NAME,
     ExportError,
@@ -71,13 +71,30 @@ def build_loggers(cfg: DictConfig) -> list[Any]:
             if not lcfg.get("id"):
                 kwargs["id"] = wandb_run_id(out_dir, ckpt_path)
             kwargs["resume"] = "allow"  # an id wandb knows is continued, a new one started
+            kwargs["tags"] = run_tags(cfg, lcfg.get("tags"))
             Path(lcfg.save_dir).mkdir(parents=True, exist_ok=True)
         log.info("logger %s", name)
         logger = hydra.utils.instantiate(lcfg, **kwargs)
+        if isinstance(logger, WandbLogger) and is_rank_zero():
+            # every hyperparameter in the run's config: dashboards filter and group on them
+            logger.log_hyperparams(run_config(cfg))
         if ckpt_path and isinstance(logger, CSVLogger) and is_rank_zero():
             carry_csv_history(logger, ckpt_path, out_dir)
         loggers.append(logger)
     return loggers
+
+
+def run_tags(cfg: DictConfig, logger_tags: Any) -> list[str]:
+    """The logger's own tags, `data:<data name>` and the run's `tags=[...]`, each once."""
+    tags = [*(logger_tags or []), f"data:{data_name(cfg.data)}", *(cfg.get("tags") or [])]
+    return list(dict.fromkeys(str(t) for t in tags))
+
+
+def run_config(cfg: DictConfig) -> dict[str, Any]:
+    """The run's resolved config as plain values, with the derived data name."""
+    config = cast(dict, OmegaConf.to_container(cfg, resolve=True))
+    config["data_name"] = data_name(cfg.data)
+    return config
 
 
 def is_rank_zero() -> bool:

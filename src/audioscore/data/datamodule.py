@@ -266,6 +266,26 @@ def collate_items(records: list[dict | None]) -> dict[str, Any] | None:
     return batch
 
 
+def resolve_groups_file(root: str | None, path: str) -> str:
+    """A groups file's path: `root/path` when that exists, else `path` as given (relative to
+    the working directory); a file in neither place is reported at `root/path`."""
+    if not root or os.path.isabs(path):
+        return str(path)
+    in_root = Path(root) / path
+    return str(path) if not in_root.exists() and Path(path).exists() else str(in_root)
+
+
+def data_name(data_cfg: Any) -> str:
+    """The data's name for dashboards: `name` when set, else the folder of the first training
+    groups file (`data/synth/train.json` -> `synth`)."""
+    if data_cfg.get("name"):
+        return str(data_cfg["name"])
+    files = data_cfg.get("train_files") or []
+    first = files[0] if not isinstance(files, str) else files
+    path = Path(resolve_groups_file(data_cfg.get("root"), str(first))).resolve()
+    return path.parent.name or path.stem
+
+
 class GroupsDataModule(L.LightningDataModule):
     """Groups files -> ranked training sub-groups and validation items.
 
@@ -290,7 +310,7 @@ class GroupsDataModule(L.LightningDataModule):
         val_files: list[str],
         root: str | None = None,
         audio_root: str | None = None,
-        name: str = "corpus",
+        name: str | None = None,
         source_weights: list[float] | None = None,
         preprocess: Preprocess = DEFAULT_PREPROCESS,
         crop_grid_seconds: float | None = None,
@@ -312,13 +332,7 @@ class GroupsDataModule(L.LightningDataModule):
         self.per_device_groups = groups_per_batch
 
     def resolve(self, path: str) -> str:
-        """A groups file's path: `root/path` when that exists, else `path` as given (relative to
-        the working directory); a file in neither place is reported at `root/path`."""
-        root = self.hparams["root"]
-        if not root or os.path.isabs(path):
-            return str(path)
-        in_root = Path(root) / path
-        return str(path) if not in_root.exists() and Path(path).exists() else str(in_root)
+        return resolve_groups_file(self.hparams["root"], path)
 
     def read(self, path: str) -> list[list[dict]]:
         return read_groups(

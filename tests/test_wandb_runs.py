@@ -1,0 +1,34 @@
+"""What an offline wandb run holds, read from the run file wandb would sync: the resolved
+config (every hyperparameter), `tags=`, the data's own name, group = experiment name."""
+
+from __future__ import annotations
+
+import pytest
+from helpers.train import make_cfg
+from helpers.wandb_offline import read_offline_run
+
+from audioscore.train import train
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_offline_run_holds_config_tags_group_and_data_name(tmp_path, synth_corpus, monkeypatch):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    cfg = make_cfg(
+        tmp_path,
+        synth_corpus,
+        "logger=wandb",
+        "tags=[my-sweep,lr-test]",
+        "model.optimizer.lr=0.00123",
+        "export=false",
+    )
+    train(cfg)
+    run = read_offline_run(tmp_path)
+    assert run.group == "muq_lora"  # the experiment: its seeds form one group
+    data = synth_corpus["root"].name  # the user's folder, not the debug overlay's "synth"
+    assert {"plan:A", "experiment:muq_lora", f"data:{data}", "my-sweep", "lr-test"} <= set(run.tags)
+    assert run.config["data_name"] == data
+    assert run.config["model"]["optimizer"]["lr"] == pytest.approx(0.00123)
+    assert run.config["data"]["train_files"] == ["train.json"]
+    assert run.config["trainer"]["max_epochs"] == 1 and run.config["seed"] == 0
+    assert {"train/loss", "val/srcc"} <= run.metrics
