@@ -2,11 +2,16 @@
 
     python scripts/compare_plans.py outputs/demo/plan_a outputs/demo/plan_b --out outputs/compare
     python scripts/compare_plans.py wandb:ENTITY/PROJECT/RUN_ID ... --out outputs/compare
+    python scripts/compare_plans.py --by-experiment outputs/train/default/multirun_* \
+        --probe-data data/synth/val.json --out outputs/compare
 
 A local RUN_DIR is a Hydra run directory: metrics come from every `metrics.csv` (Lightning's
 CSVLogger) under it, the label from `.hydra/hydra.yaml` (experiment choice) or the directory
-name. `wandb:` runs are read through wandb's public API (needs network and WANDB_API_KEY).
-Writes `plans.md`, `plans.csv` and one PNG per metric.
+name. A multirun (sweep) directory stands for the runs in it. `wandb:` runs are read through
+wandb's public API (needs network and WANDB_API_KEY). Writes `plans.md`, `plans.csv` and one PNG
+per metric; `--by-experiment` writes `experiments.md`, `experiments.csv` and `experiments.png`:
+mean ± std over the runs (seeds) of each experiment of the best val SRCC, the val MAE at that
+epoch and, with `--probe-data`, the singer-probe margin of each run's export.
 """
 
 from __future__ import annotations
@@ -22,7 +27,8 @@ from typing import Any
 
 import yaml
 
-from audiobase.files import write_text
+from audiobase.files import atomic_path, write_text
+from audioscore.probe import probe
 
 METRICS = {
     "val/srcc": "validation SRCC",
@@ -109,6 +115,109 @@ def load_run(spec: str) -> Run:
     if spec.startswith("wandb:"):
         return load_wandb_run(spec[len("wandb:") :])
     return load_local_run(Path(spec))
+
+
+def expand_specs(specs: list[str]) -> list[str]:
+    """Run specs with each multirun (sweep) directory replaced by the run dirs in it."""
+    out = []
+    for spec in specs:
+        path = Path(spec)
+        runs = sorted(p.parent for p in path.glob("*/.hydra")) if path.is_dir() else []
+        if runs and not (path / ".hydra").is_dir():
+            out.extend(str(r) for r in runs)
+        else:
+            out.append(spec)
+    return out
+
+
+def run_summary(run: Run, probe_data: str | None) -> dict[str, float]:
+    """Best val SRCC, val MAE at that validation and (with `probe_data`) the singer-probe
+    margin of the run's export; NaN for what the run does not have."""
+    srcc = run.series.get("val/srcc", [])
+    best_step, best = max(srcc, key=lambda p: p[1]) if srcc else (None, math.nan)
+    mae = dict(run.series.get("val/mae", [])).get(best_step, math.nan) if srcc else math.nan
+    margin = math.nan
+    export = Path(run.name) / "export"
+    if probe_data and (export / "config.yaml").is_file():
+        margin = float(probe(str(export), probe_data)["margin"])
+    return {"val/srcc": best, "val/mae": mae, "probe margin": margin}
+
+
+def mean_std(values: list[float]) -> tuple[float, float, int]:
+    """Mean and sample std of the finite values (std 0 for one), and how many there were."""
+    finite = [v for v in values if math.isfinite(v)]
+    if not finite:
+        return math.nan, math.nan, 0
+    mean = sum(finite) / len(finite)
+    var = sum((v - mean) ** 2 for v in finite) / (len(finite) - 1) if len(finite) > 1 else 0.0
+    return mean, math.sqrt(var), len(finite)
+
+
+def compare_experiments(
+    specs: list[str], out: str | Path, probe_data: str | None = None
+) -> dict[str, Any]:
+    """Runs grouped by experiment: mean ± std of `run_summary` per experiment, as
+    `experiments.md` / `.csv` and a bar plot `experiments.png` under `out`."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    per_exp: dict[str, list[dict[str, float]]] = {}
+    for spec in expand_specs(specs):
+        try:
+            run = load_run(spec)
+        except (RunLogError, OSError, ImportError) as e:
+            print(f"skipping {e}", file=sys.stderr)
+            continue
+        per_exp.setdefault(run.label, []).append(run_summary(run, probe_data))
+    if not per_exp:
+        raise RunLogError(f"no readable runs in {specs}")
+    keys = ["val/srcc", "val/mae", "probe margin"]
+    rows, stats = [], {}
+    for exp in sorted(per_exp):
+        row = {"experiment": exp, "runs": str(len(per_exp[exp]))}
+        for key in keys:
+            mean, std, n = mean_std([r[key] for r in per_exp[exp]])
+            stats[(exp, key)] = (mean, std)
+            row[key] = f"{mean:.3f} ± {std:.3f}" if n else "-"
+        rows.append(row)
+    cols = list(rows[0])
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(r[c] for c in cols) + " |" for r in rows]
+    note = (
+        "\n\nmean ± sample std over the runs of each experiment. val/srcc: best validation "
+        "SRCC of the run (its exported checkpoint); val/mae: calibrated-score MAE at that "
+        "validation; probe margin: singer-probe accuracy above chance on the run's export "
+        "(lower = less singer identity left).\n"
+    )
+    table = write_text(out / "experiments.md", "# Experiments\n\n" + "\n".join(lines) + note)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=cols)
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(out / "experiments.csv", buf.getvalue())
+    plot = plot_experiments(sorted(per_exp), keys, stats, out / "experiments.png")
+    return {"table": table, "plot": plot, "rows": rows}
+
+
+def plot_experiments(exps: list[str], keys: list[str], stats: dict, path: Path) -> Path:
+    """One panel per metric: a bar per experiment, the std as its error bar."""
+    import matplotlib  # heavy: only when plotting
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.5))
+    for ax, key in zip(axes, keys, strict=True):
+        means = [stats[(e, key)][0] for e in exps]
+        stds = [stats[(e, key)][1] for e in exps]
+        ax.bar(range(len(exps)), means, yerr=stds, capsize=4, color="tab:blue", alpha=0.8)
+        ax.set_xticks(range(len(exps)), exps, rotation=30, ha="right")
+        ax.set_title(key)
+        ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+    return path
 
 
 def summarise(run: Run) -> dict[str, str]:
@@ -204,7 +313,20 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("runs", nargs="+", help="Hydra run dirs or wandb:ENTITY/PROJECT/RUN_ID")
     ap.add_argument("--out", default="outputs/compare")
+    ap.add_argument(
+        "--by-experiment",
+        action="store_true",
+        help="mean ± std per experiment over its runs (seeds), e.g. after a Hydra multirun",
+    )
+    ap.add_argument(
+        "--probe-data", default=None, help="groups file with `singer` for the probe margin"
+    )
     args = ap.parse_args(argv)
+    if args.by_experiment:
+        res = compare_experiments(args.runs, args.out, args.probe_data)
+        print(Path(res["table"]).read_text())
+        print(f"plot: {res['plot']}")
+        return
     res = compare(args.runs, args.out)
     print(Path(res["table"]).read_text())
     for p in res["plots"]:
