@@ -139,7 +139,10 @@ def run_summary(run: Run, probe_data: str | None) -> dict[str, float]:
     margin = math.nan
     export = Path(run.name) / "export"
     if probe_data and (export / "config.yaml").is_file():
-        margin = float(probe(str(export), probe_data)["margin"])
+        try:
+            margin = float(probe(str(export), probe_data)["margin"])
+        except ValueError as e:  # e.g. too few clips per singer: the other columns stand
+            print(f"{run.name}: no probe margin: {e}", file=sys.stderr)
     return {"val/srcc": best, "val/mae": mae, "probe margin": margin}
 
 
@@ -323,7 +326,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = ap.parse_args(argv)
     if args.by_experiment:
-        res = compare_experiments(args.runs, args.out, args.probe_data)
+        try:
+            res = compare_experiments(args.runs, args.out, args.probe_data)
+        except RunLogError as e:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
         print(Path(res["table"]).read_text())
         print(f"plot: {res['plot']}")
         return

@@ -65,8 +65,10 @@ def read_offline_run(run_dir: Path) -> OfflineRun:
     for record in read_records(path):
         kind = record.WhichOneof("record_type")
         if kind == "run":
-            run.group, run.job_type = record.run.run_group, record.run.job_type
-            run.tags = list(record.run.tags)
+            # a run record may come again later with only some fields set: keep what is set
+            run.group = record.run.run_group or run.group
+            run.job_type = record.run.job_type or run.job_type
+            run.tags = list(record.run.tags) or run.tags
             updates = record.run.config.update
         elif kind == "config":
             updates = record.config.update
