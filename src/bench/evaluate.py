@@ -23,6 +23,7 @@ from audiobase.files import write_json, write_text
 from bench.data import SUBSETS
 from bench.latex import fmt_pct, latex_lines, mean
 from bench.metrics import compute_metrics, select_rows
+from bench.guard import RunRefused
 from bench.store import read_results
 
 if TYPE_CHECKING:
@@ -88,9 +89,9 @@ def compute_statistics(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     per_subset: dict[str, Counter] = {}
     reasons: Counter = Counter()
     for r in rows:
-        c = per_subset.setdefault(r.get("benchmark_dataset", "Unknown"), Counter())
+        c = per_subset.setdefault(str(r.get("benchmark_dataset", "Unknown")), Counter())
         valid = bool(r.get("inference_valid_a")) and bool(r.get("inference_valid_b", True))
-        status = r.get("status") or ("ok" if valid else "error")  # upstream's rows: no status
+        status = str(r.get("status") or ("ok" if valid else "error"))  # upstream's: no status
         c["rows"] += 1
         c[status] += 1
         c["valid_a"] += bool(r.get("inference_valid_a"))
@@ -386,6 +387,9 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, NoUsableRows) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except RunRefused as e:  # a malformed results line (its file and line), a busy folder
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
     print(frame_csv(m["summary"]), end="")
     return 0
 

@@ -12,6 +12,7 @@ import datetime
 import fcntl
 import json
 import os
+import re
 import shutil
 import socket
 from pathlib import Path
@@ -106,3 +107,26 @@ def check_free_space(folder: str | Path, need_bytes: int, what: str) -> None:
             f"{what} needs about {need_bytes / 1e6:.2f} MB free in {folder}, only "
             f"{free / 1e6:.2f} MB left; free some space and rerun (nothing was changed)"
         )
+
+
+SLUG = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=-]{0,127}")  # one path component, no separators
+
+
+def check_slug(value: object, what: str) -> str:
+    """`value` as a name that is one safe path component (letters, digits, `._+=-`, not
+    starting with a dot); raises RunRefused naming `what` otherwise."""
+    if not isinstance(value, str) or not SLUG.fullmatch(value):
+        raise RunRefused(
+            f"{what}={value!r:.80} cannot name a folder: use letters, digits and ._+=- "
+            "(not starting with a dot or dash, at most 128 characters)"
+        )
+    return value
+
+
+def inside(root: str | Path, path: str | Path, what: str) -> Path:
+    """`path` when it stays inside `root` once resolved (symlinks and `..` followed); raises
+    RunRefused naming `what` otherwise."""
+    root, path = Path(root), Path(path)
+    if not path.resolve().is_relative_to(root.resolve()):
+        raise RunRefused(f"{what}: {path} leads outside {root}; refusing to write there")
+    return path

@@ -35,8 +35,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from audiobase.files import write_json
-from bench.data import BenchRow, parse_subset, read_bench_counted
-from bench.guard import OutputLock, RunRefused
+from bench.data import BenchDataError, BenchRow, parse_subset, read_bench_counted
+from bench.guard import OutputLock, RunRefused, check_slug
 from bench.plot_process import PlotProcess
 from bench.resume import part_files, set_aside
 from bench.store import compact, read_latest
@@ -55,7 +55,11 @@ STAGES = ("score", "evaluate", "all")
 
 
 def output_dir(cfg: DictConfig) -> Path:
-    return Path(cfg.output_root) / str(cfg.model.name) / str(cfg.dataset.name)
+    """<output_root>/<model.name>/<dataset.name>; each name must be one safe path component
+    (`bench.guard.check_slug`), else RunRefused."""
+    model = check_slug(cfg.model.get("name"), "model.name")
+    dataset = check_slug(cfg.dataset.get("name"), "dataset.name")
+    return Path(cfg.output_root) / model / dataset
 
 
 def run_stage(cfg: DictConfig) -> str:
@@ -434,6 +438,9 @@ def run_cli(cfg: DictConfig) -> int:
     except RunRefused as e:
         log.error("%s", e)
         return e.exit_code
+    except BenchDataError as e:  # the dataset file: its name, the line and the problem
+        log.error("%s", e)
+        return RunRefused.exit_code
     return report(cfg, metrics, info)
 
 
