@@ -22,16 +22,14 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 # === 6, 8, 9. Paths, locks and non-finite scores in the bench =============================
 
 import json as bench_json  # noqa: E402
-import threading as bench_threading  # noqa: E402
 
 import numpy as bench_np  # noqa: E402
 from helpers.bench import make_cfg as bench_cfg  # noqa: E402
 from helpers.bench import make_toy_bench  # noqa: E402
 
 from bench.baselines import SignalStatsReward  # noqa: E402
-from bench.evaluate import evaluate_results_file  # noqa: E402
 from bench.evaluate import main as evaluate_main  # noqa: E402
-from bench.guard import OutputBusy, OutputLock, RunRefused  # noqa: E402
+from bench.guard import RunRefused  # noqa: E402
 from bench.run import run as bench_run  # noqa: E402
 from bench.run import run_cli as bench_run_cli  # noqa: E402
 

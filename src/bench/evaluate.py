@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Any
 
 from audiobase.files import write_json, write_text
 from bench.data import SUBSETS
+from bench.guard import RunRefused
 from bench.latex import fmt_pct, latex_lines, mean
 from bench.metrics import compute_metrics, select_rows
-from bench.guard import RunRefused
 from bench.store import read_results
 
 if TYPE_CHECKING:
