@@ -157,11 +157,11 @@ def test_a_file_mixing_fingerprints_is_split(toy, tmp_path):
     out = tmp_path / "signal_stats" / "toy"
     recs = results(out / "results.jsonl")
     for r in recs[:5]:
-        r["bench_fingerprint"] = "0ld"
+        r["bench_fingerprint"] = "01d"
     (out / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
     _, info = run(cfg)
     assert len(info["scored_keys"]) == 5 and info["skipped_rows"] == 7
-    assert len(results(out / "results.0ld.jsonl")) == 5
+    assert len(results(out / "results.01d.jsonl")) == 5
     assert {r["bench_fingerprint"] for r in results(out / "results.jsonl")} == {
         recs[-1]["bench_fingerprint"]
     }

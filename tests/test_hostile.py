@@ -22,6 +22,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 # === 6, 8, 9. Paths, locks and non-finite scores in the bench =============================
 
 import json as bench_json  # noqa: E402
+import threading as bench_threading  # noqa: E402
 
 import numpy as bench_np  # noqa: E402
 from helpers.bench import make_cfg as bench_cfg  # noqa: E402
@@ -29,7 +30,8 @@ from helpers.bench import make_toy_bench  # noqa: E402
 
 from bench.baselines import SignalStatsReward  # noqa: E402
 from bench.evaluate import main as evaluate_main  # noqa: E402
-from bench.guard import RunRefused  # noqa: E402
+from bench.evaluate import evaluate_results_file  # noqa: E402
+from bench.guard import OutputLock, RunRefused  # noqa: E402
 from bench.run import run as bench_run  # noqa: E402
 from bench.run import run_cli as bench_run_cli  # noqa: E402
 
@@ -113,6 +115,87 @@ def test_malformed_bench_dataset_line_exits_2_naming_file_and_line(bench_toy, tm
     assert bench_run_cli(cfg) == 2
     n = len(data.read_text().splitlines())
     assert f"{data}: line {n}: invalid JSON" in caplog.text
+
+
+class PausedStats(SignalStatsReward):
+    """The baseline, pausing in its second score_batch call (one batch already durable in
+    results.jsonl) until the test releases it: a bench.run caught mid-write."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.calls, self.paused, self.release = 0, bench_threading.Event(), bench_threading.Event()
+
+    def score_batch(self, inputs, batch_size, max_dur, **kw):
+        self.calls += 1
+        if self.calls == 2:
+            self.paused.set()
+            assert self.release.wait(60), "the test never released the model"
+        return super().score_batch(inputs, batch_size, max_dur, **kw)
+
+
+def start_paused_run(bench_toy, out_root):
+    """bench.run in a thread, paused mid-scoring; returns (model, thread, output folder)."""
+    model = PausedStats(sr=16_000)
+    cfg = bench_cfg(bench_toy, out_root, subset="PAM")
+    thread = bench_threading.Thread(target=bench_run, args=(cfg,), kwargs={"model": model})
+    thread.start()
+    assert model.paused.wait(60), "bench.run never reached its second batch"
+    return model, thread, out_root / "signal_stats" / "toy"
+
+
+def test_evaluate_refuses_a_results_file_bench_run_is_writing(bench_toy, tmp_path, capsys):
+    """Attack (race): `bench.evaluate` on a results.jsonl that bench.run is still appending to
+    read half a run and wrote metrics over the run's. It must refuse (exit 4) naming the run."""
+    model, thread, out = start_paused_run(bench_toy, tmp_path)
+    try:
+        assert evaluate_main([str(out / "results.jsonl"), "--no-plots", "--n-boot", "0"]) == 4
+        err = capsys.readouterr().err
+        assert "in use by bench.run (pid" in err and not (out / "metrics.json").exists()
+        other = tmp_path / "elsewhere"  # reading it to write elsewhere: refused too
+        assert evaluate_main([str(out / "results.jsonl"), "--out-dir", str(other)]) == 4
+        assert not (other / "metrics.json").exists()
+    finally:
+        model.release.set()
+        thread.join()
+
+
+def test_evaluate_waits_for_bench_run_and_then_reads_the_whole_file(bench_toy, tmp_path):
+    """Attack (race), `wait`: the evaluation says it is waiting, then reads the finished
+    file (all 12 rows), never the half-written one."""
+    model, thread, out = start_paused_run(bench_toy, tmp_path)
+    waiting, lines, got = bench_threading.Event(), [], {}
+
+    def on_wait(line):
+        lines.append(line)
+        waiting.set()
+
+    def evaluate():
+        got["m"] = evaluate_results_file(
+            out / "results.jsonl", tmp_path / "mine", n_boot=0, plots=False, wait=True,
+            on_wait=on_wait,
+        )  # fmt: skip
+
+    reader = bench_threading.Thread(target=evaluate)
+    reader.start()
+    try:
+        assert waiting.wait(60), "the evaluation neither waited nor said so"
+        assert "bench.evaluate waiting for bench.run (pid" in lines[0] and "m" not in got
+    finally:
+        model.release.set()
+        thread.join()
+        reader.join()
+    assert got["m"]["n_rows"] == 12
+
+
+def test_two_evaluations_of_one_folder_do_not_interleave(bench_toy, tmp_path, capsys):
+    """Attack (race): two evaluations writing one folder's metrics files at once; the second
+    is refused (exit 4) naming the first, and its files are not written."""
+    out = pam_results(bench_toy, tmp_path)
+    (out / "metrics.json").unlink()
+    with OutputLock(out, what="bench.evaluate"):
+        assert evaluate_main([str(out / "results.jsonl"), "--no-plots", "--n-boot", "0"]) == 4
+        assert not (out / "metrics.json").exists()
+    assert "in use by bench.evaluate (pid" in capsys.readouterr().err
 
 
 class NonFiniteStats(SignalStatsReward):

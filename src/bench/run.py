@@ -379,6 +379,7 @@ def evaluate_existing(cfg: DictConfig, out: Path) -> tuple[dict[str, Any], dict[
             plots=bool(cfg.get("plots", True)),
             title=f"{cfg.model.name} on {cfg.dataset.name}",
             variant=str(cfg.model.name),
+            lock=False,  # run() holds the folder's lock
         )
     except NoUsableRows as e:
         raise RunRefused(str(e)) from None
