@@ -114,6 +114,12 @@ def make_result(
     return res
 
 
+def nan_fields(rec: dict[str, Any]) -> list[str]:
+    """The record's `bench_nan_scores` (field names); anything else read from a file: []."""
+    value = rec.get(NAN_FIELD)
+    return [f for f in value if isinstance(f, str)] if isinstance(value, list) else []
+
+
 def flag_nan_scores(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Turn into errors the NaN scores of dimensions the model has: a record listing a NaN
     field (`bench_nan_scores`) whose dimension is finite in another ok record (any side) is
@@ -122,17 +128,16 @@ def flag_nan_scores(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     model lacks (the reward-model contract), and stays as it is. Changes `records` in place
     and returns it."""
     dim_of = {f: k for k, d in DIMENSIONS.items() for f in (d, f"{d}_b")}
-    has = set()
+    has: set[str] = set()
     for r in records:
         if r.get("status") != "ok":
             continue
-        nan = set(r.get(NAN_FIELD) or [])
+        nan = set(nan_fields(r))
         for dim, field in DIMENSIONS.items():
             if any(r.get(f) is not None and f not in nan for f in (field, f"{field}_b")):
                 has.add(dim)
     for r in records:
-        nan = r.get(NAN_FIELD) or []
-        bad = [f for f in nan if dim_of.get(f) in has]
+        bad = [f for f in nan_fields(r) if dim_of.get(f) in has]
         if r.get("status") != "ok" or not bad:
             continue
         errs = [r.get("inference_error") or ""]
