@@ -75,7 +75,7 @@ def test_cli_exit_status_names_the_holder(toy, tmp_path, caplog):
     cfg = make_cfg(toy, tmp_path)
     with OutputLock(tmp_path / "signal_stats" / "toy"):
         assert run_cli(cfg) == OutputBusy.exit_code
-    assert f"pid {os.getpid()}" in caplog.text and "another bench.run" in caplog.text
+    assert f"pid {os.getpid()}" in caplog.text and "in use by bench.run" in caplog.text
     assert run_cli(make_cfg(toy, tmp_path, max_fail_frac=1.0)) == 0  # released on exit
 
 

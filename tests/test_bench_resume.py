@@ -10,10 +10,11 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from helpers.bench import make_cfg, make_toy_bench
+from helpers.bench import SimulatedKill, make_cfg, make_toy_bench
+from omegaconf import OmegaConf
 
 import bench.models
-from bench.models import DIGESTS_NAME, weights_digest
+from bench.models import DIGESTS_NAME, build_model, weights_digest
 from bench.run import run
 
 USER_MODEL = textwrap.dedent(
@@ -157,11 +158,54 @@ def test_a_file_mixing_fingerprints_is_split(toy, tmp_path):
     out = tmp_path / "signal_stats" / "toy"
     recs = results(out / "results.jsonl")
     for r in recs[:5]:
-        r["bench_fingerprint"] = "0ld"
+        r["bench_fingerprint"] = "01d"
     (out / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
     _, info = run(cfg)
     assert len(info["scored_keys"]) == 5 and info["skipped_rows"] == 7
-    assert len(results(out / "results.0ld.jsonl")) == 5
+    assert len(results(out / "results.01d.jsonl")) == 5
     assert {r["bench_fingerprint"] for r in results(out / "results.jsonl")} == {
         recs[-1]["bench_fingerprint"]
     }
+
+
+class DiesAfter:
+    """A built reward model, killed (SimulatedKill) in its (`after` + 1)-th score_batch call;
+    everything else is the model's own."""
+
+    def __init__(self, inner, after: int):
+        self.inner, self.after, self.calls = inner, after, 0
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def score_batch(self, inputs, batch_size, max_dur, **kw):
+        self.calls += 1
+        if self.calls > self.after:
+            raise SimulatedKill(f"killed after {self.after} batches")
+        return self.inner.score_batch(inputs, batch_size, max_dur, **kw)
+
+
+def test_killed_and_resumed_run_gives_bit_identical_scores(toy, tmp_path):
+    """CMI-RM's float32 arithmetic depends on a batch's shape; a resumed run composes the
+    unfinished batches as the uninterrupted run did, so every score is the same float."""
+    model_cfg = OmegaConf.load(Path(__file__).parents[1] / "conf/bench/model/cmi_rm_tiny.yaml")
+    model_cfg.checkpoint = str(tmp_path / "cmi_rm_tiny")
+
+    def cfg(out):
+        c = make_cfg(toy, tmp_path / out, subset="PAM", device="cpu", batch_size=3)
+        c.model = model_cfg
+        return c
+
+    run(cfg("full"))
+    model, _ = build_model(cfg("resumed"))
+    with pytest.raises(SimulatedKill):
+        run(cfg("resumed"), model=DiesAfter(model, after=1))
+    _, info = run(cfg("resumed"))
+    assert info["skipped_rows"] == 3 and len(info["scored_keys"]) == 9
+
+    def scores(out):
+        rows = results(tmp_path / out / "cmi_rm_tiny" / "toy" / "results.jsonl")
+        fields = ("predicted_musicality", "predicted_text-music alignment")
+        return {r["bench_row_key"]: [r[f] for f in fields] for r in rows}
+
+    assert scores("resumed") == scores("full")

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import textwrap
 
 import numpy as np
 import pytest
 import torch
+from helpers.bench import make_cfg, make_toy_bench
 
+from bench.run import run
 from rewards.base import BatchInput
 from rewards.build import build_reward_model
 from rewards.custom import CustomModelError
@@ -52,6 +55,15 @@ MODULE = textwrap.dedent(
 
     class NoScore:
         sr = 24000
+
+    class ExtraDuck(DuckModel):
+        """Names a third score column, as a multi-dimension scorer does."""
+
+        extra_columns = ["energy"]
+
+        def score_batch(self, inputs, batch_size, max_dur, **kwargs):
+            base = super().score_batch(inputs, batch_size, max_dur, **kwargs)
+            return np.concatenate([base, 2 * base[:, 1:2]], axis=1)
 
     class WrongShape(DuckModel):
         def score_batch(self, inputs, batch_size, max_dur, **kwargs):
@@ -137,3 +149,29 @@ def test_wrong_output_shape_is_reported(user_module):
 def test_unknown_top_level_keys_rejected(user_module):
     with pytest.raises(CustomModelError, match="unknown keys"):
         build_reward_model({"name": "u", "class_path": f"{user_module}:DuckModel", "gain": 3})
+
+
+def test_custom_model_with_extra_columns_scores_every_row_through_bench_run(user_module, tmp_path):
+    """A class_path model naming `extra_columns` returns [N, 3]; bench.run writes the extra
+    column for every row (it used to fail each one: "shape (1, 3), expected (1, 2)")."""
+    make_toy_bench(tmp_path / "data", corrupt=False, missing=False)
+    cfg = make_cfg(tmp_path / "data", tmp_path / "out", subset="PAM")
+    cfg.model = {
+        "name": "extra",
+        "class_path": f"{user_module}:ExtraDuck",
+        "init_kwargs": {"sr": 16_000},
+        "checkpoint": None,
+        "device": "cpu",
+    }
+    _, info = run(cfg)
+    assert info["failed_rows"] == 0 and info["total_rows"] == 12
+    lines = (tmp_path / "out" / "extra" / "toy" / "results.jsonl").read_text().splitlines()
+    for r in map(json.loads, lines):
+        assert r["predicted_energy"] == pytest.approx(2 * r["predicted_musicality"])
+
+
+def test_extra_columns_not_returned_are_a_shape_error(user_module):
+    model, _ = build_reward_model({"name": "x", "class_path": f"{user_module}:ExtraDuck"})
+    model.inner.extra_columns = ["energy", "missing"]
+    with pytest.raises(CustomModelError, match=r"expected \(3, 4\) \(2 \+ extra_columns"):
+        model.score_batch(clips(), 3, 30.0)

@@ -21,6 +21,237 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 # === 6, 8, 9. Paths, locks and non-finite scores in the bench =============================
 
+import json as bench_json  # noqa: E402
+import threading as bench_threading  # noqa: E402
+
+import numpy as bench_np  # noqa: E402
+from helpers.bench import make_cfg as bench_cfg  # noqa: E402
+from helpers.bench import make_toy_bench  # noqa: E402
+
+from bench.baselines import SignalStatsReward  # noqa: E402
+from bench.evaluate import main as evaluate_main  # noqa: E402
+from bench.evaluate import evaluate_results_file  # noqa: E402
+from bench.guard import OutputLock, RunRefused  # noqa: E402
+from bench.run import run as bench_run  # noqa: E402
+from bench.run import run_cli as bench_run_cli  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def bench_toy(tmp_path_factory):
+    root = tmp_path_factory.mktemp("hostile_bench")
+    make_toy_bench(root, corrupt=False, missing=False)
+    return root
+
+
+def pam_results(bench_toy, out_root):
+    """A finished signal_stats run on the toy PAM rows; returns its output folder."""
+    bench_run(bench_cfg(bench_toy, out_root, subset="PAM"))
+    return out_root / "signal_stats" / "toy"
+
+
+def test_crafted_fingerprint_in_results_cannot_write_outside_the_run_folder(bench_toy, tmp_path):
+    """Attack: a results.jsonl record whose `bench_fingerprint` is a path (`x/../../../victim/
+    toy/bench`) is joined into the set-aside file's name; the runner must refuse (exit 2,
+    naming file and line) and leave the other folder's bench.jsonl untouched."""
+    out = pam_results(bench_toy, tmp_path)
+    victim = tmp_path / "victim" / "toy" / "bench.jsonl"
+    victim.parent.mkdir(parents=True)
+    victim.write_text('{"precious": true}\n')
+    rec = bench_json.loads((out / "results.jsonl").read_text().splitlines()[0])
+    rec["bench_fingerprint"] = "x/../../../victim/toy/bench"
+    with open(out / "results.jsonl", "a") as f:
+        f.write(bench_json.dumps(rec) + "\n")
+    assert bench_run_cli(bench_cfg(bench_toy, tmp_path, subset="PAM")) == 2
+    assert victim.read_text() == '{"precious": true}\n'
+    assert not (out / "results.x").exists()
+    with pytest.raises(RunRefused, match=r"results\.jsonl:13: bench_fingerprint must be hex"):
+        bench_run(bench_cfg(bench_toy, tmp_path, subset="PAM"))
+
+
+@pytest.mark.parametrize("key", ["model.name", "dataset.name"])
+def test_model_or_dataset_name_with_a_path_cannot_leave_the_output_root(bench_toy, tmp_path, key):
+    """Attack: `model.name=../../elsewhere` (or dataset.name) names the output folder; it must
+    be one safe path component, refused with exit 2 before anything is written."""
+    cfg = bench_cfg(bench_toy, tmp_path / "root", subset="PAM", **{key: "../../elsewhere"})
+    assert bench_run_cli(cfg) == 2
+    assert not (tmp_path / "elsewhere").exists() and not (tmp_path / "root").exists()
+
+
+def test_list_valued_row_key_in_results_is_refused_naming_the_line(bench_toy, tmp_path, capsys):
+    """Attack: a results line with `bench_row_key: [..]` (unhashable) crashed the reader with a
+    traceback; bench.evaluate must exit 2 naming the file, the line and the field."""
+    res = tmp_path / "results.jsonl"
+    row = {"source": "MusicEval", "split": "test", "musicality": 3, "predicted_musicality": 1}
+    res.write_text(bench_json.dumps(row) + "\n" + bench_json.dumps(row | {"bench_row_key": ["a"]}))
+    assert evaluate_main([str(res), "--no-plots", "--n-boot", "0"]) == 2
+    err = capsys.readouterr().err
+    assert f"{res}:2: bench_row_key must be a string" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("line", "problem"),
+    [
+        (b"\xff\xfe{}", "not UTF-8 text"),
+        (b"[" * 100_000, "JSON nested too deeply"),
+    ],
+)
+def test_malformed_results_line_exits_2_naming_file_and_line(tmp_path, capsys, line, problem):
+    """Attack: a results file with a line that is not UTF-8, or JSON nested 100000 deep, gave
+    a traceback and exit 1; it must be exit 2 with the file, line number and problem."""
+    res = tmp_path / "results.jsonl"
+    row = {"source": "MusicEval", "split": "test", "musicality": 3, "predicted_musicality": 1}
+    res.write_bytes(bench_json.dumps(row).encode() + b"\n" + line + b"\n")
+    assert evaluate_main([str(res), "--no-plots", "--n-boot", "0"]) == 2
+    assert f"{res}:2: {problem}" in capsys.readouterr().err
+
+
+def test_malformed_bench_dataset_line_exits_2_naming_file_and_line(bench_toy, tmp_path, caplog):
+    """Attack: a bench dataset JSONL with a broken line made bench.run exit 1 with a
+    traceback; it must exit 2 naming the file and the line number."""
+    data = tmp_path / "bench.jsonl"
+    data.write_text((bench_toy / "bench.jsonl").read_text() + '{"source": "PAM", oops\n')
+    cfg = bench_cfg(bench_toy, tmp_path / "out", subset="PAM")
+    cfg.dataset.jsonl = str(data)
+    assert bench_run_cli(cfg) == 2
+    n = len(data.read_text().splitlines())
+    assert f"{data}: line {n}: invalid JSON" in caplog.text
+
+
+class PausedStats(SignalStatsReward):
+    """The baseline, pausing in its second score_batch call (one batch already durable in
+    results.jsonl) until the test releases it: a bench.run caught mid-write."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.calls, self.paused, self.release = 0, bench_threading.Event(), bench_threading.Event()
+
+    def score_batch(self, inputs, batch_size, max_dur, **kw):
+        self.calls += 1
+        if self.calls == 2:
+            self.paused.set()
+            assert self.release.wait(60), "the test never released the model"
+        return super().score_batch(inputs, batch_size, max_dur, **kw)
+
+
+def start_paused_run(bench_toy, out_root):
+    """bench.run in a thread, paused mid-scoring; returns (model, thread, output folder)."""
+    model = PausedStats(sr=16_000)
+    cfg = bench_cfg(bench_toy, out_root, subset="PAM")
+    thread = bench_threading.Thread(target=bench_run, args=(cfg,), kwargs={"model": model})
+    thread.start()
+    assert model.paused.wait(60), "bench.run never reached its second batch"
+    return model, thread, out_root / "signal_stats" / "toy"
+
+
+def test_evaluate_refuses_a_results_file_bench_run_is_writing(bench_toy, tmp_path, capsys):
+    """Attack (race): `bench.evaluate` on a results.jsonl that bench.run is still appending to
+    read half a run and wrote metrics over the run's. It must refuse (exit 4) naming the run."""
+    model, thread, out = start_paused_run(bench_toy, tmp_path)
+    try:
+        assert evaluate_main([str(out / "results.jsonl"), "--no-plots", "--n-boot", "0"]) == 4
+        err = capsys.readouterr().err
+        assert "in use by bench.run (pid" in err and not (out / "metrics.json").exists()
+        other = tmp_path / "elsewhere"  # reading it to write elsewhere: refused too
+        assert evaluate_main([str(out / "results.jsonl"), "--out-dir", str(other)]) == 4
+        assert not (other / "metrics.json").exists()
+    finally:
+        model.release.set()
+        thread.join()
+
+
+def test_evaluate_waits_for_bench_run_and_then_reads_the_whole_file(bench_toy, tmp_path):
+    """Attack (race), `wait`: the evaluation says it is waiting, then reads the finished
+    file (all 12 rows), never the half-written one."""
+    model, thread, out = start_paused_run(bench_toy, tmp_path)
+    waiting, lines, got = bench_threading.Event(), [], {}
+
+    def on_wait(line):
+        lines.append(line)
+        waiting.set()
+
+    def evaluate():
+        got["m"] = evaluate_results_file(
+            out / "results.jsonl", tmp_path / "mine", n_boot=0, plots=False, wait=True,
+            on_wait=on_wait,
+        )  # fmt: skip
+
+    reader = bench_threading.Thread(target=evaluate)
+    reader.start()
+    try:
+        assert waiting.wait(60), "the evaluation neither waited nor said so"
+        assert "bench.evaluate waiting for bench.run (pid" in lines[0] and "m" not in got
+    finally:
+        model.release.set()
+        thread.join()
+        reader.join()
+    assert got["m"]["n_rows"] == 12
+
+
+def test_two_evaluations_of_one_folder_do_not_interleave(bench_toy, tmp_path, capsys):
+    """Attack (race): two evaluations writing one folder's metrics files at once; the second
+    is refused (exit 4) naming the first, and its files are not written."""
+    out = pam_results(bench_toy, tmp_path)
+    (out / "metrics.json").unlink()
+    with OutputLock(out, what="bench.evaluate"):
+        assert evaluate_main([str(out / "results.jsonl"), "--no-plots", "--n-boot", "0"]) == 4
+        assert not (out / "metrics.json").exists()
+    assert "in use by bench.evaluate (pid" in capsys.readouterr().err
+
+
+class NonFiniteStats(SignalStatsReward):
+    """The baseline, but NaN or inf for chosen prompts: a model that breaks on some clips."""
+
+    broken = {
+        "pam audioldm2 0": [bench_np.inf, 1.0],
+        "pam audioldm2 1": [bench_np.nan, bench_np.nan],
+        "pam musicgen_large 0": [0.5, bench_np.nan],  # musicality is finite for other clips
+    }
+
+    def score_batch(self, inputs, batch_size, max_dur, **kw):
+        out = bench_np.asarray(super().score_batch(inputs, batch_size, max_dur, **kw))
+        for i, x in enumerate(inputs):
+            out[i] = self.broken.get(x.text, out[i])
+        return out
+
+
+def test_nan_or_infinite_score_is_an_error_row_counted_named_and_retried(bench_toy, tmp_path):
+    """Attack: a model returning NaN or inf for a clip was recorded as a success, its score
+    dropped from the metrics and never retried. Each must be an error row, counted in
+    statistics.json's failures, named in summary.md, and scored again on resume."""
+    cfg = bench_cfg(bench_toy, tmp_path, subset="PAM")
+    _, info = bench_run(cfg, model=NonFiniteStats(sr=16_000))
+    out = tmp_path / "signal_stats" / "toy"
+    rows = {r["prompt"]: r for r in map(bench_json.loads, open(out / "results.jsonl"))}
+    assert {p for p, r in rows.items() if r["status"] == "error"} == set(NonFiniteStats.broken)
+    assert all("NonFiniteScore" in rows[p]["inference_error"] for p in NonFiniteStats.broken)
+    assert rows["pam musicgen_large 0"]["predicted_musicality"] is None
+    stats = bench_json.loads((out / "statistics.json").read_text())
+    assert stats["failed"] == 3 and stats["failure_reasons"] == {"score_error: NonFiniteScore": 3}
+    assert "3 x `score_error: NonFiniteScore`" in (out / "summary.md").read_text()
+    _, again = bench_run(cfg, model=SignalStatsReward(sr=16_000))
+    retried = {
+        rows_by_key["prompt"]
+        for rows_by_key in map(bench_json.loads, open(out / "results.jsonl"))
+        if rows_by_key["bench_row_key"] in again["scored_keys"]
+    }
+    assert retried == set(NonFiniteStats.broken) and again["failed_rows"] == 0
+
+
+def test_nan_in_a_dimension_the_model_lacks_stays_a_success(bench_toy, tmp_path):
+    """Not an attack: NaN in a column for every clip is the contract's "no such dimension";
+    those rows stay ok (a musicality-only model)."""
+
+    class MusicalityOnly(SignalStatsReward):
+        def score_batch(self, inputs, batch_size, max_dur, **kw):
+            out = bench_np.asarray(super().score_batch(inputs, batch_size, max_dur, **kw))
+            out[:, 0] = bench_np.nan
+            return out
+
+    _, info = bench_run(
+        bench_cfg(bench_toy, tmp_path, subset="PAM"), model=MusicalityOnly(sr=16_000)
+    )
+    assert info["failed_rows"] == 0 and info["total_rows"] == 12
+
 
 # === 7. Training resume ===================================================================
 

@@ -112,14 +112,20 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
             f"corpus with `{DEMO_CORPUS}`)",
         )
     rows: list[dict[str, Any]] = []
-    with open(path, encoding="utf-8-sig") as f:  # -sig: a leading BOM (Windows editors) is skipped
-        for lineno, line in enumerate(f, 1):
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:  # -sig: a leading BOM (Windows editors) is skipped
+                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+            except UnicodeDecodeError as e:
+                raise BenchDataError(path, f"line {lineno}: not UTF-8 text ({e.reason})") from None
             if not line.strip():
                 continue
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as e:
-                raise BenchDataError(path, f"line {lineno}: invalid JSON ({e.msg})") from e
+                raise BenchDataError(path, f"line {lineno}: invalid JSON ({e.msg})") from None
+            except RecursionError:
+                raise BenchDataError(path, f"line {lineno}: JSON nested too deeply") from None
             if not isinstance(obj, dict):
                 raise BenchDataError(path, f"line {lineno}: expected a JSON object")
             rows.append(obj)

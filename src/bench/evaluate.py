@@ -10,17 +10,19 @@ summary_ci, system_level, bootstrap, n_rows, plots) next to the results (or into
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import io
 import json
 import sys
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from audiobase.files import write_json, write_text
 from bench.data import SUBSETS
+from bench.guard import OutputLock, RunRefused, print_waiting
 from bench.latex import fmt_pct, latex_lines, mean
 from bench.metrics import compute_metrics, select_rows
 from bench.store import read_results
@@ -88,9 +90,9 @@ def compute_statistics(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     per_subset: dict[str, Counter] = {}
     reasons: Counter = Counter()
     for r in rows:
-        c = per_subset.setdefault(r.get("benchmark_dataset", "Unknown"), Counter())
+        c = per_subset.setdefault(str(r.get("benchmark_dataset", "Unknown")), Counter())
         valid = bool(r.get("inference_valid_a")) and bool(r.get("inference_valid_b", True))
-        status = r.get("status") or ("ok" if valid else "error")  # upstream's rows: no status
+        status = str(r.get("status") or ("ok" if valid else "error"))  # upstream's: no status
         c["rows"] += 1
         c[status] += 1
         c["valid_a"] += bool(r.get("inference_valid_a"))
@@ -328,6 +330,32 @@ def no_usable_rows(path: Path, rows: Sequence[dict[str, Any]], split: str | None
     return f"{path}: no usable result rows: {why}"
 
 
+@contextlib.contextmanager
+def folder_locks(
+    source: Path, out: Path, wait: bool, on_wait: Callable[[str], None] = print_waiting
+) -> Iterator[None]:
+    """bench.run's folder lock (bench.guard.OutputLock), held for an evaluation: exclusive on
+    `out` (two evaluations never interleave their metrics files), shared on `source` when it is
+    another folder (no bench.run writes the results while they are read). Taken in path order,
+    so two evaluations reading each other's folder cannot deadlock. A source folder where no
+    lock file can be made (read-only) is read unlocked: no bench.run can write there either."""
+    folders = {out.resolve(): False, source.resolve(): True}
+    if out.resolve() == source.resolve():
+        folders = {out.resolve(): False}
+    with contextlib.ExitStack() as stack:
+        for folder in sorted(folders):
+            shared = folders[folder]
+            lock = OutputLock(
+                folder, shared=shared, wait=wait, what="bench.evaluate", on_wait=on_wait
+            )
+            try:
+                stack.enter_context(lock)
+            except PermissionError:
+                if not shared:
+                    raise
+        yield
+
+
 def evaluate_results_file(
     results: str | Path,
     out_dir: str | Path | None = None,
@@ -339,28 +367,37 @@ def evaluate_results_file(
     run_info: dict[str, Any] | None = None,
     title: str | None = None,
     variant: str | None = None,
+    lock: bool = True,
+    wait: bool = False,
+    on_wait: Callable[[str], None] = print_waiting,
 ) -> dict[str, Any]:
     """Every metrics file for a results.jsonl, ours (last record per row wins) or upstream's;
     written into `out_dir` (default: the results file's folder); returns metrics.json.
-    Raises FileNotFoundError, or NoUsableRows when no row can be evaluated."""
+    `lock`: hold the folders' locks (`folder_locks`; False when the caller holds them, as
+    bench.run does); a folder in use raises `OutputBusy` naming the holder, or with `wait`
+    `on_wait` gets a line naming it (default: printed) and the evaluation waits for it.
+    Raises FileNotFoundError, NoUsableRows when no row can be evaluated, or
+    `bench.store.ResultsFileError` for a line bench.run could not have written."""
     results = Path(results)
     if not results.is_file():
         raise FileNotFoundError(f"{results}: results file not found")
-    rows = read_results(results)
-    if not usable(rows, split):
-        raise NoUsableRows(no_usable_rows(results, rows, split))
-    return evaluate_rows(
-        rows,
-        out_dir or results.parent,
-        split=split,
-        n_boot=n_boot,
-        seed=seed,
-        plots=plots,
-        run_info=run_info,
-        title=title or f"Benchmark results: {results.parent}",
-        variant=variant,
-        results=results,
-    )
+    out = Path(out_dir or results.parent)
+    with folder_locks(results.parent, out, wait, on_wait) if lock else contextlib.nullcontext():
+        rows = read_results(results)
+        if not usable(rows, split):
+            raise NoUsableRows(no_usable_rows(results, rows, split))
+        return evaluate_rows(
+            rows,
+            out,
+            split=split,
+            n_boot=n_boot,
+            seed=seed,
+            plots=plots,
+            run_info=run_info,
+            title=title or f"Benchmark results: {results.parent}",
+            variant=variant,
+            results=results,
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -372,6 +409,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--variant", default=None, help="latex.txt row label (default: out folder)")
     p.add_argument("--no-plots", action="store_true")
+    p.add_argument(
+        "--wait",
+        action="store_true",
+        help="when a bench.run or another evaluation holds the folder, wait for it (default: "
+        "refuse, exit 4, naming it)",
+    )
     a = p.parse_args(argv)
     try:
         m = evaluate_results_file(
@@ -382,10 +425,14 @@ def main(argv: list[str] | None = None) -> int:
             seed=a.seed,
             plots=not a.no_plots,
             variant=a.variant,
+            wait=a.wait,
         )
     except (FileNotFoundError, NoUsableRows) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except RunRefused as e:  # a malformed results line (its file and line), a busy folder
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
     print(frame_csv(m["summary"]), end="")
     return 0
 

@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader, Dataset
 from audiobase.preprocess import Preprocess
 from bench.data import BenchRow
 from bench.pairwise import is_pair, score_with_pairwise, wants_pairwise
-from bench.records import SideScore, make_result
+from bench.records import NONFINITE, SideScore, make_result
 from rewards.base import ALIGNMENT, MUSICALITY, BatchInput
 
 
@@ -252,6 +252,23 @@ def to_float(x: float) -> float | None:
     return None if x is None or not math.isfinite(x) else float(x)
 
 
+def nonfinite(row: np.ndarray, names: list[str]) -> tuple[str | None, list[str]]:
+    """(error, NaN dimensions) of one item's scores. An error: an infinite value in any
+    column, NaN in a named extra column (the model says it has it), or NaN in both
+    alignment and musicality (no score at all). NaN in one of the two is what a model
+    without that dimension returns: listed, for `bench.records.flag_nan_scores`."""
+    cols = {"alignment": row[ALIGNMENT], "musicality": row[MUSICALITY]}
+    cols |= {n: row[2 + j] for j, n in enumerate(names)}
+    inf = [f"{k}={float(v)}" for k, v in cols.items() if math.isinf(v)]
+    nan_extra = [k for k in names if math.isnan(cols[k])]
+    nan = [k for k in ("alignment", "musicality") if math.isnan(cols[k])]
+    if inf or nan_extra:
+        return f"{NONFINITE}: {', '.join(inf + [f'{k}=nan' for k in nan_extra])}", []
+    if len(nan) == 2:
+        return f"{NONFINITE}: alignment=nan, musicality=nan", []
+    return None, nan
+
+
 def score_decoded(
     model: Any,
     decoded: list[dict[str, Any]],
@@ -279,8 +296,13 @@ def score_decoded(
     names = extra_columns(model)
 
     def put(i: int, s: str, row: np.ndarray, details: dict[str, Any] | None = None) -> None:
+        bad, nan = nonfinite(row, names)
+        if bad:
+            return fail(i, s, bad, details)
         a, m = to_float(row[ALIGNMENT]), to_float(row[MUSICALITY])
         out[i][s] = {"alignment": a, "musicality": m, "valid": True, "error": ""}
+        if nan:  # a dimension the model may lack; bench.records.flag_nan_scores decides
+            out[i][s]["nan"] = nan
         if names:
             out[i][s]["extra"] = {n: to_float(row[2 + j]) for j, n in enumerate(names)}
         if details is not None:

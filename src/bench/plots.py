@@ -20,14 +20,20 @@ matplotlib.use("Agg")  # headless: never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from audiobase.files import atomic_path  # noqa: E402
 from bench.metrics import CORR_TASKS, by_subset, norm_pref, numeric_pairs, to_num  # noqa: E402
 
 
 def save(fig: plt.Figure, path: Path) -> Path:
+    """Write `fig` as a PNG at `path` atomically (audiobase.files.atomic_path): a kill while
+    writing leaves the previous file or none, never half a PNG."""
     # fixed margins: tight_layout measures every label and took a third of the drawing time
     fig.subplots_adjust(left=0.15, right=0.97, bottom=0.15, top=0.9, wspace=0.3)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    try:
+        with atomic_path(path, suffix=".tmp.png") as tmp:
+            fig.savefig(tmp, dpi=100, format="png")
+    finally:
+        plt.close(fig)
     return path
 
 

@@ -17,7 +17,11 @@ import numpy as np
 
 from bench.data import BenchRow
 
-SideScore = dict[str, Any]  # {"alignment", "musicality", "valid", "error", "extra"?, "details"?}
+SideScore = dict[str, Any]
+# {"alignment", "musicality", "valid", "error", "extra"?, "details"?, "nan"?: NaN dimensions}
+NONFINITE = "NonFiniteScore"  # the error kind of a NaN or infinite score (statistics, summary)
+DIMENSIONS = {"alignment": "predicted_text-music alignment", "musicality": "predicted_musicality"}
+NAN_FIELD = "bench_nan_scores"  # the record's fields a model returned NaN for
 
 
 def pair_pref_label(a: float | None, b: float | None) -> str | None:
@@ -93,6 +97,10 @@ def make_result(
         res[f"predicted_{n}"] = pa.get("extra", {}).get(n)
         if "b" in sides:
             res[f"predicted_{n}_b"] = pb.get("extra", {}).get(n)
+    nan = [DIMENSIONS[d] for d in pa.get("nan") or []]
+    nan += [DIMENSIONS[d] + "_b" for d in pb.get("nan") or []] if "b" in sides else []
+    if nan:
+        res[NAN_FIELD] = nan
     res["inference_valid_a"] = bool(pa.get("valid", False))
     if "b" in sides:
         res["inference_valid_b"] = bool(pb.get("valid", False))
@@ -104,3 +112,54 @@ def make_result(
     res["bench_model"] = model_name
     add_details(res, sides, model_name)
     return res
+
+
+def nan_fields(rec: dict[str, Any]) -> list[str]:
+    """The record's `bench_nan_scores` (field names); anything else read from a file: []."""
+    value = rec.get(NAN_FIELD)
+    return [f for f in value if isinstance(f, str)] if isinstance(value, list) else []
+
+
+def flag_nan_scores(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Turn into errors the NaN scores of dimensions the model has: a record listing a NaN
+    field (`bench_nan_scores`) whose dimension is finite in another ok record (any side) is
+    an error row, its side's scores null, `NonFiniteScore` in its `inference_error`, so it is
+    counted as a failure and retried on resume. A dimension NaN in every record is one the
+    model lacks (the reward-model contract), and stays as it is. Changes `records` in place
+    and returns it."""
+    dim_of = {f: k for k, d in DIMENSIONS.items() for f in (d, f"{d}_b")}
+    has: set[str] = set()
+    for r in records:
+        if r.get("status") != "ok":
+            continue
+        nan = set(nan_fields(r))
+        for dim, field in DIMENSIONS.items():
+            if any(r.get(f) is not None and f not in nan for f in (field, f"{field}_b")):
+                has.add(dim)
+    for r in records:
+        bad = [f for f in nan_fields(r) if dim_of.get(f) in has]
+        if r.get("status") != "ok" or not bad:
+            continue
+        errs = [r.get("inference_error") or ""]
+        for side, path_key in (("a", "audio-path"), ("b", "audio2")):
+            mine = [f for f in bad if f.endswith("_b") == (side == "b")]
+            if not mine:
+                continue
+            r[f"inference_valid_{side}"] = False
+            suffix = "_b" if side == "b" else ""
+            for field in DIMENSIONS.values():
+                r[field + suffix] = None
+            dims = ", ".join(f"{k}=nan" for k, d in DIMENSIONS.items() if d + suffix in mine)
+            errs.append(
+                f"{side}: score_error: {NONFINITE}: {dims} (finite for other clips) "
+                f"[{r.get(path_key)}]"
+            )
+        r["inference_error"] = " | ".join(e for e in errs if e)
+        r["status"] = "error"
+        if "predicted_preference" in r:
+            mus = pair_pref_label(r.get("predicted_musicality"), r.get("predicted_musicality_b"))
+            r["predicted_preference"] = r["predicted_preference-musicality"] = mus
+            r["predicted_preference-alignment"] = pair_pref_label(
+                r.get("predicted_text-music alignment"), r.get("predicted_text-music alignment_b")
+            )
+    return records

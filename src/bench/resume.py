@@ -16,7 +16,8 @@ from collections import defaultdict
 from pathlib import Path
 
 from audiobase.files import write_text
-from bench.store import iter_records
+from bench.guard import RunRefused, inside
+from bench.store import FINGERPRINT, iter_records
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +30,14 @@ def part_files(out: Path) -> list[Path]:
 
 
 def aside_path(out: Path, fp: str) -> Path:
-    """Where scores of fingerprint `fp` are kept while another one runs."""
-    return out / f"results.{fp or 'unknown'}.jsonl"
+    """Where scores of fingerprint `fp` are kept while another one runs. `fp` comes from a
+    results file (data): anything but hex digits is refused (`RunRefused`), and so is a path
+    that would resolve outside `out`."""
+    if fp and not FINGERPRINT.fullmatch(fp):
+        raise RunRefused(
+            f"{out}: fingerprint {fp!r:.80} is not hex digits; refusing to name a file"
+        )
+    return inside(out, out / f"results.{fp or 'unknown'}.jsonl", f"{out}: fingerprint {fp!r:.80}")
 
 
 def append_lines(path: Path, lines: list[str]) -> None:

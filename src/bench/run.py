@@ -37,7 +37,7 @@ from omegaconf import DictConfig, OmegaConf
 from audiobase.files import write_json
 from audiobase.weights import find_user_error
 from bench.data import BenchRow, parse_subset, read_bench_counted
-from bench.guard import OutputLock, RunRefused
+from bench.guard import OutputLock, RunRefused, check_slug
 from bench.plot_process import PlotProcess
 from bench.resume import part_files, set_aside
 from bench.store import compact, read_latest
@@ -56,7 +56,11 @@ STAGES = ("score", "evaluate", "all")
 
 
 def output_dir(cfg: DictConfig) -> Path:
-    return Path(cfg.output_root) / str(cfg.model.name) / str(cfg.dataset.name)
+    """<output_root>/<model.name>/<dataset.name>; each name must be one safe path component
+    (`bench.guard.check_slug`), else RunRefused."""
+    model = check_slug(cfg.model.get("name"), "model.name")
+    dataset = check_slug(cfg.dataset.get("name"), "dataset.name")
+    return Path(cfg.output_root) / model / dataset
 
 
 def run_stage(cfg: DictConfig) -> str:
@@ -376,6 +380,7 @@ def evaluate_existing(cfg: DictConfig, out: Path) -> tuple[dict[str, Any], dict[
             plots=bool(cfg.get("plots", True)),
             title=f"{cfg.model.name} on {cfg.dataset.name}",
             variant=str(cfg.model.name),
+            lock=False,  # run() holds the folder's lock
         )
     except NoUsableRows as e:
         raise RunRefused(str(e)) from None
@@ -435,7 +440,7 @@ def run_cli(cfg: DictConfig) -> int:
     except RunRefused as e:
         log.error("%s", e)
         return e.exit_code
-    except Exception as e:  # missing weights or data: one line, exit 2, no traceback
+    except Exception as e:  # missing weights, a bad dataset file: one line, exit 2
         err = find_user_error(e)
         if err is None:
             raise

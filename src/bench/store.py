@@ -10,13 +10,14 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Callable, Iterable
+import re
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
 from audiobase.files import write_text
-from bench.guard import check_free_space
-from bench.records import to_json_line
+from bench.guard import RunRefused, check_free_space
+from bench.records import flag_nan_scores, to_json_line
 
 log = logging.getLogger(__name__)
 
@@ -52,31 +53,89 @@ class ResultWriter:
         self.close()
 
 
-def iter_records(path: str | Path, keyed: bool = True) -> Iterable[dict[str, Any]]:
-    """Records of a results journal, skipping blank and truncated/corrupt lines; `keyed`:
-    only records with our row key (`bench_row_key`), else every JSON object."""
-    path = Path(path)
-    if not path.is_file():
-        return
-    with open(path, encoding="utf-8-sig") as f:
-        for lineno, line in enumerate(f, 1):
+class ResultsFileError(RunRefused):
+    """A results file line that bench.run did not write (the message names the file, the line
+    and the problem). A line cut short by a kill is skipped instead, with a warning."""
+
+    def __init__(self, path: str | Path, lineno: int, reason: str):
+        self.path, self.lineno, self.reason = str(path), lineno, reason
+        super().__init__(f"{path}:{lineno}: {reason}")
+
+
+FINGERPRINT = re.compile(r"[0-9a-f]{1,64}")  # bench.models.fingerprint: 16 hex digits
+
+
+def check_record(path: Path, lineno: int, rec: dict[str, Any]) -> None:
+    """The fields the runner keys on or builds names from: `bench_row_key` a string,
+    `bench_row_index` an integer, `bench_fingerprint` hex digits (it names a file,
+    bench.resume.aside_path). Raises ResultsFileError otherwise."""
+    key, index, fp = (
+        rec["bench_row_key"],
+        rec.get("bench_row_index", 0),
+        rec.get("bench_fingerprint"),
+    )
+    if not isinstance(key, str):
+        raise ResultsFileError(
+            path, lineno, f"bench_row_key must be a string, got {type(key).__name__} {key!r:.80}"
+        )
+    if not isinstance(index, int) or isinstance(index, bool):
+        raise ResultsFileError(
+            path, lineno, f"bench_row_index must be an integer, got {index!r:.80}"
+        )
+    if fp not in (None, "") and not (isinstance(fp, str) and FINGERPRINT.fullmatch(fp)):
+        raise ResultsFileError(
+            path,
+            lineno,
+            f"bench_fingerprint must be hex digits (bench.run writes 16), got {fp!r:.80}: "
+            "this line was not written by bench.run; remove it or move the file away",
+        )
+
+
+def iter_lines(path: Path) -> Iterator[tuple[int, Any]]:
+    """(line number, parsed JSON) per non-blank line. A line that is not JSON (cut by a kill)
+    is skipped with a warning naming it; text that is not UTF-8 or JSON nested too deeply to
+    parse raises ResultsFileError."""
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+            except UnicodeDecodeError as e:
+                raise ResultsFileError(path, lineno, f"not UTF-8 text ({e.reason})") from None
             if not line.strip():
                 continue
             try:
-                rec = json.loads(line)  # also reads upstream's bare NaN
+                yield lineno, json.loads(line)  # also reads upstream's bare NaN
             except json.JSONDecodeError:
                 log.warning("%s:%d: skipping an unreadable line (cut by a kill?)", path, lineno)
-                continue
-            if isinstance(rec, dict) and (not keyed or "bench_row_key" in rec):
-                yield rec
+            except RecursionError:
+                raise ResultsFileError(path, lineno, "JSON nested too deeply") from None
+
+
+def iter_records(path: str | Path, keyed: bool = True) -> Iterable[dict[str, Any]]:
+    """Records of a results journal, skipping blank and truncated/corrupt lines; `keyed`:
+    only records with our row key (`bench_row_key`), else every JSON object. A record with
+    our key whose key fields are malformed raises ResultsFileError (`check_record`)."""
+    path = Path(path)
+    if not path.is_file():
+        return
+    for lineno, rec in iter_lines(path):
+        if not isinstance(rec, dict):
+            continue
+        if "bench_row_key" in rec:
+            check_record(path, lineno, rec)
+        elif keyed:
+            continue
+        yield rec
 
 
 def read_latest(paths: Iterable[str | Path]) -> dict[str, dict[str, Any]]:
-    """key -> last record over the journals (read in order): the row's current state."""
+    """key -> last record over the journals (read in order): the row's current state (a NaN
+    score of a dimension the model has made an error: bench.records.flag_nan_scores)."""
     latest: dict[str, dict[str, Any]] = {}
     for p in paths:
         for rec in iter_records(p):
             latest[rec["bench_row_key"]] = rec
+    flag_nan_scores(list(latest.values()))  # NaN in a dimension the model has: an error row
     return latest
 
 
@@ -91,6 +150,7 @@ def read_results(path: str | Path) -> list[dict[str, Any]]:
             ours[rec["bench_row_key"]] = rec
         else:
             theirs.append(rec)
+    flag_nan_scores(list(ours.values()))
     return sorted(ours.values(), key=lambda r: r.get("bench_row_index", 0)) + theirs
 
 

@@ -56,7 +56,8 @@ def _accepts(cls: type, name: str) -> bool:
 
 
 class CustomRewardModel(RewardModel):
-    """Wraps a user's model: checks the output is [N, 2]; every other attribute passes through."""
+    """Wraps a user's model: checks the output is [N, 2 + len(extra_columns)] (the class may
+    name extra score columns in `extra_columns`); every other attribute passes through."""
 
     def __init__(self, inner: Any, class_path: str) -> None:
         self.inner, self.class_path = inner, class_path
@@ -71,12 +72,25 @@ class CustomRewardModel(RewardModel):
         out = np.asarray(
             self.inner.score_batch(inputs, batch_size, max_dur, **kwargs), dtype=np.float64
         )
-        if out.shape != (len(inputs), 2):
+        width = 2 + len(self.extra_columns)
+        if out.shape != (len(inputs), width):
+            named = f" (2 + extra_columns {self.extra_columns})" if width > 2 else ""
             raise CustomModelError(
                 self.class_path,
-                f"score_batch returned shape {out.shape}, expected ({len(inputs)}, 2)",
+                f"score_batch returned shape {out.shape}, expected ({len(inputs)}, {width})"
+                + named,
             )
         return out
+
+    @property
+    def extra_columns(self) -> list[str]:
+        """The names the user's class gives its score columns 2.. (`extra_columns`), or []."""
+        names = getattr(self.inner, "extra_columns", None) or []
+        if isinstance(names, str) or not all(isinstance(n, str) for n in names):
+            raise CustomModelError(
+                self.class_path, f"extra_columns must be a list of names, got {names!r:.80}"
+            )
+        return list(names)
 
     def __getattr__(self, name: str) -> Any:  # e.g. score_batch_detailed, device
         inner = self.__dict__.get("inner")
