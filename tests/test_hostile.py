@@ -105,7 +105,7 @@ def test_malformed_results_line_exits_2_naming_file_and_line(tmp_path, capsys, l
     assert f"{res}:2: {problem}" in capsys.readouterr().err
 
 
-def test_malformed_bench_dataset_line_exits_2_naming_file_and_line(bench_toy, tmp_path, caplog):
+def test_malformed_bench_dataset_line_exits_2_naming_file_and_line(bench_toy, tmp_path, capsys):
     """Attack: a bench dataset JSONL with a broken line made bench.run exit 1 with a
     traceback; it must exit 2 naming the file and the line number."""
     data = tmp_path / "bench.jsonl"
@@ -114,7 +114,7 @@ def test_malformed_bench_dataset_line_exits_2_naming_file_and_line(bench_toy, tm
     cfg.dataset.jsonl = str(data)
     assert bench_run_cli(cfg) == 2
     n = len(data.read_text().splitlines())
-    assert f"{data}: line {n}: invalid JSON" in caplog.text
+    assert f"{data}: line {n}: invalid JSON" in capsys.readouterr().err
 
 
 class PausedStats(SignalStatsReward):
