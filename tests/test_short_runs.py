@@ -13,7 +13,9 @@ from audioscore.train import train
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def test_run_stopped_mid_epoch_validates_and_keeps_a_best_checkpoint(tmp_path, synth_corpus):
+def test_run_stopped_mid_epoch_validates_and_keeps_a_best_checkpoint(
+    tmp_path, synth_corpus, recwarn, caplog
+):
     cfg = make_cfg(
         tmp_path, synth_corpus, "data.steps_per_epoch=20", "trainer.max_steps=2", "export=true"
     )
@@ -23,3 +25,8 @@ def test_run_stopped_mid_epoch_validates_and_keeps_a_best_checkpoint(tmp_path, s
     best = objects["best_ckpt"]
     assert best and Path(best).is_file()
     assert (Path(objects["export_dir"]) / "config.yaml").is_file()
+    # a normal run is quiet: no third-party deprecation noise, no advertisement
+    noise = [str(w.message) for w in recwarn if "LeafSpec" in str(w.message)]
+    noise += [str(w.message) for w in recwarn if "in eval mode at the start" in str(w.message)]
+    assert not noise, noise
+    assert "Tip:" not in caplog.text

@@ -17,7 +17,9 @@ DOC = Path(__file__).resolve().parents[1] / "docs" / "wandb.md"
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def test_offline_run_holds_config_tags_group_and_data_name(tmp_path, synth_corpus, monkeypatch):
+def test_offline_run_holds_config_tags_group_and_data_name(
+    tmp_path, synth_corpus, monkeypatch, capfd
+):
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     cfg = make_cfg(
         tmp_path,
@@ -29,6 +31,7 @@ def test_offline_run_holds_config_tags_group_and_data_name(tmp_path, synth_corpu
         experiment="hybrid_campp_grl",
     )
     train(cfg)
+    assert "anonymous setting" not in capfd.readouterr().err  # no deprecated wandb setting
     run = read_offline_run(tmp_path)
     assert run.group == "hybrid_campp_grl"  # the experiment: its seeds form one group
     data = synth_corpus["root"].name  # the user's folder, not the debug overlay's "synth"

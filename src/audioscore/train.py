@@ -41,6 +41,7 @@ from audioscore.legacy import TYPE_NAME, is_legacy_checkpoint, read_legacy
 from audioscore.losses import ScoreRegressionLoss
 from audioscore.models.components.muq_encoder import MuQEncoder
 from audioscore.models.components.scorer import frozen_base_keys
+from audioscore.noise import drop_wandb_anonymous, quiet_third_party
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,8 @@ def build_loggers(cfg: DictConfig) -> list[Any]:
             Path(lcfg.save_dir).mkdir(parents=True, exist_ok=True)
         log.info("logger %s", name)
         logger = hydra.utils.instantiate(lcfg, **kwargs)
+        if isinstance(logger, WandbLogger):
+            drop_wandb_anonymous(logger)
         if isinstance(logger, WandbLogger) and is_rank_zero():
             # every hyperparameter in the run's config: dashboards filter and group on them
             logger.log_hyperparams(run_config(cfg))
@@ -428,6 +431,7 @@ def check_data_keys(cfg: DictConfig) -> None:
 def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     """Fit the scorer described by `cfg`; returns (metrics, objects)."""
     check_data_keys(cfg)
+    quiet_third_party()
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     out_dir = Path(cfg.paths.output_dir)

@@ -178,7 +178,7 @@ def score_rows(
     else:
         if early is not None:
             early.discard()
-            log.info("the built model differs from what its config said; decoding restarts")
+            log.debug("the built model differs from what its config said; decoding restarts")
         batches = batch_rows(cfg, rows, pre)
     if not batches:
         return new_counts()
