@@ -1,0 +1,67 @@
+"""HTTP over a bare socket, for tests that play slow or broken clients against `rewards.serve`:
+the bytes sent, and when, are the test's to choose."""
+
+from __future__ import annotations
+
+import json
+import select
+import socket
+from typing import Any
+
+from rewards.http import encode_wav_base64
+
+
+def read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
+    """(status, headers with lower-case names, body) of one response; the socket's timeout
+    bounds each read (`TimeoutError` when the server does not answer)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError(f"closed before a full response: {data!r}")
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in lines[1:])}
+    n = int(headers.get("content-length", 0))
+    while len(body) < n:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError(f"closed after {len(body)} of {n} body bytes")
+        body += chunk
+    return int(lines[0].split()[1]), headers, body
+
+
+def ready_connection(
+    address: tuple[str, int], source: str | None = None, timeout: float = 10.0
+) -> socket.socket:
+    """A kept-alive connection the server has accepted and answered (`GET /health` -> 200):
+    the readiness signal that it counts against the server's limits from now on."""
+    sock = socket.create_connection(
+        address, timeout=timeout, source_address=None if source is None else (source, 0)
+    )
+    sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+    status, _, body = read_response(sock)
+    assert status == 200, body
+    return sock
+
+
+def score_request(wav: Any, sr: int, api_key: str | None = None) -> bytes:
+    """A complete `POST /score` for one clip (kept alive)."""
+    body = json.dumps({"audio": encode_wav_base64(wav, sr)}).encode()
+    auth = f"Authorization: Bearer {api_key}\r\n" if api_key else ""
+    return (
+        f"POST /score HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+
+def trickle_until_answered(sock: socket.socket, data: bytes, pause: float) -> bytes:
+    """Send `data` one byte at a time, waiting up to `pause` s between bytes for the server to
+    answer; returns the first bytes it answers with (b"" when it sends nothing and closes)."""
+    for i in range(len(data)):
+        sock.sendall(data[i : i + 1])
+        readable, _, _ = select.select([sock], [], [], pause)
+        if readable:
+            return sock.recv(65536)
+    raise AssertionError(f"the server took all {len(data)} trickled bytes without answering")
