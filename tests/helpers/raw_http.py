@@ -3,6 +3,7 @@ the bytes sent, and when, are the test's to choose."""
 
 from __future__ import annotations
 
+import base64
 import json
 import select
 import socket
@@ -46,14 +47,32 @@ def ready_connection(
     return sock
 
 
-def score_request(wav: Any, sr: int, api_key: str | None = None) -> bytes:
-    """A complete `POST /score` for one clip (kept alive)."""
-    body = json.dumps({"audio": encode_wav_base64(wav, sr)}).encode()
+def post_request(body: bytes, path: str = "/score", api_key: str | None = None) -> bytes:
+    """A complete `POST` of `body` (kept alive)."""
     auth = f"Authorization: Bearer {api_key}\r\n" if api_key else ""
     return (
-        f"POST /score HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\n"
+        f"POST {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\n"
         f"Content-Length: {len(body)}\r\n\r\n"
     ).encode() + body
+
+
+def score_request(wav: Any, sr: int, api_key: str | None = None) -> bytes:
+    """A complete `POST /score` for one clip, encoded as `rewards.http` encodes it."""
+    return post_request(json.dumps({"audio": encode_wav_base64(wav, sr)}).encode(), api_key=api_key)
+
+
+def wav_file_request(data: bytes, sr: int) -> bytes:
+    """A complete `POST /score` whose audio is the bytes of a WAV file, sent as they are."""
+    audio = {"format": "wav", "sr": sr, "data": base64.b64encode(data).decode()}
+    return post_request(json.dumps({"audio": audio}).encode())
+
+
+def exchange(address: tuple[str, int], request: bytes, timeout: float = 10.0) -> tuple[int, bytes]:
+    """(status, body) of one request on a fresh connection; `timeout` bounds each read."""
+    with socket.create_connection(address, timeout=timeout) as sock:
+        sock.sendall(request)
+        status, _, body = read_response(sock)
+    return status, body
 
 
 def trickle_until_answered(sock: socket.socket, data: bytes, pause: float) -> bytes:
