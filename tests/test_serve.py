@@ -24,7 +24,7 @@ from helpers.raw_http import (
 
 from rewards.base import RewardModel
 from rewards.http import encode_wav_base64
-from rewards.serve import make_server
+from rewards.serve import json_depth, make_server
 
 SR = 16_000
 
@@ -159,3 +159,31 @@ def test_warns_when_serving_without_a_key_beyond_loopback(caplog):
         caplog.clear()
         make_server(MeanAbs(), "0.0.0.0", 0, api_key="k").server_close()
         assert "without an API key" not in caplog.text
+
+
+def nesting(obj):
+    """Depth of parsed JSON: what `json_depth` must find in its text without parsing it."""
+    if isinstance(obj, dict | list):
+        items = obj.values() if isinstance(obj, dict) else obj
+        return 1 + max((nesting(x) for x in items), default=0)
+    return 0
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        r'{"audio": {"data": "AAAA"}, "text": "[[[{{{", "lyrics": "]]]}}}"}',
+        r'["\\", ["\"[[[", [{"k\\\"]": [[]]}]]]',  # escaped backslashes and quotes
+        r'[[], [[]], {"a": [{}]}, "}}}}"]',
+        "[" * 40 + '"]]]"' + "]" * 40,
+    ],
+)
+def test_json_depth_skips_strings_and_escapes(text):
+    assert json_depth(text.encode()) == nesting(json.loads(text))
+
+
+def test_audio_at_another_rate_is_resampled_as_the_cli_resamples_a_file(server):
+    _, url = server()
+    body = {"audio": encode_wav_base64(np.full(SR // 2, 0.5, np.float32), SR // 2)}
+    r = requests.post(url, json=body, timeout=10)
+    assert r.status_code == 200 and r.json()["musicality"] == pytest.approx(0.5, abs=0.01)

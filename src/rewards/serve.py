@@ -46,7 +46,6 @@ import json
 import logging
 import math
 import os
-import re
 import shutil
 import socket
 import tempfile
@@ -56,7 +55,7 @@ from concurrent.futures import ThreadPoolExecutor
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -82,9 +81,10 @@ REFUSAL_LINGER = 1.0  # seconds a refused connection is drained, so the client r
 ERROR_LINGER = 2.0  # the same for a request refused with its body unread (401, 413, 408)
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf" / "bench" / "model"
 
-_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
-_NOT_BRACKET = bytes(sorted(set(range(256)) - set(b"[]{}")))
-_OPENERS = (ord("["), ord("{"))
+_NOT_STRUCTURE = bytes(sorted(set(range(256)) - set(b'"[]{}')))
+_BRACKET_STEP = np.zeros(256, np.int8)  # +1 opens an array or object, -1 closes one
+_BRACKET_STEP[[ord("["), ord("{")]] = 1
+_BRACKET_STEP[[ord("]"), ord("}")]] = -1
 
 
 class RequestError(ValueError):
@@ -103,24 +103,36 @@ def key_matches(api_key: str | None, authorization: str | None) -> bool:
     return hmac.compare_digest(got, f"Bearer {api_key}".encode("latin-1", "replace"))
 
 
-def json_depth(raw: bytes) -> int:
-    """How deep arrays and objects nest in the JSON text `raw`, found without parsing it
-    (strings are skipped; vectorised, so 64 MiB of brackets takes a fraction of a second)."""
-    brackets = np.frombuffer(_JSON_STRING.sub(b"", raw).translate(None, _NOT_BRACKET), np.uint8)
-    depth = deepest = 0
-    for i in range(0, len(brackets), 1 << 20):
-        chunk = brackets[i : i + (1 << 20)]
-        level = depth + np.cumsum(np.where(np.isin(chunk, _OPENERS), 1, -1))
-        deepest, depth = max(deepest, int(level.max())), int(level[-1])
+def json_depth(raw: bytes, stop_above: int | None = None) -> int:
+    """How deep arrays and objects nest in the JSON text `raw`, found without parsing it (bytes
+    in strings do not count; vectorised, so 64 MiB takes a second at most). With `stop_above`,
+    scanning stops once that depth is passed and the depth reached so far is returned."""
+    # escaped backslashes, then escaped quotes, go first; what is left of the text is quotes
+    # (each one opens or closes a string) and brackets
+    text = raw.replace(b"\\\\", b"").replace(b'\\"', b"").translate(None, _NOT_STRUCTURE)
+    marks = np.frombuffer(text, np.uint8)
+    depth = deepest = in_string = 0
+    for i in range(0, len(marks), 1 << 20):
+        chunk = marks[i : i + (1 << 20)]
+        quotes = np.cumsum(chunk == ord('"'), dtype=np.int32) + in_string
+        steps = np.where(quotes % 2 == 1, 0, _BRACKET_STEP[chunk])  # inside a string: 0
+        level = depth + np.cumsum(steps, dtype=np.int32)
+        deepest, depth, in_string = max(deepest, int(level.max())), int(level[-1]), quotes[-1] % 2
+        if stop_above is not None and deepest > stop_above:
+            break
     return deepest
 
 
 def parse_json_body(raw: bytes, max_depth: int = MAX_JSON_DEPTH) -> Any:
     """A request body as JSON; `RequestError` 400 when it nests deeper than `max_depth` (checked
     before parsing: the parser recurses) or is not JSON."""
-    depth = json_depth(raw)
-    if depth > max_depth:
-        raise RequestError(400, f"JSON nested {depth} levels deep; this server reads {max_depth}")
+    if raw.count(b"[") + raw.count(b"{") > max_depth:  # else it cannot nest deeper
+        depth = json_depth(raw, stop_above=max_depth)
+        if depth > max_depth:
+            raise RequestError(
+                400,
+                f"JSON nested {depth} levels deep or more; this server reads at most {max_depth}",
+            )
     try:
         return json.loads(raw)
     except (ValueError, RecursionError) as e:
@@ -159,6 +171,8 @@ class ScoreHandler(BaseHTTPRequestHandler):
     max_dur_cap: float | None = MAX_DUR_CAP
     max_json_depth: int = MAX_JSON_DEPTH
     protocol_version = "HTTP/1.1"
+    rfile: io.BytesIO
+    wfile: io.BytesIO
 
     def setup(self) -> None:  # `request` is the raw request, not a socket
         self.connection = None
@@ -234,7 +248,7 @@ class ScoreHandler(BaseHTTPRequestHandler):
     def parse_item(self, body: Any) -> tuple[BatchInput, float | None]:
         if not isinstance(body, dict) or "audio" not in body:
             raise ValueError("expected a JSON object with 'audio'")
-        sr, scratch = int(self.model.sr), self.server.scratch
+        sr, scratch = int(self.model.sr), cast("ScoreServer", self.server).scratch
 
         def wave(obj: Any, field: str) -> torch.Tensor:
             return torch.from_numpy(decode_audio_field(obj, field, sr, scratch))
@@ -390,6 +404,8 @@ class ScoreServer:
                 await self._drain_input(reader, writer, ERROR_LINGER)
         except (ConnectionError, TimeoutError):  # the client went away or stopped reading
             pass
+        except asyncio.CancelledError:  # shutdown; ending quietly keeps asyncio (3.11) from
+            pass  # logging the cancelled task as an error
         except Exception:  # a bug here must not take the server down
             log.exception("connection from %s failed", client)
         finally:  # released before the socket closes: a client seeing EOF sees a free slot

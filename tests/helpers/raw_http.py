@@ -13,20 +13,21 @@ from rewards.http import encode_wav_base64
 
 
 def read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
-    """(status, headers with lower-case names, body) of one response; the socket's timeout
-    bounds each read (`TimeoutError` when the server does not answer)."""
+    """(status, headers with lower-case names, body) of one response, reading no byte past it
+    (a pipelined response after it stays in the socket); the socket's timeout bounds each read
+    (`TimeoutError` when the server does not answer)."""
     data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(65536)
+    while not data.endswith(b"\r\n\r\n"):
+        chunk = sock.recv(1)
         if not chunk:
             raise ConnectionError(f"closed before a full response: {data!r}")
         data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
+    lines = data[:-4].decode("latin-1").split("\r\n")
     headers = {k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in lines[1:])}
     n = int(headers.get("content-length", 0))
+    body = b""
     while len(body) < n:
-        chunk = sock.recv(65536)
+        chunk = sock.recv(min(n - len(body), 65536))
         if not chunk:
             raise ConnectionError(f"closed after {len(body)} of {n} body bytes")
         body += chunk
