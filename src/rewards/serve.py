@@ -10,67 +10,183 @@ A model with its own preprocessing contract (an exported scorer) publishes it on
 clients decode files the same way, and it applies the contract again to what arrives
 (idempotent); a request's `max_dur` never overrides it. Models without one get the request's
 `max_dur` (CMI-RewardBench's crop), capped by `--max-dur-cap`. One file gets one score, served
-or local. With `--api-key-env VAR`, requests must carry `Authorization: Bearer $VAR`; serving
-without a key on an address other than loopback logs a warning.
+or local: the audio in a request is decoded by `audiobase.audio.load_audio`, with the checks
+the score CLI makes (a truncated or unreadable WAV is a 400 naming the reason). With
+`--api-key-env VAR`, requests must carry `Authorization: Bearer $VAR`; serving without a key
+on an address other than loopback logs a warning.
 
-Hostile clients: a body that is not JSON or not a readable WAV gets a 400 naming the reason,
-one over `--max-body-mb` a 413, one not received within `--timeout` seconds a 408 (the same
-timeout drops idle kept-alive connections); at most `--max-threads` connections are served at
-once, others get a 503 with `Retry-After: 1` (which rewards.http retries). Requests are scored
-one at a time (the model is shared).
+Structure: one event-loop thread accepts connections and reads every request in full (headers
+within `--header-timeout` seconds of waiting for them, the body within `--body-timeout`
+seconds of the headers) before a worker sees it; `--workers` threads handle complete requests
+only, so slow or idle clients hold a socket, never a worker. The API key is checked before a
+body is read. At most `--max-connections` connections are open at once (more get 503) and at
+most `--max-per-client` from one IP address (more get 429), both with `Retry-After: 1` (which
+rewards.http retries).
+
+Hostile clients: headers not complete within `--header-timeout` get a 408 (an idle kept-alive
+connection is closed without one), a body not complete within `--body-timeout` a 408, headers
+over 64 KiB a 431, a body without the key a 401 (unread), one over `--max-body-mb` a 413
+(unread), a chunked body a 501; a body that is not JSON, JSON nested deeper than 32 levels, or
+audio that is not a readable WAV gets a 400 naming the reason. Requests are scored one at a
+time (the model is shared).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import base64
+import binascii
+import contextlib
 import hmac
+import http.client
+import io
 import ipaddress
 import json
 import logging
 import math
 import os
+import shutil
 import socket
+import tempfile
 import threading
-import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, cast
 
+import numpy as np
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from audiobase.audio import AudioError, load_audio
 from rewards.base import BatchInput, model_contract
 from rewards.build import build_reward_model
-from rewards.http import decode_wav_base64
 
 log = logging.getLogger(__name__)
 
 MAX_BODY = 64 * 1024 * 1024  # bytes; base64 float32 at 24 kHz: about 8 minutes of audio
 MAX_DUR_CAP = 120.0  # seconds a request's `max_dur` may ask for (CMI-RewardBench's default crop)
-REQUEST_TIMEOUT = 30.0  # seconds a client may take to send a request (or stay idle between)
-MAX_THREADS = 16  # connections served at once
+HEADER_TIMEOUT = 10.0  # seconds a client may take to send request line + headers (or stay idle)
+BODY_TIMEOUT = 60.0  # seconds a client may take to send a body once its headers are in
+WORKERS = 4  # threads handling complete requests
+MAX_CONNECTIONS = 64  # connections open at once
+MAX_PER_CLIENT = 16  # connections open at once from one IP address
+MAX_HEADER_BYTES = 64 * 1024  # request line + headers
+MAX_JSON_DEPTH = 32  # nesting of arrays/objects in a request body (the protocol needs 3)
 DEFAULT_MAX_DUR = 30.0  # seconds, for a request without `max_dur` to a model without a contract
+REFUSAL_LINGER = 1.0  # seconds a refused connection is drained, so the client reads the refusal
+ERROR_LINGER = 2.0  # the same for a request refused with its body unread (401, 413, 408)
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf" / "bench" / "model"
+
+_NOT_STRUCTURE = bytes(sorted(set(range(256)) - set(b'"[]{}')))
+_BRACKET_STEP = np.zeros(256, np.int8)  # +1 opens an array or object, -1 closes one
+_BRACKET_STEP[[ord("["), ord("{")]] = 1
+_BRACKET_STEP[[ord("]"), ord("}")]] = -1
 
 
 class RequestError(ValueError):
-    """A request refused with `status` (the body may be unread: the connection is closed)."""
+    """A request refused with `status` and a message for the client."""
 
     def __init__(self, status: int, message: str) -> None:
         self.status = status
         super().__init__(message)
 
 
+def key_matches(api_key: str | None, authorization: str | None) -> bool:
+    """Whether an `Authorization` header carries `Bearer <api_key>` (always, without a key)."""
+    if not api_key:
+        return True
+    got = (authorization or "").encode("latin-1", "replace")
+    return hmac.compare_digest(got, f"Bearer {api_key}".encode("latin-1", "replace"))
+
+
+def json_depth(raw: bytes, stop_above: int | None = None) -> int:
+    """How deep arrays and objects nest in the JSON text `raw`, found without parsing it (bytes
+    in strings do not count; vectorised, so 64 MiB takes a second at most). With `stop_above`,
+    scanning stops once that depth is passed and the depth reached so far is returned."""
+    # escaped backslashes, then escaped quotes, go first; what is left of the text is quotes
+    # (each one opens or closes a string) and brackets
+    text = raw.replace(b"\\\\", b"").replace(b'\\"', b"").translate(None, _NOT_STRUCTURE)
+    marks = np.frombuffer(text, np.uint8)
+    depth = deepest = in_string = 0
+    for i in range(0, len(marks), 1 << 20):
+        chunk = marks[i : i + (1 << 20)]
+        quotes = np.cumsum(chunk == ord('"'), dtype=np.int32) + in_string
+        steps = np.where(quotes % 2 == 1, 0, _BRACKET_STEP[chunk])  # inside a string: 0
+        level = depth + np.cumsum(steps, dtype=np.int32)
+        deepest, depth, in_string = max(deepest, int(level.max())), int(level[-1]), quotes[-1] % 2
+        if stop_above is not None and deepest > stop_above:
+            break
+    return deepest
+
+
+def parse_json_body(raw: bytes, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """A request body as JSON; `RequestError` 400 when it nests deeper than `max_depth` (checked
+    before parsing: the parser recurses) or is not JSON."""
+    if raw.count(b"[") + raw.count(b"{") > max_depth:  # else it cannot nest deeper
+        depth = json_depth(raw, stop_above=max_depth)
+        if depth > max_depth:
+            raise RequestError(
+                400,
+                f"JSON nested {depth} levels deep or more; this server reads at most {max_depth}",
+            )
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError) as e:
+        raise RequestError(400, f"body is not JSON: {e}") from None
+
+
+def decode_audio_field(obj: Any, field: str, sr: int, scratch: Path) -> np.ndarray:
+    """A request's `{"format": "wav", "sr", "data": base64}` -> mono float32 [T] at `sr`, decoded
+    as the score CLI decodes a file (`load_audio`: truncation, NaN, empty and length checks;
+    another rate is resampled); `RequestError` 400 naming the field and the reason."""
+    if not isinstance(obj, dict) or not isinstance(obj.get("data"), str):
+        raise RequestError(400, f"{field}: expected {{'format': 'wav', 'sr', 'data': base64}}")
+    try:
+        data = base64.b64decode(obj["data"], validate=True)
+    except (binascii.Error, ValueError) as e:
+        raise RequestError(400, f"{field}: data is not base64 ({e})") from None
+    path = scratch / f"{threading.get_ident()}-{field}.wav"  # one file per worker and field
+    try:
+        path.write_bytes(data)
+        return load_audio(path, sr)
+    except AudioError as e:  # the reason, without the scratch file's name
+        raise RequestError(400, f"{field}: not a readable WAV: {e.reason}") from None
+    finally:
+        path.unlink(missing_ok=True)
+
+
 class ScoreHandler(BaseHTTPRequestHandler):
-    """Handler bound to a model via `make_server`; subclass it to add behaviour (e.g. fault injection)."""
+    """Handles one request that the server has read in full (headers and body in `rfile`; the
+    reply is collected in `wfile`); bound to a model via `make_server`. Subclass it to add
+    behaviour (e.g. fault injection): `do_GET`/`do_POST`, `send_json` and `rfile` work as in
+    `http.server`."""
 
     model: Any = None
     lock: threading.Lock = threading.Lock()
     api_key: str | None = None
-    max_body: int = MAX_BODY
     max_dur_cap: float | None = MAX_DUR_CAP
-    timeout: ClassVar[float | None] = REQUEST_TIMEOUT  # socket timeout, set by StreamRequestHandler
+    max_json_depth: int = MAX_JSON_DEPTH
     protocol_version = "HTTP/1.1"
+    rfile: io.BytesIO
+    wfile: io.BytesIO
+
+    def setup(self) -> None:  # `request` is the raw request, not a socket
+        self.connection = None
+        self.rfile = io.BytesIO(self.request)
+        self.wfile = io.BytesIO()
+
+    def handle(self) -> None:
+        self.handle_one_request()
+
+    def finish(self) -> None:  # the server sends `wfile`'s bytes
+        pass
+
+    def handle_expect_100(self) -> bool:  # the server sent `100 Continue` before the body
+        return True
 
     def log_message(self, fmt: str, *args: Any) -> None:  # route through logging, not stderr
         log.debug("%s " + fmt, self.address_string(), *args)
@@ -90,42 +206,17 @@ class ScoreHandler(BaseHTTPRequestHandler):
             self.send_json(404, {"error": f"no route {self.path}"})
 
     def read_json(self) -> Any:
-        """The body as JSON; `RequestError` (400/408/413) when it is missing, too large, cut
-        short or too slow to arrive, `ValueError` when it is not JSON."""
+        """The body as JSON; `RequestError` 400 when it is missing, too deep or not JSON."""
         try:
             n = int(self.headers.get("Content-Length") or 0)
         except ValueError:
             n = 0
         if n <= 0:
             raise RequestError(400, "bad request: no body (Content-Length missing or 0)")
-        if n > self.max_body:
-            self.discard(n)  # so the client reads the 413 instead of a reset connection
-            raise RequestError(413, f"body of {n} bytes is over this server's {self.max_body}")
-        try:
-            raw = self.rfile.read(n)
-        except TimeoutError:
-            raise RequestError(408, f"body not received within {self.timeout} s") from None
-        if len(raw) < n:
-            raise RequestError(400, f"body cut short: {len(raw)} of {n} bytes")
-        return json.loads(raw)
-
-    def discard(self, n: int) -> None:
-        """Read and drop up to `n` body bytes, for at most `timeout` seconds in all."""
-        deadline = time.monotonic() + (self.timeout or REQUEST_TIMEOUT)
-        try:
-            while n > 0 and time.monotonic() < deadline:
-                chunk = self.rfile.read1(min(n, 1 << 20))
-                if not chunk:
-                    return
-                n -= len(chunk)
-        except OSError:  # a timeout or a reset: the connection is closed after the reply anyway
-            pass
+        return parse_json_body(self.rfile.read(n), self.max_json_depth)
 
     def authorised(self) -> bool:
-        if not self.api_key:
-            return True
-        got = self.headers.get("Authorization", "")
-        return hmac.compare_digest(got.encode(), f"Bearer {self.api_key}".encode())
+        return key_matches(self.api_key, self.headers.get("Authorization"))
 
     def do_POST(self) -> None:  # noqa: N802
         if self.path.rstrip("/") != "/score":
@@ -137,7 +228,6 @@ class ScoreHandler(BaseHTTPRequestHandler):
         try:
             item, max_dur = self.parse_item(self.read_json())
         except RequestError as e:
-            self.close_connection = True  # the rest of the body (if any) is not read
             self.send_json(e.status, {"error": str(e)})
             return
         except (ValueError, KeyError, TypeError) as e:
@@ -158,18 +248,10 @@ class ScoreHandler(BaseHTTPRequestHandler):
     def parse_item(self, body: Any) -> tuple[BatchInput, float | None]:
         if not isinstance(body, dict) or "audio" not in body:
             raise ValueError("expected a JSON object with 'audio'")
-        sr = int(self.model.sr)
+        sr, scratch = int(self.model.sr), cast("ScoreServer", self.server).scratch
 
         def wave(obj: Any, field: str) -> torch.Tensor:
-            if not isinstance(obj, dict) or "data" not in obj:
-                raise ValueError(f"{field}: expected {{'format': 'wav', 'sr', 'data'}}")
-            try:
-                wav, got_sr = decode_wav_base64(obj)
-            except Exception as e:  # base64 or libsndfile: the client sent something else
-                raise ValueError(f"{field}: not a readable WAV ({type(e).__name__}: {e})") from e
-            if got_sr != sr:
-                raise ValueError(f"{field}: audio at {got_sr} Hz, this model needs {sr} Hz")
-            return torch.from_numpy(wav)
+            return torch.from_numpy(decode_audio_field(obj, field, sr, scratch))
 
         ref = body.get("ref_audio")
         item = BatchInput(
@@ -197,54 +279,277 @@ def describe_model(model: Any) -> dict[str, Any]:
     }
 
 
-class BoundedHTTPServer(ThreadingHTTPServer):
-    """A thread per connection, at most `max_threads` at once; a connection beyond that is
-    answered 503 with `Retry-After: 1` at once (not queued) and closed."""
+def http_response(status: int, obj: Any, retry_after: bool = False) -> bytes:
+    """A complete JSON response that closes the connection (for refusals made before a
+    handler sees the request)."""
+    body = json.dumps(obj).encode()
+    extra = "Retry-After: 1\r\n" if retry_after else ""
+    return (
+        f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\nContent-Type: application/json\r\n"
+        f"{extra}Connection: close\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
 
-    daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], handler: type, max_threads: int) -> None:
-        if max_threads < 1:
-            raise ValueError(f"max_threads must be >= 1, got {max_threads}")
-        self.max_threads = max_threads
-        self.slots = threading.BoundedSemaphore(max_threads)
-        super().__init__(address, handler)
+class ScoreServer:
+    """The front end of `make_server`: reads requests on one event-loop thread, with deadlines
+    and connection limits, and hands complete ones to `workers` handler threads.
 
-    def process_request(self, request: Any, client_address: Any) -> None:
-        if not self.slots.acquire(blocking=False):
-            self.refuse(request)
-            return
+    `serve_forever()`, `shutdown()` (from another thread), `server_close()` and
+    `server_address` work as in `socketserver`.
+    """
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        handler: type[ScoreHandler],
+        *,
+        api_key: str | None = None,
+        workers: int = WORKERS,
+        max_connections: int = MAX_CONNECTIONS,
+        max_per_client: int = MAX_PER_CLIENT,
+        header_timeout: float = HEADER_TIMEOUT,
+        body_timeout: float = BODY_TIMEOUT,
+        max_body: int = MAX_BODY,
+    ) -> None:
+        if min(workers, max_connections, max_per_client, max_body) < 1:
+            raise ValueError(
+                "need workers, max_connections, max_per_client and max_body >= 1; got "
+                f"{workers}, {max_connections}, {max_per_client}, {max_body}"
+            )
+        if not (header_timeout > 0 and body_timeout > 0):
+            raise ValueError(f"need timeouts > 0; got {header_timeout}, {body_timeout}")
+        self.RequestHandlerClass = handler
+        self.api_key, self.workers = api_key, int(workers)
+        self.max_connections, self.max_per_client = int(max_connections), int(max_per_client)
+        self.header_timeout, self.body_timeout = float(header_timeout), float(body_timeout)
+        self.max_body = int(max_body)
+        host, port = address
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.socket = socket.create_server((host, port), family=family, backlog=128)
+        self.server_address: tuple[str, int] = self.socket.getsockname()[:2]
+        self.scratch = Path(tempfile.mkdtemp(prefix="rewards-serve-"))  # request audio
+        self.open_connections = 0  # touched on the loop thread only
+        self.per_client: Counter[str] = Counter()
+        self._lingering = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._shutdown_request = threading.Event()
+        self._stopped = threading.Event()
+        self._stopped.set()
+
+    # ------------------------------------------------------------------ lifecycle
+    def serve_forever(self) -> None:
+        """Serve until `shutdown()` is called (from another thread)."""
+        self._stopped.clear()
         try:
-            super().process_request(request, client_address)  # starts the thread
-        except BaseException:
-            self.slots.release()
-            raise
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        try:
-            super().process_request_thread(request, client_address)
+            asyncio.run(self._serve())
         finally:
-            self.slots.release()
+            self._stopped.set()
 
-    def refuse(self, request: socket.socket) -> None:
-        """503 on the accept thread: short writes and a bounded drain, then close."""
-        body = json.dumps(
-            {"error": f"server busy: {self.max_threads} connections in use; retry later"}
-        ).encode()
-        head = (
-            "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-            f"Retry-After: 1\r\nConnection: close\r\nContent-Length: {len(body)}\r\n\r\n"
-        )
+    def shutdown(self) -> None:
+        """Stop `serve_forever` and wait for it to return."""
+        self._shutdown_request.set()
+        loop, stop = self._loop, self._stop
+        if loop is not None and stop is not None:
+            try:
+                loop.call_soon_threadsafe(stop.set)
+            except RuntimeError:  # the loop has already closed
+                pass
+        self._stopped.wait()
+
+    def server_close(self) -> None:
+        self.socket.close()
+        shutil.rmtree(self.scratch, ignore_errors=True)
+
+    async def _serve(self) -> None:
+        self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
+        pool = ThreadPoolExecutor(self.workers, thread_name_prefix="rewards-serve")
+        self._pool = pool
+        server = await asyncio.start_server(self._connection, sock=self.socket)
         try:
-            request.settimeout(0.2)
-            request.sendall(head.encode() + body)
-            request.shutdown(socket.SHUT_WR)
-            deadline = time.monotonic() + 0.2  # read what the client sent, so close() sends
-            while time.monotonic() < deadline and request.recv(65536):  # no reset before
-                pass  # it has read the 503
-        except OSError:
+            if not self._shutdown_request.is_set():
+                await self._stop.wait()
+        finally:
+            server.close()
+            pool.shutdown(wait=False, cancel_futures=True)
+        # asyncio.run cancels the connections still open
+
+    # ------------------------------------------------------------------ connections
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername") or ("?", 0)
+        client = str(peer[0])
+        if self.open_connections >= self.max_connections:
+            await self._refuse(
+                reader,
+                writer,
+                503,
+                f"server busy: {self.max_connections} connections open; retry later",
+            )
+            return
+        if self.per_client[client] >= self.max_per_client:
+            await self._refuse(
+                reader,
+                writer,
+                429,
+                f"too many connections from {client}: at most {self.max_per_client} at once",
+            )
+            return
+        self.open_connections += 1
+        self.per_client[client] += 1
+        try:
+            await self._session(reader, writer, peer)
+        except RequestError as e:  # refused before a handler saw it: reply, drain, close
+            with contextlib.suppress(OSError):  # the client hung up or stopped reading
+                writer.write(http_response(e.status, {"error": str(e)}))
+                await self._drain_input(reader, writer, ERROR_LINGER)
+        except (ConnectionError, TimeoutError):  # the client went away or stopped reading
             pass
-        self.close_request(request)
+        except asyncio.CancelledError:  # shutdown; ending quietly keeps asyncio (3.11) from
+            pass  # logging the cancelled task as an error
+        except Exception:  # a bug here must not take the server down
+            log.exception("connection from %s failed", client)
+        finally:  # released before the socket closes: a client seeing EOF sees a free slot
+            self.open_connections -= 1
+            self.per_client[client] -= 1
+            if not self.per_client[client]:
+                del self.per_client[client]
+            writer.close()
+
+    async def _refuse(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, status: int, msg: str
+    ) -> None:
+        """Answer a connection over a limit at once (not counted, never read) and close it."""
+        if self._lingering >= self.max_connections:  # a flood: do not even drain
+            writer.transport.abort()
+            return
+        self._lingering += 1
+        try:
+            with contextlib.suppress(OSError):  # the client hung up or stopped reading
+                writer.write(http_response(status, {"error": msg}, retry_after=True))
+                await self._drain_input(reader, writer, REFUSAL_LINGER)
+        finally:
+            self._lingering -= 1
+            writer.close()
+
+    @staticmethod
+    async def _drain_input(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, seconds: float
+    ) -> None:
+        """Send what is written, end our side, and read and drop what the client sends for up to
+        `seconds` (closing with unread input resets the connection, and the client could lose
+        the reply)."""
+        await asyncio.wait_for(writer.drain(), seconds)
+        if writer.can_write_eof():
+            writer.write_eof()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        while (left := deadline - loop.time()) > 0:
+            if not await asyncio.wait_for(reader.read(1 << 16), left):
+                return
+
+    async def _session(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: Any
+    ) -> None:
+        """Requests on one connection, in order, until either side closes it."""
+        loop = asyncio.get_running_loop()
+        buf = bytearray()  # received and not yet handed on (pipelined requests stay here)
+        while True:
+            head = await self._read_head(reader, buf, loop.time() + self.header_timeout)
+            if head is None:
+                return
+            n, expect = self._check_head(head)
+            if expect and n and len(buf) < n:
+                writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            await self._read_body(reader, buf, n, loop.time() + self.body_timeout)
+            raw = head + bytes(buf[:n])
+            del buf[:n]
+            out, close = await loop.run_in_executor(self._pool, self._handle, raw, peer)
+            writer.write(out)
+            await asyncio.wait_for(writer.drain(), self.body_timeout)
+            if close:
+                return
+
+    async def _read_head(
+        self, reader: asyncio.StreamReader, buf: bytearray, deadline: float
+    ) -> bytes | None:
+        """Request line and headers (taken out of `buf`); None when the client closes or stays
+        idle past the deadline, `RequestError` 408/431 when it sends part and stops or too much."""
+        loop = asyncio.get_running_loop()
+        start = 0
+        while True:
+            while buf[:2] == b"\r\n":  # blank lines before a request are allowed
+                del buf[:2]
+            end = buf.find(b"\r\n\r\n", start)
+            if end >= 0:
+                head = bytes(buf[: end + 4])
+                del buf[: end + 4]
+                return head
+            if len(buf) > MAX_HEADER_BYTES:
+                raise RequestError(431, f"request headers over {MAX_HEADER_BYTES} bytes")
+            start = max(0, len(buf) - 3)
+            left = deadline - loop.time()
+            if left <= 0:
+                if not buf:
+                    return None  # idle (a kept-alive connection nobody uses): just close
+                raise RequestError(
+                    408, f"request headers not received within {self.header_timeout:g} s"
+                )
+            try:
+                chunk = await asyncio.wait_for(reader.read(1 << 16), left)
+            except TimeoutError:
+                continue
+            if not chunk:
+                return None
+            buf += chunk
+
+    def _check_head(self, head: bytes) -> tuple[int, bool]:
+        """(body length, whether the client waits for `100 Continue`) from the headers, after
+        the checks made before any body is read: length, chunking, size and the API key."""
+        _, _, rest = head.partition(b"\r\n")
+        try:
+            headers = http.client.parse_headers(io.BytesIO(rest))
+        except http.client.HTTPException as e:
+            raise RequestError(431, f"bad request headers: {e}") from None
+        if headers.get("Transfer-Encoding"):
+            raise RequestError(501, "chunked request bodies are not read; send Content-Length")
+        lengths = {v.strip() for v in headers.get_all("Content-Length") or []}
+        if len(lengths) > 1 or not all(v.isascii() and v.isdigit() for v in lengths):
+            raise RequestError(400, f"bad Content-Length {sorted(lengths)}")
+        n = int(lengths.pop()) if lengths else 0
+        if n and not key_matches(self.api_key, headers.get("Authorization")):
+            raise RequestError(401, "missing or wrong API key")
+        if n > self.max_body:
+            raise RequestError(413, f"body of {n} bytes is over this server's {self.max_body}")
+        return n, (headers.get("Expect") or "").lower() == "100-continue"
+
+    async def _read_body(
+        self, reader: asyncio.StreamReader, buf: bytearray, n: int, deadline: float
+    ) -> None:
+        """Until `buf` holds `n` bytes; `RequestError` 408 past the deadline, 400 on a hang-up."""
+        loop = asyncio.get_running_loop()
+        while len(buf) < n:
+            left = deadline - loop.time()
+            if left <= 0:
+                raise RequestError(
+                    408,
+                    f"body not received within {self.body_timeout:g} s ({len(buf)} of {n} bytes)",
+                )
+            try:
+                chunk = await asyncio.wait_for(reader.read(1 << 20), left)
+            except TimeoutError:
+                continue
+            if not chunk:
+                raise RequestError(400, f"body cut short: {len(buf)} of {n} bytes")
+            buf += chunk
+
+    def _handle(self, raw: bytes, peer: Any) -> tuple[bytes, bool]:
+        """On a worker: the handler's reply to one complete request, and whether to close."""
+        try:
+            handler = self.RequestHandlerClass(raw, peer, self)  # type: ignore[arg-type]
+            return handler.wfile.getvalue(), bool(handler.close_connection)
+        except Exception:  # noqa: BLE001 - the client gets a 500, the server keeps serving
+            log.exception("handler failed on a request from %s", peer[0])
+            return http_response(500, {"error": "internal server error"}), True
 
 
 def is_loopback(host: str) -> bool:
@@ -262,31 +567,39 @@ def make_server(
     api_key: str | None = None,
     handler: type[ScoreHandler] = ScoreHandler,
     *,
-    request_timeout: float | None = REQUEST_TIMEOUT,
-    max_threads: int = MAX_THREADS,
+    header_timeout: float = HEADER_TIMEOUT,
+    body_timeout: float = BODY_TIMEOUT,
+    workers: int = WORKERS,
+    max_connections: int = MAX_CONNECTIONS,
+    max_per_client: int = MAX_PER_CLIENT,
     max_body: int = MAX_BODY,
     max_dur_cap: float | None = MAX_DUR_CAP,
-) -> BoundedHTTPServer:
+) -> ScoreServer:
     """A server bound to `model` (port 0 = any free port; see `server.server_address`).
 
-    `request_timeout`: seconds a client may take to send its request (None = forever);
-    `max_threads`: connections served at once (more get 503); `max_body`: bytes per request
-    (more get 413); `max_dur_cap`: the most seconds a request's `max_dur` may ask for (None =
-    no cap; a model with its own contract keeps its own crop).
+    `header_timeout`: seconds a client may take to send request line and headers (and stay
+    idle between requests); `body_timeout`: seconds to send a body once its headers are in;
+    `workers`: threads handling complete requests; `max_connections` / `max_per_client`:
+    connections open at once in all / from one IP (more get 503 / 429); `max_body`: bytes per
+    request (more get 413); `max_dur_cap`: the most seconds a request's `max_dur` may ask for
+    (None = no cap; a model with its own contract keeps its own crop).
     """
     bound = type(
         "BoundScoreHandler",
         (handler,),
-        {
-            "model": model,
-            "lock": threading.Lock(),
-            "api_key": api_key,
-            "timeout": request_timeout,
-            "max_body": int(max_body),
-            "max_dur_cap": max_dur_cap,
-        },
+        {"model": model, "lock": threading.Lock(), "api_key": api_key, "max_dur_cap": max_dur_cap},
     )
-    server = BoundedHTTPServer((host, port), bound, max_threads)
+    server = ScoreServer(
+        (host, port),
+        bound,
+        api_key=api_key,
+        workers=workers,
+        max_connections=max_connections,
+        max_per_client=max_per_client,
+        header_timeout=header_timeout,
+        body_timeout=body_timeout,
+        max_body=max_body,
+    )
     bound_host = str(server.server_address[0])
     if not api_key and not is_loopback(bound_host):
         log.warning(
@@ -314,16 +627,34 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--api-key-env", default=None, help="env var holding the key clients must send")
     p.add_argument(
-        "--timeout",
+        "--header-timeout",
         type=float,
-        default=REQUEST_TIMEOUT,
-        help="seconds a client may take to send a request or stay idle (default %(default)s)",
+        default=HEADER_TIMEOUT,
+        help="seconds a client may take to send its headers, or stay idle (default %(default)s)",
     )
     p.add_argument(
-        "--max-threads",
+        "--body-timeout",
+        type=float,
+        default=BODY_TIMEOUT,
+        help="seconds a client may take to send a body after its headers (default %(default)s)",
+    )
+    p.add_argument(
+        "--workers",
         type=int,
-        default=MAX_THREADS,
-        help="connections served at once; more get 503 (default %(default)s)",
+        default=WORKERS,
+        help="threads handling complete requests (default %(default)s)",
+    )
+    p.add_argument(
+        "--max-connections",
+        type=int,
+        default=MAX_CONNECTIONS,
+        help="connections open at once; more get 503 (default %(default)s)",
+    )
+    p.add_argument(
+        "--max-per-client",
+        type=int,
+        default=MAX_PER_CLIENT,
+        help="connections open at once from one IP address; more get 429 (default %(default)s)",
     )
     p.add_argument(
         "--max-body-mb",
@@ -348,8 +679,11 @@ def main(argv: list[str] | None = None) -> None:
         args.host,
         args.port,
         api_key=key,
-        request_timeout=args.timeout,
-        max_threads=args.max_threads,
+        header_timeout=args.header_timeout,
+        body_timeout=args.body_timeout,
+        workers=args.workers,
+        max_connections=args.max_connections,
+        max_per_client=args.max_per_client,
         max_body=int(args.max_body_mb * 2**20),
         max_dur_cap=args.max_dur_cap,
     )
