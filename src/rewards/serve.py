@@ -42,6 +42,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from rewards.base import BatchInput, model_contract
 from rewards.build import build_reward_model
 from rewards.http import decode_wav_base64
+from rewards.optional import MissingPackageError
 
 log = logging.getLogger(__name__)
 
@@ -339,7 +340,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    model, _ = build_reward_model(load_model_config(args.model, args.set))
+    try:
+        model, _ = build_reward_model(load_model_config(args.model, args.set))
+    except MissingPackageError as e:
+        log.error("%s", e)
+        raise SystemExit(e.exit_code) from None
     key = os.environ.get(args.api_key_env) if args.api_key_env else None
     if args.api_key_env and not key:
         raise SystemExit(f"environment variable {args.api_key_env} is not set")
