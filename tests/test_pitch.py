@@ -57,7 +57,7 @@ def model():
     return PitchRewardModel()
 
 
-def test_held_pitch_error_ignores_vibrato_and_the_clip_tuning():
+def test_note_pitch_error_ignores_vibrato_and_the_clip_tuning():
     in_tune = contour([0.0] * 12)
     periodic = np.ones(len(in_tune))
     clean = intonation(in_tune, periodic, hop_s=HOP_S)

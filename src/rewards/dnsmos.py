@@ -16,7 +16,6 @@ refuses samples outside that range).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -36,7 +35,7 @@ MODEL_FILES = {False: "dnsmos_models/sig_bak_ovr.onnx", True: "pdnsmos_models/si
 def speechmos_dir() -> Path:
     """The installed speechmos package folder (holds the ONNX files)."""
     mod = require("speechmos.dnsmos", "dnsmos", INSTALL)
-    return Path(os.path.dirname(os.path.abspath(mod.__file__)))
+    return Path(str(mod.__file__)).resolve().parent
 
 
 def dnsmos_windows(audio: np.ndarray, fs: int = DNSMOS_SR) -> np.ndarray:

