@@ -6,9 +6,10 @@ pitch error.
 
 The corpus (`scripts/make_synthetic_corpus.py`, or made here with `--make`) knows each clip's
 pitch error (`pitch_cents` in clips.csv: per-note detune RMS, plus an unsteady drift of 0.4 of
-it). The model scores each clip of `--split` (`all` = train and val); the script prints and
-returns the SRCC of score vs `pitch_cents` (negative = the score falls as the error grows, as it
-should) and of the measured error in cents vs `pitch_cents`, over the clips that got a score.
+it). The model scores each clip of `--split` (`all` = train and val); the script prints, as
+JSON, the Spearman correlation of the score with `pitch_cents` over the clips that got a score
+(`srcc`; negative = the score falls as the error grows, as it should), the clip counts and the
+median measured error in cents (`rewards.pitch.synthetic_srcc`).
 """
 
 from __future__ import annotations
