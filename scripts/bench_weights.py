@@ -6,7 +6,7 @@
 Each model scores the same `--clips` synthetic sung clips of `--seconds` s (one `score_batch`
 call, the model's own batching: DNSMOS stacks 9.01 s windows, CREPE stacks frames), after one
 warm-up call; the median of `--repeats` timed calls is reported as audio seconds per wall-clock
-second, with torch and onnxruntime limited to `--threads` intra-op threads.
+second and per CPU-second of this process (what it costs on a machine other jobs share), with torch and onnxruntime limited to `--threads` intra-op threads.
 """
 
 from __future__ import annotations
@@ -55,16 +55,18 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     for name in args.models:
         model = MODELS[name](args.threads)
         model.score_batch(clips[:1], 1)  # warm-up
-        times = []
+        times, cpu = [], []
         for _ in range(args.repeats):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             model.score_batch(clips, len(clips))
             times.append(time.perf_counter() - t0)
-        med = statistics.median(times)
+            cpu.append(time.process_time() - c0)
+        med, med_cpu = statistics.median(times), statistics.median(cpu)
         out[name] = audio_s / med
         print(
-            f"{name:11s} {audio_s / med:8.1f} audio-s/s  (median of {args.repeats}: {med:.2f} s "
-            f"for {args.clips} x {args.seconds:g} s, {args.threads} thread(s))",
+            f"{name:11s} {audio_s / med:8.1f} audio-s/s wall, {audio_s / med_cpu:8.1f} audio-s per "
+            f"CPU-s  (medians of {args.repeats}: {med:.2f} s wall, {med_cpu:.2f} s CPU for "
+            f"{args.clips} x {args.seconds:g} s, {args.threads} thread(s))",
             flush=True,
         )
     return out
