@@ -111,7 +111,6 @@ import numpy as bench_np  # noqa: E402
 from helpers.bench import make_cfg as bench_cfg  # noqa: E402
 from helpers.bench import make_toy_bench  # noqa: E402
 
-from bench.baselines import SignalStatsReward  # noqa: E402
 from bench.evaluate import main as evaluate_main  # noqa: E402
 from bench.evaluate import evaluate_results_file  # noqa: E402
 from bench.guard import OutputLock, RunRefused  # noqa: E402

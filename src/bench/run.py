@@ -41,6 +41,7 @@ from bench.guard import OutputLock, RunRefused, check_slug
 from bench.plot_process import PlotProcess
 from bench.resume import part_files, set_aside
 from bench.store import compact, read_latest
+from rewards.optional import MissingPackageError
 
 if TYPE_CHECKING:
     from bench.score import Prefetch
@@ -437,7 +438,7 @@ def run_cli(cfg: DictConfig) -> int:
     `exit_code`, with the reason logged)."""
     try:
         metrics, info = run(cfg)
-    except RunRefused as e:
+    except (RunRefused, MissingPackageError) as e:
         log.error("%s", e)
         return e.exit_code
     except Exception as e:  # missing weights, a bad dataset file: one line, exit 2

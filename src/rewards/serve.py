@@ -62,6 +62,7 @@ import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from audiobase.audio import AudioError, load_audio
+from audiobase.weights import find_user_error
 from rewards.base import BatchInput, model_contract
 from rewards.build import build_reward_model
 
@@ -670,7 +671,14 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    model, _ = build_reward_model(load_model_config(args.model, args.set))
+    try:
+        model, _ = build_reward_model(load_model_config(args.model, args.set))
+    except Exception as e:  # missing weights or package, a bad config: one line, exit 2
+        err = find_user_error(e)
+        if err is None:
+            raise
+        log.error("%s", err)
+        raise SystemExit(2) from None
     key = os.environ.get(args.api_key_env) if args.api_key_env else None
     if args.api_key_env and not key:
         raise SystemExit(f"environment variable {args.api_key_env} is not set")
