@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
+import tracemalloc
 from pathlib import Path
 
 import av
@@ -12,6 +14,7 @@ import pyloudnorm
 import pytest
 import soundfile as sf
 import torch
+from helpers.bombs import write_silent_flac
 
 from audiobase.audio import (
     CAMPP_SR,
@@ -22,13 +25,17 @@ from audiobase.audio import (
     AudioError,
     AudioMissingError,
     AudioSilentError,
+    AudioTooLongError,
     AudioTooShortError,
     audio_duration,
     load_audio,
     loudness_normalize,
+    read_wav_bytes,
     resample,
     save_audio,
 )
+from audiobase.files import walk_files
+from audiobase.preprocess import Preprocess
 
 FORMATS = ["wav", "flac", "ogg", "mp3", "m4a", "opus"]
 LOSSLESS = {"wav", "flac"}
@@ -305,7 +312,13 @@ def test_loudness_normalize_leaves_silence_alone():
 
 
 @pytest.mark.parametrize(
-    "kw", [dict(sr=0), dict(sr=MUQ_SR, offset=-1.0), dict(sr=MUQ_SR, duration=0.0)]
+    "kw",
+    [
+        dict(sr=0),
+        dict(sr=MUQ_SR, offset=-1.0),
+        dict(sr=MUQ_SR, duration=0.0),
+        dict(sr=MUQ_SR, max_seconds=0.0),
+    ],
 )
 def test_bad_arguments(encoded, kw):
     with pytest.raises(ValueError):
@@ -382,3 +395,90 @@ def test_planar_frames_read_from_their_buffers_equal_pyavs_arrays(encoded, ext):
     ref = np.concatenate(frames).astype(np.float32)
     np.testing.assert_array_equal(ours[: ref.shape[0]], ref[: ours.shape[0]])
     assert abs(ours.shape[0] - ref.shape[0]) <= 2 * 1152  # only encoder padding may differ
+
+
+def decoded_peak_bytes(read) -> int:
+    """The most memory Python-visible allocations (numpy arrays included) held during `read()`."""
+    tracemalloc.start()
+    try:
+        read()
+    except AudioTooLongError:
+        pass
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return peak
+
+
+def test_a_declared_length_past_max_seconds_is_refused_whatever_window_is_read(tmp_path):
+    path = write_silent_flac(tmp_path / "long.flac", 120)
+    for window in (dict(), dict(duration=1.0), dict(offset=100.0, duration=1.0)):
+        with pytest.raises(AudioTooLongError, match="max_seconds=60 s") as info:
+            load_audio(path, CAMPP_SR, max_seconds=60, **window)
+        assert info.value.path == str(path) and "declares 120.0 s" in info.value.reason
+    assert load_audio(path, 8000, max_seconds=120).shape == (120 * 8000,)
+    assert load_audio(path, 8000, max_seconds=None).shape == (120 * 8000,)
+
+
+def test_an_undeclared_length_is_counted_and_decoding_stops_at_max_seconds(tmp_path):
+    path = write_silent_flac(tmp_path / "hidden.flac", 600, declare_length=False)
+    whole = 600 * 8000 * 2  # what the decoder must hold to read it all, as 16-bit samples
+    with pytest.raises(AudioTooLongError, match=r"max_seconds=5 s \(decoding passed"):
+        load_audio(path, 8000, max_seconds=5)
+    peak = decoded_peak_bytes(lambda: load_audio(path, 8000, max_seconds=5))
+    assert peak < whole / 20, f"{peak} bytes held refusing a 5 s limit ({whole} for the file)"
+
+
+def test_audio_duration_counts_a_flac_that_hides_its_length(tmp_path):
+    path = write_silent_flac(tmp_path / "hidden.flac", 3, declare_length=False)
+    assert audio_duration(path) == pytest.approx(3.0)  # not libsndfile's "unknown" count
+    with pytest.raises(AudioTooLongError):
+        audio_duration(path, max_seconds=1)
+
+
+def test_read_wav_bytes_round_trips_a_wav():
+    buf = io.BytesIO()
+    tone = make_tone(0.5, CAMPP_SR)
+    sf.write(buf, np.stack([tone, tone], axis=1), CAMPP_SR, format="WAV", subtype="FLOAT")
+    wav, rate = read_wav_bytes(buf.getvalue())
+    assert rate == CAMPP_SR and np.array_equal(wav, tone)
+
+
+def test_read_wav_bytes_refuses_other_formats(tmp_path):
+    flac = write_silent_flac(tmp_path / "bomb.flac", 60).read_bytes()
+    with pytest.raises(AudioDecodeError, match=r"req: not a WAV file \(libsndfile reads FLAC\)"):
+        read_wav_bytes(flac, "req")
+
+
+def test_read_wav_bytes_refuses_a_long_or_truncated_wav():
+    buf = io.BytesIO()
+    sf.write(buf, np.zeros(8000 * 3, np.float32), 8000, format="WAV", subtype="PCM_16")
+    data = buf.getvalue()
+    with pytest.raises(AudioTooLongError, match="max_seconds=2 s"):
+        read_wav_bytes(data, max_seconds=2)
+    with pytest.raises(AudioDecodeError, match="truncated"):
+        read_wav_bytes(data[: len(data) // 2])
+
+
+def test_max_seconds_is_a_route_limit_outside_the_contract(tmp_path):
+    pre = Preprocess(sr=8000, max_seconds=2.0)
+    assert "max_seconds" not in pre.to_dict() and pre == Preprocess(sr=8000)
+    assert Preprocess.from_dict({"sr": 8000, "max_seconds": 2.0}).max_seconds == 2.0
+    with pytest.raises(AudioTooLongError, match="max_seconds=2 s"):
+        pre.load(write_silent_flac(tmp_path / "long.flac", 3))
+    with pytest.raises(AudioTooLongError, match="<waveform>: longer"):
+        pre.apply(np.zeros(3 * 8000, np.float32))
+    with pytest.raises(ValueError, match="max_seconds"):
+        Preprocess(sr=8000, max_seconds=0)
+
+
+def test_walk_files_returns_links_that_lead_nowhere(tmp_path):
+    (tmp_path / "sub").mkdir()
+    save_audio(tmp_path / "sub" / "ok.wav", make_tone(0.1), SRC_SR)
+    (tmp_path / "gone.wav").symlink_to(tmp_path / "missing.wav")
+    (tmp_path / "x.flac").symlink_to(tmp_path / "y.flac")
+    (tmp_path / "y.flac").symlink_to(tmp_path / "x.flac")
+    (tmp_path / "notes.txt").symlink_to(tmp_path / "nothing")  # not audio by name
+    files, broken = walk_files(tmp_path, {".wav", ".flac"})
+    assert files == [tmp_path / "sub" / "ok.wav"]
+    assert broken == [tmp_path / "gone.wav", tmp_path / "x.flac", tmp_path / "y.flac"]

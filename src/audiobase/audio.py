@@ -14,17 +14,24 @@ flac, m4a/AAC or mp3 whose decoding stops short of the length its container decl
 declares one only in a Xing/Info/VBRI header, which LAME and FFmpeg write; without one its
 duration is a bitrate estimate and a cut file yields its surviving frames). All-silent audio
 is decoded (a logged warning names the file, once per process) unless the caller rejects it.
+
+Decompression bombs (a few hundred kB of FLAC, Vorbis or MP3 silence can hold hours of audio):
+a file longer than `max_seconds` (default `DEFAULT_MAX_SECONDS`, 15 min) is refused with
+`AudioTooLongError`, whatever window is read. The length the header declares is checked before
+anything is decoded, and the samples decoded are counted against the limit as they come (a
+header may lie or declare nothing), so no more than `max_seconds` of audio is ever held.
 """
 
 from __future__ import annotations
 
 import errno
+import io
 import logging
 import os
 import stat
 import struct
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 import av
 import numpy as np
@@ -42,9 +49,12 @@ MUQ_SR = 24_000
 CAMPP_SR = 16_000
 MUQ_MIN_SAMPLES = 1025  # MuQ's reflect padding fails at 1024 samples or fewer (24 kHz)
 
+DEFAULT_MAX_SECONDS = 900.0  # longer files are refused: a song fits, a decompression bomb does not
 SILENCE_PEAK = 1e-4  # below -80 dBFS peak counts as silent
 _SOUNDFILE_EXTS = {".wav", ".flac", ".ogg"}
 _MAX_DECODE_ERRORS = 8  # corrupt packets tolerated before giving up (keeps garbage from looping)
+_UNKNOWN_FRAMES = 2**62  # libsndfile's frame count for a length it does not know (SF_COUNT_MAX)
+_WAV_FORMATS = {"WAV", "WAVEX", "RF64"}  # what read_wav_bytes accepts (libsndfile's format names)
 _TRUNCATION_SLACK_S = 0.1  # decoded this much less than the container promised -> truncated
 # suffix -> (codec, container, forced rate, options); Opus only runs at 48 kHz. The fast
 # settings cut encoding time 2-3x (the synthetic corpus writes hundreds of clips).
@@ -100,6 +110,36 @@ class AudioTooShortError(AudioError):
     """Fewer samples than the caller's encoder needs."""
 
 
+class AudioTooLongError(AudioError):
+    """Longer than the caller's `max_seconds`, as the header declares or as decoding found."""
+
+
+class _LengthUnknown(Exception):
+    """soundfile cannot tell the length: the file is left to PyAV, which counts as it decodes."""
+
+
+class _LimitPassed(Exception):
+    """Decoding passed the `max_seconds` limit at sample `pos` (the caller names the file)."""
+
+    def __init__(self, pos: int) -> None:
+        self.pos = pos
+        super().__init__(pos)
+
+
+def too_long(path: str | Path, max_seconds: float, found: str) -> AudioTooLongError:
+    """The refusal of a file longer than the limit; `found` says how that was learnt."""
+    return AudioTooLongError(
+        path,
+        f"longer than the limit of max_seconds={max_seconds:g} s ({found}); "
+        "raise max_seconds to read it",
+    )
+
+
+def _check_max_seconds(max_seconds: float | None) -> None:
+    if max_seconds is not None and not max_seconds > 0:
+        raise ValueError(f"max_seconds must be > 0 or None (no limit), got {max_seconds}")
+
+
 def load_audio(
     path: str | os.PathLike,
     sr: int,
@@ -108,6 +148,7 @@ def load_audio(
     duration: float | None = None,
     reject_silent: bool = False,
     min_samples: int = 0,
+    max_seconds: float | None = DEFAULT_MAX_SECONDS,
 ) -> np.ndarray:
     """Decode `path` to mono float32 at `sr`; returns [T].
 
@@ -116,6 +157,8 @@ def load_audio(
         duration: maximum seconds to return (None = to the end).
         reject_silent: raise AudioSilentError if the peak is below -80 dBFS.
         min_samples: raise AudioTooShortError if fewer samples result (MUQ_MIN_SAMPLES for MuQ).
+        max_seconds: raise AudioTooLongError if the file is longer, whatever window is read,
+            before decoding more than this (None = no limit).
     """
     path = Path(path)
     _check_file(path)
@@ -123,7 +166,8 @@ def load_audio(
         raise ValueError(
             f"need sr > 0, offset >= 0, duration > 0; got {sr=}, {offset=}, {duration=}"
         )
-    wav, native_sr = _decode(path, offset, duration)  # [T] at native rate
+    _check_max_seconds(max_seconds)
+    wav, native_sr = _decode(path, offset, duration, max_seconds)  # [T] at native rate
     if wav.size == 0:
         where = f" after offset {offset:g} s" if offset > 0 else ""
         raise AudioEmptyError(path, f"no audio samples{where}")
@@ -150,15 +194,19 @@ def load_audio(
     return np.ascontiguousarray(wav, dtype=np.float32)
 
 
-def audio_duration(path: str | os.PathLike) -> float:
-    """Duration in seconds from container metadata, falling back to a full decode."""
+def audio_duration(
+    path: str | os.PathLike, *, max_seconds: float | None = DEFAULT_MAX_SECONDS
+) -> float:
+    """Duration in seconds from container metadata, falling back to a full decode (which
+    raises AudioTooLongError past `max_seconds`; a declared length is returned as it is)."""
     path = Path(path)
     _check_file(path)
+    _check_max_seconds(max_seconds)
     _check_wav_length(path)
     if path.suffix.lower() in _SOUNDFILE_EXTS:
         try:
             info = sf.info(str(path))
-            if info.frames > 0:
+            if 0 < info.frames < _UNKNOWN_FRAMES:
                 return info.frames / info.samplerate
         except Exception:  # soundfile's errors vary; PyAV gets a try below
             pass
@@ -173,7 +221,7 @@ def audio_duration(path: str | os.PathLike) -> float:
         raise
     except Exception as exc:
         raise AudioDecodeError(path, f"cannot read container: {exc}") from exc
-    wav, native_sr = _decode(path, 0.0, None)
+    wav, native_sr = _decode(path, 0.0, None, max_seconds)
     return wav.shape[0] / native_sr
 
 
@@ -283,31 +331,66 @@ def _check_wav_length(path: Path) -> None:
     """A RIFF/WAVE file's data chunk declares its size: fewer bytes on disk means it was cut
     (soundfile would quietly read what is there). Streamed wavs (size 0 or 0xFFFFFFFF), RF64
     and anything that is not a RIFF/WAVE file are left to the decoders."""
-    size = path.stat().st_size
     with open(path, "rb") as f:
-        head = f.read(12)
-        if len(head) < 12 or head[:4] != b"RIFF" or head[8:] != b"WAVE":
-            return
-        pos, block, rate = 12, 0, 0
-        while pos + 8 <= size:
-            f.seek(pos)
-            chunk, n = struct.unpack("<4sI", f.read(8))
-            if chunk == b"fmt ":
-                fmt = f.read(14)
-                if len(fmt) == 14:
-                    _, _, rate, _, block = struct.unpack("<HHIIH", fmt)
-            elif chunk == b"data":
-                if n in (0, 0xFFFFFFFF) or not (block and rate):
-                    return  # length unknown
-                held = size - pos - 8
-                if (n - held) / block / rate > _TRUNCATION_SLACK_S:
-                    raise AudioDecodeError(
-                        path,
-                        f"truncated: the wav header declares {n / block / rate:.2f} s, the file "
-                        f"holds {held / block / rate:.2f} s",
-                    )
-                return
-            pos += 8 + n + (n & 1)  # chunks are padded to even sizes
+        cut = _wav_truncation(f, path.stat().st_size)
+    if cut:
+        raise AudioDecodeError(path, cut)
+
+
+def _wav_truncation(f: BinaryIO, size: int) -> str | None:
+    """Why a RIFF/WAVE file of `size` bytes read from `f` is truncated, or None."""
+    head = f.read(12)
+    if len(head) < 12 or head[:4] != b"RIFF" or head[8:] != b"WAVE":
+        return None
+    pos, block, rate = 12, 0, 0
+    while pos + 8 <= size:
+        f.seek(pos)
+        chunk, n = struct.unpack("<4sI", f.read(8))
+        if chunk == b"fmt ":
+            fmt = f.read(14)
+            if len(fmt) == 14:
+                _, _, rate, _, block = struct.unpack("<HHIIH", fmt)
+        elif chunk == b"data":
+            if n in (0, 0xFFFFFFFF) or not (block and rate):
+                return None  # length unknown
+            held = size - pos - 8
+            if (n - held) / block / rate > _TRUNCATION_SLACK_S:
+                return (
+                    f"truncated: the wav header declares {n / block / rate:.2f} s, the file "
+                    f"holds {held / block / rate:.2f} s"
+                )
+            return None
+        pos += 8 + n + (n & 1)  # chunks are padded to even sizes
+    return None
+
+
+def read_wav_bytes(
+    data: bytes, name: str = "<wav bytes>", *, max_seconds: float | None = DEFAULT_MAX_SECONDS
+) -> tuple[np.ndarray, int]:
+    """A WAV file's bytes (a request body, say) -> (mono float32 [T], rate).
+
+    Only WAV is read (FLAC or Vorbis bytes would be decompression bombs); a truncated one, or
+    one longer than `max_seconds`, is refused before its samples are read. Errors are
+    `AudioError`s naming `name`."""
+    _check_max_seconds(max_seconds)
+    cut = _wav_truncation(io.BytesIO(data), len(data))
+    if cut:
+        raise AudioDecodeError(name, cut)
+    try:
+        with sf.SoundFile(io.BytesIO(data)) as f:
+            if f.format not in _WAV_FORMATS:
+                raise AudioDecodeError(name, f"not a WAV file (libsndfile reads {f.format})")
+            rate, frames = f.samplerate, f.frames
+            if max_seconds is not None and frames > max_seconds * rate:
+                raise too_long(name, max_seconds, f"the header declares {frames / rate:.1f} s")
+            wav = f.read(frames, dtype="float32", always_2d=True)  # [T, C]
+    except AudioError:
+        raise
+    except Exception as exc:  # libsndfile's errors vary
+        raise AudioDecodeError(name, f"not a readable WAV: {exc}") from exc
+    if wav.shape[0] == 0:
+        raise AudioEmptyError(name, "no audio samples")
+    return np.ascontiguousarray(wav.mean(axis=1), dtype=np.float32), int(rate)
 
 
 def _mpeg_declares_frames(path: Path) -> bool:
@@ -339,19 +422,22 @@ def _mpeg_declares_frames(path: Path) -> bool:
     return False
 
 
-def _decode(path: Path, offset: float, duration: float | None) -> tuple[np.ndarray, int]:
-    """Decode [offset, offset + duration) at the native rate; returns ([T] float32, rate)."""
+def _decode(
+    path: Path, offset: float, duration: float | None, max_seconds: float | None
+) -> tuple[np.ndarray, int]:
+    """Decode [offset, offset + duration) at the native rate; returns ([T] float32, rate).
+    A file longer than `max_seconds` raises AudioTooLongError."""
     sf_error = None
     _check_wav_length(path)
     if path.suffix.lower() in _SOUNDFILE_EXTS:
         try:
-            return _decode_soundfile(path, offset, duration)
+            return _decode_soundfile(path, offset, duration, max_seconds)
         except AudioError:
             raise
         except Exception as exc:  # fall through to FFmpeg, which reads more
             sf_error = exc
     try:
-        return _decode_pyav(path, offset, duration)
+        return _decode_pyav(path, offset, duration, max_seconds)
     except AudioError:
         raise
     except Exception as exc:  # any FFmpeg failure means unreadable/corrupt
@@ -359,20 +445,35 @@ def _decode(path: Path, offset: float, duration: float | None) -> tuple[np.ndarr
         raise AudioDecodeError(path, f"cannot decode: {exc}{extra}") from exc
 
 
-def _decode_soundfile(path: Path, offset: float, duration: float | None) -> tuple[np.ndarray, int]:
-
+def _decode_soundfile(
+    path: Path,
+    offset: float,
+    duration: float | None,
+    max_seconds: float | None = DEFAULT_MAX_SECONDS,
+) -> tuple[np.ndarray, int]:
+    """libsndfile reads no further than the length the header declares (a lying header gives
+    less, never more), so checking that length bounds what is decoded."""
     with sf.SoundFile(str(path)) as f:
-        rate = f.samplerate
+        rate, total = f.samplerate, f.frames
+        if total >= _UNKNOWN_FRAMES:  # a FLAC that does not declare its length
+            raise _LengthUnknown(f"{path}: length unknown")
+        if max_seconds is not None and total > max_seconds * rate:
+            raise too_long(path, max_seconds, f"the header declares {total / rate:.1f} s")
         start = int(round(offset * rate))
-        if start >= f.frames:
+        if start >= total:
             return np.zeros(0, np.float32), rate
         f.seek(start)
-        frames = -1 if duration is None else int(np.ceil(duration * rate))
-        data = f.read(frames, dtype="float32", always_2d=True)  # [T, C]
+        frames = total - start if duration is None else int(np.ceil(duration * rate))
+        data = f.read(min(frames, total - start), dtype="float32", always_2d=True)  # [T, C]
     return data.mean(axis=1), rate
 
 
-def _decode_pyav(path: Path, offset: float, duration: float | None) -> tuple[np.ndarray, int]:
+def _decode_pyav(
+    path: Path,
+    offset: float,
+    duration: float | None,
+    max_seconds: float | None = DEFAULT_MAX_SECONDS,
+) -> tuple[np.ndarray, int]:
 
     with av.open(str(path), metadata_errors="ignore") as container:
         stream = _audio_stream(container, path)
@@ -384,6 +485,9 @@ def _decode_pyav(path: Path, offset: float, duration: float | None) -> tuple[np.
         codec = stream.codec_context.name
         exact = codec not in _MPEG_AUDIO_CODECS or _mpeg_declares_frames(path)
         declared = _declared_seconds(container, stream) if exact else None
+        if max_seconds is not None and declared is not None and declared > max_seconds:
+            raise too_long(path, max_seconds, f"the container declares {declared:.1f} s")
+        limit = None if max_seconds is None else max_seconds * rate  # samples, counted below
         start = int(round(offset * rate))
         stop = None if duration is None else start + int(np.ceil(duration * rate))
         if declared is not None:  # AAC: drop the encoder's trailing padding
@@ -399,10 +503,15 @@ def _decode_pyav(path: Path, offset: float, duration: float | None) -> tuple[np.
                 backward=True,
                 any_frame=False,
             )
-        found = _collect_frames(container, stream, rate, start, stop, use_pts=seek)
-        if found is None:  # no timestamps after the seek: positions unknown, decode from 0
-            container.seek(0)
-            found = _collect_frames(container, stream, rate, start, stop, use_pts=False)
+        try:
+            found = _collect_frames(container, stream, rate, start, stop, seek, limit)
+            if found is None:  # no timestamps after the seek: positions unknown, decode from 0
+                container.seek(0)
+                found = _collect_frames(container, stream, rate, start, stop, False, limit)
+        except _LimitPassed as stopped:
+            assert max_seconds is not None  # only a limit is passed
+            where = f"decoding passed {stopped.pos / rate:.1f} s"
+            raise too_long(path, max_seconds, where) from None
         chunks, pos = found
     wav = _to_mono(chunks)
     if declared is not None and stop is not None and start < stop:
@@ -415,12 +524,22 @@ def _decode_pyav(path: Path, offset: float, duration: float | None) -> tuple[np.
     return wav, rate
 
 
-def _collect_frames(container, stream, rate: int, start: int, stop: int | None, use_pts: bool):
+def _collect_frames(
+    container,
+    stream,
+    rate: int,
+    start: int,
+    stop: int | None,
+    use_pts: bool,
+    limit: float | None = None,
+):
     """Decode frames, keeping samples in [start, stop) by position; returns (chunks [C, n] in
     the stream's sample format, end pos).
 
     Positions come from timestamps after a seek (`use_pts`), else from counting samples from
-    the first frame. Returns None if `use_pts` and a frame has no timestamp. Conversion to mono
+    the first frame. Returns None if `use_pts` and a frame has no timestamp. Raises
+    `_LimitPassed` as soon as the position passes `limit` samples (the file is longer than the
+    caller allows) while more is still wanted, so at most `limit` samples are decoded. Conversion to mono
     float32 happens once, on the whole clip (`_to_mono`): MP3 frames hold 576-1152 samples,
     so per-frame array work would cost more than the decoding.
     """
@@ -457,6 +576,8 @@ def _collect_frames(container, stream, rate: int, start: int, stop: int | None, 
             pos += n
         if stop is not None and pos is not None and pos >= stop:
             break
+        if limit is not None and pos is not None and pos > limit:
+            raise _LimitPassed(pos)
     return chunks, pos or 0
 
 

@@ -1,9 +1,13 @@
-"""Atomic writes: a file or directory appears whole under its name, or not at all.
+"""Atomic writes (a file or directory appears whole under its name, or not at all) and
+folder walks that report the links they cannot follow.
 
 Everything goes to a temporary sibling (same folder, so the rename stays on one filesystem),
 is flushed, then renamed over the target. A reader never sees half a file. A killed writer
 leaves a stray `.<name>.<random>.tmp` sibling; the next write to the same target removes
 those older than `STALE_TEMP_AGE_S` (no live writer keeps one untouched that long).
+
+`walk_files` lists a folder's files by suffix and returns the symlinks that lead nowhere
+(broken or looping) beside them, so a caller can report them instead of skipping them silently.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -101,3 +105,18 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
     """Pretty JSON (non-serialisable values as str), written atomically."""
     return write_text(path, json.dumps(obj, ensure_ascii=False, indent=2, default=str) + "\n")
+
+
+def walk_files(root: str | os.PathLike, suffixes: Collection[str]) -> tuple[list[Path], list[Path]]:
+    """Files under `root` (recursive) whose lower-cased suffix is in `suffixes`, and the
+    symlinks with such a name that lead nowhere (their target is missing, or they loop);
+    both sorted by path."""
+    files, broken = [], []
+    for p in Path(root).rglob("*"):
+        if p.suffix.lower() not in suffixes:
+            continue
+        if p.is_file():
+            files.append(p)
+        elif p.is_symlink() and not p.exists():  # exists() is False for a loop too
+            broken.append(p)
+    return sorted(files, key=str), sorted(broken, key=str)

@@ -8,23 +8,30 @@ training validation, `python -m audioscore.score`, the reward wrapper, `rewards.
 Preparing is idempotent: a prepared waveform passed through `apply` again comes back the same
 (within float rounding of the loudness gain), which is what lets a client prepare audio and a
 server apply the same contract on arrival.
+
+`max_seconds` is the reading route's safety limit, not part of what the model sees: files (and
+waveforms) longer than it are refused (`AudioTooLongError`) before they are decoded whole. It
+is left out of `to_dict` (so exports, /health and bench fingerprints do not carry it) and out
+of equality; each route sets its own (training data config, `--max-seconds` of the score CLI).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from audiobase.audio import (
+    DEFAULT_MAX_SECONDS,
     AudioDecodeError,
     AudioTooShortError,
     audio_duration,
     load_audio,
     loudness_normalize,
+    too_long,
 )
 
 CROPS = ("start", "center")
@@ -42,6 +49,8 @@ class Preprocess:
             CMI-RewardBench) or `center` (the middle, as the scorer's validation).
         target_lufs: integrated loudness to normalise to (None = leave the level alone).
         min_samples: fewer samples than this is an error naming the file (MuQ needs 1025).
+        max_seconds: a longer file is refused before it is decoded whole (None = no limit);
+            a safety limit of the route, not stored by `to_dict`.
     """
 
     sr: int
@@ -49,12 +58,15 @@ class Preprocess:
     crop: str = "start"
     target_lufs: float | None = None
     min_samples: int = 0
+    max_seconds: float | None = field(default=DEFAULT_MAX_SECONDS, compare=False)
 
     def __post_init__(self) -> None:
         if self.crop not in CROPS:
             raise ValueError(f"preprocess.crop must be one of {CROPS}, got {self.crop!r}")
         if self.sr <= 0 or (self.max_dur is not None and self.max_dur <= 0):
             raise ValueError(f"preprocess needs sr > 0 and max_dur > 0 or null: {self}")
+        if self.max_seconds is not None and not self.max_seconds > 0:
+            raise ValueError(f"preprocess.max_seconds must be > 0 or null: {self}")
 
     @property
     def max_samples(self) -> int | None:
@@ -69,16 +81,23 @@ class Preprocess:
     def load(self, path: str | os.PathLike, offset: float | None = None) -> np.ndarray:
         """Decode `path` and prepare it -> [T] float32; `offset` (s) overrides the crop window
         (training's random crops). Raises `AudioError` naming the file and the reason."""
-        if offset is None:
-            offset = self.window(audio_duration(path)) if self.crop == "center" else 0.0
+        if offset is None and self.crop == "center":
+            offset = self.window(audio_duration(path, max_seconds=self.max_seconds))
         wav = load_audio(
-            path, self.sr, offset=offset, duration=self.max_dur, min_samples=self.min_samples
+            path,
+            self.sr,
+            offset=offset or 0.0,
+            duration=self.max_dur,
+            min_samples=self.min_samples,
+            max_seconds=self.max_seconds,
         )
         return self.normalize(wav)
 
     def apply(self, wav: Any, name: str = WAVEFORM) -> np.ndarray:
         """A waveform already at `sr` ([T], [1, T] or [C, T], numpy or torch) -> [T] float32."""
         x = to_mono(wav, name)
+        if self.max_seconds is not None and x.shape[0] > self.max_seconds * self.sr:
+            raise too_long(name, self.max_seconds, f"{x.shape[0] / self.sr:.1f} s at {self.sr} Hz")
         n_max = self.max_samples
         if n_max is not None and x.shape[0] > n_max:
             start = (x.shape[0] - n_max) // 2 if self.crop == "center" else 0
@@ -106,7 +125,10 @@ class Preprocess:
         return dataclasses.replace(self, **changes) if changes else self
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """What the model sees (without the route's `max_seconds`)."""
+        d = dataclasses.asdict(self)
+        d.pop("max_seconds")
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Preprocess:

@@ -1,6 +1,9 @@
 """Score audio with an exported scorer: `python -m audioscore.score EXPORT FILES_OR_DIRS...`.
 
-Folders are walked (recursively, sorted) for audio files by extension. Prints CSV rows
+Folders are walked (recursively, sorted) for audio files by extension; a symlink there that
+leads nowhere (broken or looping) is counted in a warning and gets an error row. Files longer
+than `--max-seconds` (default: the export's contract, 15 min) get an error row without being
+decoded whole. Prints CSV rows
 `path,score,raw_score,error` (header first) to stdout as batches finish, and writes the same
 table to `--out` when given. `score` is on the label scale when the export stores a calibration
 (`--raw`: the raw score; ranks are the same either way); `raw_score` is the net's output. Files
@@ -18,14 +21,13 @@ import io
 import os
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from audiobase.audio import AudioError
-from audiobase.files import write_text
+from audiobase.files import walk_files, write_text
 from audiobase.preprocess import Preprocess
 from audioscore.export import ExportError, load_scorer
 
@@ -35,22 +37,31 @@ AUDIO_EXTENSIONS = frozenset(
 )
 COLUMNS = ("path", "score", "raw_score", "error")
 PROGRESS_MIN_FILES = 50  # shorter lists print no progress bar
+SHOWN_BROKEN = 3  # broken links a warning names (the error rows name them all)
 
 
-def expand_inputs(inputs: list[str]) -> list[str]:
-    """Files as given; folders -> their audio files (recursive, sorted by path)."""
+def expand_inputs(inputs: list[str]) -> tuple[list[str], list[str]]:
+    """Files as given; folders -> their audio files (recursive, sorted by path), including
+    the symlinks that lead nowhere (those get error rows). Returns (paths, broken links)."""
     out: list[str] = []
+    broken: list[str] = []
     for spec in inputs:
         if os.path.isdir(spec):
-            found = [
-                str(p)
-                for p in Path(spec).rglob("*")
-                if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file()
-            ]
-            out.extend(sorted(found))
+            files, dead = walk_files(spec, AUDIO_EXTENSIONS)
+            out.extend(sorted(map(str, files + dead)))
+            broken.extend(map(str, dead))
         else:
             out.append(spec)  # a missing or unreadable file gets its error row
-    return out
+    return out, broken
+
+
+def broken_links_warning(broken: list[str]) -> str:
+    """One line: how many broken links the folders held, and the first few."""
+    shown = ", ".join(broken[:SHOWN_BROKEN]) + (", ..." if len(broken) > SHOWN_BROKEN else "")
+    return (
+        f"warning: {len(broken)} broken or looping symlink(s) in the folders ({shown}); "
+        "each gets an error row"
+    )
 
 
 class PreparedFiles(Dataset):
@@ -106,17 +117,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument(
         "--max-dur", type=float, default=None, help="seconds per clip (default: export's)"
     )
+    ap.add_argument(
+        "--max-seconds",
+        type=float,
+        default=None,
+        help="longer files are refused before they are decoded whole (default: 900)",
+    )
     return ap.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.max_seconds is not None and not args.max_seconds > 0:
+        print(f"error: --max-seconds must be > 0, got {args.max_seconds}", file=sys.stderr)
+        return 2
     try:
-        model = load_scorer(args.ckpt_dir, device=args.device, max_dur=args.max_dur)
+        model = load_scorer(
+            args.ckpt_dir, device=args.device, max_dur=args.max_dur, max_seconds=args.max_seconds
+        )
     except (ExportError, OSError) as e:
         print(f"error: cannot load scorer: {e}", file=sys.stderr)
         return 2
-    paths = expand_inputs(args.files)
+    paths, broken = expand_inputs(args.files)
+    if broken:
+        print(broken_links_warning(broken), file=sys.stderr)
     if not paths:
         print(f"error: no audio files in {args.files}", file=sys.stderr)
         return 1

@@ -39,6 +39,7 @@ from urllib.parse import urljoin
 import numpy as np
 import soundfile as sf
 
+from audiobase.audio import DEFAULT_MAX_SECONDS, read_wav_bytes
 from audiobase.preprocess import Preprocess
 from rewards.base import BatchInput, RewardModel, ScoreItemError, as_input
 from rewards.transport import HTTPScoreError, HTTPTransport
@@ -53,10 +54,14 @@ def encode_wav_base64(wav: Any, sr: int) -> dict[str, Any]:
     return {"format": "wav", "sr": sr, "data": base64.b64encode(buf.getvalue()).decode("ascii")}
 
 
-def decode_wav_base64(obj: dict[str, Any]) -> tuple[np.ndarray, int]:
-    """Inverse of `encode_wav_base64`: (mono float32 [T], sr)."""
-    wav, sr = sf.read(io.BytesIO(base64.b64decode(obj["data"])), dtype="float32", always_2d=True)
-    return wav.mean(axis=1), int(sr)
+def decode_wav_base64(
+    obj: dict[str, Any],
+    name: str = "<request audio>",
+    max_seconds: float | None = DEFAULT_MAX_SECONDS,
+) -> tuple[np.ndarray, int]:
+    """Inverse of `encode_wav_base64`: (mono float32 [T], sr). Only WAV is read; a truncated
+    one or one longer than `max_seconds` raises AudioError (see `read_wav_bytes`)."""
+    return read_wav_bytes(base64.b64decode(obj["data"]), name, max_seconds=max_seconds)
 
 
 def _float_or_nan(x: Any) -> float:
