@@ -119,7 +119,6 @@ from audiobase.audio import save_audio as save_audio_5
 from audiobase.preprocess import Preprocess as Preprocess_5
 from audioscore import score as score_cli_5
 from audioscore.data.datamodule import ClipLoader
-from bench.baselines import SignalStatsReward
 from bench.infer import decode_clip, model_preprocess
 
 BOMB_SECONDS = 1200  # 20 min of silence: about 28 kB of FLAC
@@ -184,9 +183,10 @@ def test_bench_decoding_refuses_a_bomb_by_default(tmp_path):
         decode_clip(str(path), model_preprocess(SignalStatsReward(), 120.0))
 
 
-def test_server_refuses_flac_bytes_sent_as_wav(tmp_path):
-    """Attack: a FLAC bomb posted as the 'wav' of a /score request. Only WAV is read (a WAV
-    is never much larger decoded than sent): 400 naming the format."""
+def test_server_refuses_a_flac_bomb_sent_as_wav(tmp_path):
+    """Attack: a 20-minute FLAC bomb posted as the 'wav' of a /score request. The server
+    decodes through the CLI's path: refused by its declared length before decoding, 400
+    naming the limit."""
     data = write_silent_flac(tmp_path / "bomb.flac", BOMB_SECONDS, sr=16_000).read_bytes()
     srv, url = serve_5(SignalStatsReward())
     try:
@@ -195,7 +195,7 @@ def test_server_refuses_flac_bytes_sent_as_wav(tmp_path):
     finally:
         srv.shutdown()
         srv.server_close()
-    assert r.status_code == 400 and "not a WAV file" in r.json()["error"]
+    assert r.status_code == 400 and "max_seconds=900 s" in r.json()["error"]
 
 
 def test_folder_walk_reports_links_that_lead_nowhere(bomb_export, tmp_path, capsys):
