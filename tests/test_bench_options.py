@@ -247,7 +247,7 @@ def test_decoding_starts_over_when_the_built_model_differs_from_its_config(toy, 
         "class_path": "test_bench_options:ContractInInit",
         "init_kwargs": {"sr": SR},
     }
-    with caplog.at_level(logging.INFO, logger="bench.score"):
+    with caplog.at_level(logging.DEBUG, logger="bench.score"):
         _, info = run(cfg)
     assert "decoding restarts" in caplog.text and len(info["scored_keys"]) == 12
     rows = results(tmp_path / "c" / "toy")

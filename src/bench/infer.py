@@ -44,13 +44,17 @@ def decode_clip(path: str, pre: Preprocess) -> torch.Tensor:
     return torch.from_numpy(pre.load(path))  # [T]
 
 
-def model_preprocess(model: Any, max_dur: float | None) -> Preprocess:
+def model_preprocess(
+    model: Any, max_dur: float | None, max_seconds: float | None = None
+) -> Preprocess:
     """What `model` sees: its own contract (an exported scorer's) when it has one, else the
-    runner's: the first `max_dur` seconds at the model's `sr` (CMI-RewardBench's crop)."""
+    runner's: the first `max_dur` seconds at the model's `sr` (CMI-RewardBench's crop).
+    `max_seconds`: files longer than this are refused (None: the contract's default)."""
     own = getattr(model, "preprocess", None)
     if isinstance(own, Preprocess):
-        return own
-    return Preprocess(sr=int(model.sr), max_dur=max_dur if max_dur and max_dur > 0 else None)
+        return own.replace(max_seconds=max_seconds)
+    pre = Preprocess(sr=int(model.sr), max_dur=max_dur if max_dur and max_dur > 0 else None)
+    return pre.replace(max_seconds=max_seconds)
 
 
 def row_inputs(row: BenchRow, ref: Any, load: Callable[[str], Any]) -> dict[str, BatchInput | str]:

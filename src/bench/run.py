@@ -304,7 +304,7 @@ def score_and_evaluate(
         early = plan_decoding(cfg, out) if model is None else None
         model, scoring_model, score_kwargs = prepare_model(cfg, model, score_kwargs)
     t_model = time.perf_counter()
-    pre = model_preprocess(model, cfg.max_dur)
+    pre = model_preprocess(model, cfg.max_dur, cfg.get("max_seconds"))
     fp = fingerprint(cfg, pre, configured_class(cfg), digest_sidecar(cfg))
     if not is_launched_rank():  # plain ddp's rank > 0 only reads; rank 0 owns the files
         set_aside(out, fp)

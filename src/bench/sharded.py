@@ -53,8 +53,10 @@ class BenchDataModule(L.LightningDataModule):
         paths: bool = False,
         ahead_mb: float | None = None,
         nice: int = 0,
+        max_seconds: float | None = None,
     ):
         super().__init__()
+        self.max_seconds = max_seconds  # files longer than this are refused
         self.batches, self.max_dur, self.num_workers = batches, max_dur, num_workers
         self.paths = paths  # model.inputs=paths: nothing to decode
         self.ahead_mb, self.nice = ahead_mb, nice  # per rank: see bench.infer.make_loader
@@ -62,7 +64,7 @@ class BenchDataModule(L.LightningDataModule):
     def predict_dataloader(self):
         t = self.trainer
         # the model is built in the module's setup, on this rank
-        pre = model_preprocess(t.lightning_module.reward_model, self.max_dur)
+        pre = model_preprocess(t.lightning_module.reward_model, self.max_dur, self.max_seconds)
         sampler = ShardSampler(
             self.batches, num_replicas=t.world_size, rank=t.global_rank, shuffle=False
         )
@@ -196,6 +198,7 @@ def score_sharded(
         paths,
         ahead_mb=ahead / n_devices(cfg) if ahead else None,  # the machine's budget, shared
         nice=int(cfg.get("decode_nice", 0) or 0),
+        max_seconds=cfg.get("max_seconds"),
     )
     trainer.predict(module, datamodule=dm, return_predictions=False)
     trainer.strategy.barrier()  # plain ddp: every rank's part file is complete past this point
