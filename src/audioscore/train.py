@@ -10,6 +10,7 @@ import inspect
 import logging
 import os
 import secrets
+import sys
 import warnings
 from pathlib import Path
 from typing import Any, cast
@@ -37,6 +38,7 @@ from audioscore.export import (
 )
 from audioscore.legacy import TYPE_NAME, is_legacy_checkpoint, read_legacy
 from audioscore.losses import ScoreRegressionLoss
+from audioscore.models.components.ge2e import missing_package
 from audioscore.models.components.muq_encoder import MuQEncoder
 from audioscore.models.components.scorer import frozen_base_keys
 
@@ -431,7 +433,15 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
 
 @hydra.main(config_path="../../conf/train", config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
-    metrics, _ = train(cfg)
+    try:
+        metrics, _ = train(cfg)
+    except Exception as e:
+        if (missing := missing_package(e)) is None:
+            raise
+        print(
+            f"error: {missing}", file=sys.stderr
+        )  # an optional component's package: one line, exit 2
+        raise SystemExit(2) from None
     return metrics.get("val/srcc")
 
 
