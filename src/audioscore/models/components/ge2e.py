@@ -167,6 +167,9 @@ class Ge2eEncoder(nn.Module):
         cache_dir: FeatureCache root; used when `keys` are passed to forward.
     """
 
+    window: torch.Tensor  # buffers (not in the state dict)
+    mel_fb: torch.Tensor
+
     def __init__(
         self,
         source: str | None = PACKAGE,
