@@ -137,6 +137,19 @@ def test_a_weights_file_that_is_not_ge2e_is_refused_by_name(tmp_path):
         Ge2eEncoder(str(tmp_path / "absent.pt"))
 
 
+@pytest.mark.parametrize(
+    "bad", [{"rate": 0.0}, {"rate": 0.5}, {"rate": 200.0}, {"min_coverage": 0.0}, {"max_s": -1.0}]
+)
+def test_front_end_settings_out_of_range_are_refused(bad):
+    with pytest.raises(ValueError, match="GE2E"):
+        Ge2eEncoder(None, **bad)
+
+
+def test_an_empty_clip_is_refused(ge2e16):
+    with pytest.raises(ValueError, match="empty clip"):
+        ge2e16(torch.zeros(2, 800), torch.tensor([800, 0]))
+
+
 def test_a_weights_file_with_pickled_code_is_refused_not_run(tmp_path):
     """Attack: a checkpoint whose pickle calls a function on load (weights_only refuses it)."""
     marker = tmp_path / "ran"

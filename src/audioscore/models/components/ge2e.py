@@ -184,7 +184,11 @@ class Ge2eEncoder(nn.Module):
         super().__init__()
         if not 0 < min_coverage <= 1:
             raise ValueError(f"GE2E min_coverage must be in (0, 1], got {min_coverage}")
-        partial_starts(GE2E_SR, rate, min_coverage)  # checks the rate
+        if not (rate > 0 and max_s > 0 and in_sr > 0):
+            raise ValueError(
+                f"GE2E rate, max_s and in_sr must be > 0, got {rate}, {max_s}, {in_sr}"
+            )
+        partial_starts(GE2E_SR, rate, min_coverage)  # the rate gives 1..160 frames per step
         self.model = Ge2eNet()
         self.weights_sha1: str | None = None
         if source is not None:
