@@ -18,6 +18,9 @@ $(BIN)/python:
 
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -e '.[dev]'
+	# GE2E voice encoder weights (campp=ge2e). --no-deps: resemblyzer's `webrtcvad` pin builds from
+	# source; webrtcvad-wheels (in pyproject.toml) provides the same module as a binary wheel.
+	$(BIN)/python -m pip install --no-deps resemblyzer==0.1.4
 	rm -f $(VENV)/.installed-*; touch $(STAMP)
 
 install: $(STAMP)  ## create .venv and install the project with dev extras

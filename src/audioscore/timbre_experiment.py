@@ -23,7 +23,9 @@ every training seed, with the same optimizer steps. Each cell trains in this pro
 
 `campp.kind=pretrained`: plan B's tiny CAM++ is first trained to identify other synthetic singers
 (`audioscore.campp_pretrain`), once per output folder, and every plan B cell loads that file as a
-user loads a released checkpoint; `reuse_cells` takes over plan A cells from an earlier run.
+user loads a released checkpoint. `campp.kind=ge2e`: plan B's timbre encoder is the pretrained
+GE2E voice encoder (`campp@<node>=ge2e`, `audioscore.models.components.ge2e`). `reuse_cells`
+takes over plan A cells from an earlier run.
 
 Writes `<out>/cells.csv` (one row per cell; finished cells are kept and skipped on a rerun),
 `<out>/timbre.md` (mean +- std over seeds, losses against control and GRL recoveries) and
@@ -37,6 +39,7 @@ import csv
 import io
 import json
 import logging
+import sys
 import time
 from pathlib import Path
 from typing import Any, cast
@@ -52,6 +55,7 @@ from audioscore.calibrate import cross_fitted_mae
 from audioscore.campp_pretrain import pretrain_campp
 from audioscore.data.groups import read_groups
 from audioscore.metrics.ranking import group_metrics
+from audioscore.models.components.ge2e import missing_package
 from audioscore.probe import fit_probe, pooled_features, select_part
 from audioscore.synth import Singer, make_corpus, read_clips_csv, timbre_axis
 from audioscore.train import train
@@ -60,6 +64,9 @@ log = logging.getLogger(__name__)
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 CAMPP_TARGET = "audioscore.models.components.campp.build_campp_encoder"
+GE2E_TARGET = "audioscore.models.components.ge2e.Ge2eEncoder"
+TIMBRE_TARGETS = (CAMPP_TARGET, GE2E_TARGET)
+CAMPP_KINDS = ("random", "pretrained", "ge2e")
 GRID_FILE = CONF_DIR / "timbre" / "timbre.yaml"
 FIELDS = [
     "regime", "experiment", "seed", "val_srcc", "val_srcc_pooled", "val_mae", "timbre_weight",
@@ -119,11 +126,14 @@ def compose_cell(
     seed: int,
     run: Path,
     campp_file: Path | None = None,
+    timbre: str | None = None,
 ) -> Any:
     """The training config of one cell: conf/train + the grid's overrides; `experiment` is a
     conf/train/experiment name or a `variants` label (an experiment + its own overrides).
     `campp_file`: every CAM++ of the model loads this weights file, through the overrides a user
-    gives for a released checkpoint (`<node>.source=<file> <node>.tiny=false`)."""
+    gives for a released checkpoint (`<node>.source=<file> <node>.tiny=false`).
+    `timbre`: another config of the campp group (`ge2e`) for every CAM++ node
+    (`campp@<node>=<timbre>`)."""
     own: list[str] = []
     variant = (grid.get("variants") or {}).get(experiment)
     if variant is not None:
@@ -137,15 +147,18 @@ def compose_cell(
             for node in nodes:
                 overrides += [f"{node}.source={Path(campp_file).resolve()}", f"{node}.tiny=false"]
             cfg = compose("train", overrides=overrides)
+        if timbre is not None and (nodes := campp_nodes(cfg)):
+            overrides += [f"campp@{node}={timbre}" for node in nodes]
+            cfg = compose("train", overrides=overrides)
     with open_dict(cfg):
         cfg.paths.output_dir = str(run)
     return cfg
 
 
 def campp_nodes(cfg: Any, prefix: str = "") -> list[str]:
-    """Dotted paths of the CAM++ encoder configs in a composed training config."""
+    """Dotted paths of the timbre encoder configs (CAM++, GE2E) in a composed training config."""
     if isinstance(cfg, DictConfig):
-        if cfg.get("_target_") == CAMPP_TARGET:
+        if cfg.get("_target_") in TIMBRE_TARGETS:
             return [prefix]
         return [
             n
@@ -163,12 +176,12 @@ def uses_campp(grid: DictConfig, experiment: str) -> bool:
 
 def campp_weights(grid: DictConfig, out: Path) -> Path | None:
     """Plan B's CAM++ weights file under `grid.campp.kind`: None (random: the tiny random CAM++
-    of `debug=tiny`) or `<out>/campp_pretrained.bin`, trained once by
-    `audioscore.campp_pretrain.pretrain_campp` and kept while its settings are unchanged. One
-    output folder holds one kind: cells of both kinds would share their labels."""
+    of `debug=tiny`; ge2e: GE2E's packaged weights) or `<out>/campp_pretrained.bin`, trained once
+    by `audioscore.campp_pretrain.pretrain_campp` and kept while its settings are unchanged. One
+    output folder holds one kind: cells of several kinds would share their labels."""
     kind = str(grid.campp.kind)
-    if kind not in ("random", "pretrained"):
-        raise ValueError(f"{GRID_FILE}: campp.kind must be random or pretrained, got {kind!r}")
+    if kind not in CAMPP_KINDS:
+        raise ValueError(f"{GRID_FILE}: campp.kind must be one of {CAMPP_KINDS}, got {kind!r}")
     settings = cast(dict, OmegaConf.to_container(grid.campp.pretrain, resolve=True))
     want: dict[str, Any] = {"kind": kind, "pretrain": settings if kind == "pretrained" else None}
     stamp = out / "campp.json"
@@ -178,13 +191,13 @@ def campp_weights(grid: DictConfig, out: Path) -> Path | None:
             raise ValueError(
                 f"{stamp}: this folder holds campp.kind={have['kind']} cells; use another --out"
             )
-    elif kind == "pretrained" and read_cells(out / "cells.csv"):
+    elif kind != "random" and read_cells(out / "cells.csv"):
         raise ValueError(
             f"{out}: holds cells of random CAM++ runs (no campp.json); use another --out"
         )
     else:
         have = {}
-    if kind == "random":
+    if kind in ("random", "ge2e"):
         write_text(stamp, json.dumps(want) + "\n")
         return None
     path = out / "campp_pretrained.bin"
@@ -275,8 +288,9 @@ def run_cell(
     seed: int,
     run: Path,
     campp_file: Path | None = None,
+    timbre: str | None = None,
 ) -> dict[str, Any]:
-    cfg = compose_cell(grid, corpus["root"], experiment, seed, run, campp_file)
+    cfg = compose_cell(grid, corpus["root"], experiment, seed, run, campp_file, timbre)
     t0 = time.monotonic()
     _, objects = train(cfg)
     train_s = time.monotonic() - t0
@@ -465,6 +479,7 @@ def run_grid(grid: DictConfig, out: Path) -> dict[str, Any]:
     corpora = make_corpora(grid, out)
     cells_file = out / "cells.csv"
     campp_file = campp_weights(grid, out)
+    timbre = "ge2e" if str(grid.campp.kind) == "ge2e" else None
     rows = reuse_cells(grid, read_cells(cells_file))
     done = {(r["regime"], r["experiment"], int(r["seed"])) for r in rows}
     for seed in grid.seeds:
@@ -474,7 +489,7 @@ def run_grid(grid: DictConfig, out: Path) -> dict[str, Any]:
                 if key in done:
                     continue
                 run = out / "runs" / f"{regime}_{exp}_s{seed}"
-                row = run_cell(grid, corpora[str(regime)], *key, run, campp_file)
+                row = run_cell(grid, corpora[str(regime)], *key, run, campp_file, timbre)
                 print(
                     f"{regime:9s} {exp:17s} seed {seed}: val SRCC {row['val_srcc']:.3f}, "
                     f"MAE {row['val_mae']:.2f}, timbre weight {row['timbre_weight']:+.1f}, "
@@ -501,7 +516,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     t0 = time.monotonic()
-    res = run_grid(load_grid(args.overrides), Path(args.out))
+    try:
+        res = run_grid(load_grid(args.overrides), Path(args.out))
+    except Exception as e:
+        if (missing := missing_package(e)) is None:
+            raise
+        print(
+            f"error: {missing}", file=sys.stderr
+        )  # campp.kind=ge2e without resemblyzer: one line, exit 2
+        raise SystemExit(2) from None
     print(Path(res["table"]).read_text())
     print(f"plot: {res['plot']}  ({time.monotonic() - t0:.0f} s)")
     return res
