@@ -70,6 +70,27 @@ def test_exactly_min_samples_is_accepted():
     np.testing.assert_array_equal(Preprocess(sr=SR, min_samples=5).apply(ramp(5)), ramp(5))
 
 
+def test_a_one_sample_waveform_is_accepted_without_min_samples():
+    np.testing.assert_array_equal(Preprocess(sr=SR).apply(ramp(1)), ramp(1))
+
+
+def test_apply_names_the_input_in_shape_errors():
+    with pytest.raises(ValueError, match=r"^clip\.wav: waveform must be"):
+        Preprocess(sr=SR).apply(np.zeros((1, 1, 4)), name="clip.wav")
+
+
+def test_load_of_a_file_shorter_than_min_samples_is_an_error_naming_it(tmp_path):
+    from audiobase.audio import save_audio
+
+    path = save_audio(tmp_path / "short.wav", np.zeros(8, dtype=np.float32), 1000)
+    with pytest.raises(AudioTooShortError, match="short.wav"):
+        Preprocess(sr=1000, min_samples=20).load(path)
+
+
+def test_a_one_hertz_contract_is_valid():
+    assert Preprocess(sr=1).sr == 1
+
+
 def test_an_empty_waveform_is_too_short_even_without_min_samples():
     with pytest.raises(AudioTooShortError):
         Preprocess(sr=SR).apply(np.zeros(0, dtype=np.float32))
@@ -86,6 +107,7 @@ def test_target_lufs_changes_the_level_and_none_leaves_it():
     same = Preprocess(sr=16_000).apply(wav)
     louder = Preprocess(sr=16_000, target_lufs=-14.0).apply(wav)
     np.testing.assert_array_equal(same, wav)
+    assert louder.dtype == np.float32
     assert pyln.Meter(16_000).integrated_loudness(louder) == pytest.approx(-14.0, abs=0.1)
 
 
@@ -152,6 +174,7 @@ def test_to_mono_averages_channels_and_squeezes_one():
     stereo = np.stack([ramp(4), 3 * ramp(4)])
     np.testing.assert_array_equal(to_mono(stereo), 2 * ramp(4))
     np.testing.assert_array_equal(to_mono(ramp(4)[None]), ramp(4))
+    np.testing.assert_array_equal(to_mono(np.array([[1.0], [3.0]])), [2.0])
 
 
 def test_to_mono_takes_a_torch_tensor():
@@ -165,5 +188,5 @@ def test_to_mono_rejects_what_is_not_a_waveform():
         to_mono([0.0, 1.0])
     with pytest.raises(ValueError, match=r"clip\.wav: waveform must be .*\(1, 1, 4\)"):
         to_mono(np.zeros((1, 1, 4)), "clip.wav")
-    with pytest.raises(AudioDecodeError, match="NaN or Inf"):
-        to_mono(np.array([0.0, np.inf]))
+    with pytest.raises(AudioDecodeError, match=r"^clip\.wav: waveform contains NaN or Inf$"):
+        to_mono(np.array([0.0, np.inf]), "clip.wav")
