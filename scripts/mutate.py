@@ -243,7 +243,9 @@ def report() -> None:
         v = s["verdicts"]
         count = {k: sum(1 for x in v.values() if x == k) for k in ("killed", "survived", "timeout")}
         other = len(v) - sum(count.values())
-        equivalent = [n for n, x in v.items() if x != "killed" and notes.get(n, "").startswith("equivalent")]
+        equivalent = [
+            n for n, x in v.items() if x != "killed" and notes.get(n, "").startswith("equivalent")
+        ]
         scored = len(v) - len(equivalent)
         caught = count["killed"] + count["timeout"]
         score = caught / scored if scored else 1.0
@@ -256,7 +258,12 @@ def report() -> None:
         listed = [n for n in v if v[n] not in ("killed", "timeout") or n in notes]
         if not listed:
             continue
-        lines = [f"### {module.slug}", "", "| mutant | status | change | reason |", "|---|---|---|---|"]
+        lines = [
+            f"### {module.slug}",
+            "",
+            "| mutant | status | change | reason |",
+            "|---|---|---|---|",
+        ]
         for n in sorted(listed, key=_natural):
             note = notes.get(n)
             if note is None:
@@ -304,7 +311,9 @@ def main() -> None:
     ap.add_argument("modules", nargs="*", help="slugs of MODULES (default: all)")
     ap.add_argument("--report", action="store_true", help="only rewrite docs/mutation.md")
     ap.add_argument("--list", action="store_true", help="list the modules and their tests")
-    ap.add_argument("--max-children", type=int, default=4, help="mutants tested at once (most wait on sockets)")
+    ap.add_argument(
+        "--max-children", type=int, default=4, help="mutants tested at once (most wait on sockets)"
+    )
     args = ap.parse_args()
     if args.list:
         for m in MODULES:

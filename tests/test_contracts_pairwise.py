@@ -145,9 +145,7 @@ def test_seconds_callback_replaces_the_waveform_length(tmp_path):
 def test_score_with_pairwise_sends_singles_to_the_clip_path_in_batch_order(tmp_path):
     decoded = rows(tmp_path, n_pairs=1, single=True)
     decoded = [decoded[1], decoded[0]]
-    recs = score_with_pairwise(
-        Judge([OK]), decoded, lambda ds: [{"clip": len(ds)}], None, {}, "j"
-    )
+    recs = score_with_pairwise(Judge([OK]), decoded, lambda ds: [{"clip": len(ds)}], None, {}, "j")
     assert recs[0] == {"clip": 1} and recs[1]["predicted_preference"] == "model_b"
 
 
