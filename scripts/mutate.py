@@ -185,31 +185,49 @@ def verdicts(d: Path) -> dict[str, str]:
     return out
 
 
-def diff_of(d: Path, name: str) -> str:
-    """The mutated line(s) of mutant `name`, as '-old / +new'."""
+# run inside a work dir: mutant name -> unified diff, from mutmut's own mutants/ tree
+SHOW = """
+import json, sys
+from mutmut.mutation.diff_apply import get_diff_for_mutant
+print(json.dumps({n: get_diff_for_mutant(n) for n in sys.argv[1:]}))
+"""
+
+
+def diffs_of(d: Path, names: list[str]) -> dict[str, str]:
+    """The mutated line(s) of each mutant, as '-old / +new' (one process for all of them)."""
+    if not names:
+        return {}
     shown = subprocess.run(
-        [*MUTMUT, "show", name], cwd=d, capture_output=True, text=True, check=False
+        [sys.executable, "-c", SHOW, *names], cwd=d, capture_output=True, text=True, check=True
     ).stdout
-    changed = [
-        ln
-        for ln in shown.splitlines()
-        if ln[:1] in "+-" and not ln.startswith(("+++", "---")) and ln[1:].strip()
-    ]
-    return " / ".join(re.sub(r"\s+", " ", ln) for ln in changed)
+    out = {}
+    for name, diff in json.loads(shown).items():
+        changed = [
+            ln
+            for ln in diff.splitlines()
+            if ln[:1] in "+-" and not ln.startswith(("+++", "---")) and ln[1:].strip()
+        ]
+        out[name] = " / ".join(re.sub(r"\s+", " ", ln) for ln in changed)
+    return out
 
 
-def run(module: Module, max_children: int) -> dict:
-    d = work_dir(module)
+def run(module: Module, max_children: int, execute: bool = True) -> dict:
+    """mutmut over `module` in its work dir (execute=False: only collect the verdicts of the
+    last run there, e.g. one that was interrupted) -> the summary, saved as summary.json."""
+    d = work_dir(module) if execute else WORK / module.slug
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(WANDB_MODE="offline", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
-    t0 = time.monotonic()
-    log = (d / "mutmut.log").open("w")
-    cmd = [*MUTMUT, "run", "--max-children", str(max_children)]
-    rc = subprocess.run(cmd, cwd=d, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
+    t0, rc = time.monotonic(), None
+    if execute:
+        with (d / "mutmut.log").open("w") as log:
+            cmd = [*MUTMUT, "run", "--max-children", str(max_children)]
+            rc = subprocess.run(
+                cmd, cwd=d, env=env, stdout=log, stderr=subprocess.STDOUT
+            ).returncode
     seconds = round(time.monotonic() - t0)
     found = verdicts(d)
-    survivors = {n: diff_of(d, n) for n, s in found.items() if s != "killed"}
+    survivors = diffs_of(d, [n for n, s in found.items() if s != "killed"])
     summary = {
         "module": module.slug,
         "paths": [f"src/{p}" for p in module.paths],
@@ -310,6 +328,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("modules", nargs="*", help="slugs of MODULES (default: all)")
     ap.add_argument("--report", action="store_true", help="only rewrite docs/mutation.md")
+    ap.add_argument(
+        "--collect", action="store_true", help="summarise the last runs' verdicts, run nothing"
+    )
     ap.add_argument("--list", action="store_true", help="list the modules and their tests")
     ap.add_argument(
         "--max-children", type=int, default=4, help="mutants tested at once (most wait on sockets)"
@@ -321,7 +342,7 @@ def main() -> None:
         return
     if not args.report:
         for module in find(args.modules):
-            run(module, args.max_children)
+            run(module, args.max_children, execute=not args.collect)
     report()
 
 

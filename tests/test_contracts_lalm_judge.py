@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 import pytest
 import soundfile as sf
-from helpers.openai_stub import OpenAIStub
+from helpers.openai_stub import OpenAIStub, request_parts
 
-from rewards.base import BatchInput
+from rewards.base import BatchInput, ScoreItemError
 from rewards.lalm_judge import (
     JudgeAnswerError,
     LALMJudge,
@@ -256,3 +256,197 @@ def test_own_max_dur_makes_a_start_crop_preprocess():
     assert make(max_dur=2.0)._prepare(5.0).max_dur == 2.0
     assert make()._prepare(5.0).max_dur == 5.0
     assert make()._prepare(0.0).max_dur is None and make()._prepare(None).max_dur is None
+
+
+def test_last_json_object_resumes_at_the_next_brace_after_broken_json():
+    assert last_json_object('{bad {"a": 1} {bad') == {"a": 1}
+    assert last_json_object('{{"a": 1}') == {"a": 1}
+
+
+def test_json_score_at_the_lower_bound_is_accepted():
+    assert make(answer_format="json")._read_score('{"score": 1}') == 1.0
+
+
+def test_score_batch_names_the_file_of_a_failed_item(tmp_path):
+    bad = tmp_path / "broken.wav"
+    bad.write_bytes(b"RIFF not audio")
+    with pytest.raises(ScoreItemError, match=r"^item 0 \(.*broken\.wav\): ") as err:
+        make().score_batch([str(bad)], 1, 30.0)
+    assert err.value.index == 0 and err.value.audio == str(bad)
+
+
+@pytest.mark.parametrize("detailed", [False, True])
+def test_clips_are_cropped_to_the_calls_max_dur(detailed):
+    with OpenAIStub() as stub:
+        m = make(stub.url, answer_format="json", dimensions=["musicality"])
+        clip = [BatchInput(tone(0.2, 440.0, seconds=0.5))]
+        if detailed:
+            m.score_batch_detailed(clip, 1, 0.1)
+        else:
+            m.score_batch(clip, 1, 0.1)
+    (body,) = stub.requests
+    wav, sr = request_parts(body)[0][0]
+    assert sr == SR and len(wav) == int(0.1 * SR)
+
+
+class BlankStub(OpenAIStub):
+    """The stand-in judge answering only whitespace."""
+
+    def answer(self, body: dict[str, Any]) -> str:
+        return "  \n "
+
+
+def test_a_whitespace_answer_is_an_empty_answer_and_failures_are_joined():
+    with BlankStub() as stub:
+        _, errors, _ = make(stub.url).score_batch_detailed(
+            [BatchInput(tone(0.2, 440.0), "a song")], 1, 30.0
+        )
+    empty = "JudgeAnswerError: empty answer"
+    assert errors == [f"musicality: {empty}; alignment: {empty}"]
+
+
+def test_answer_text_without_choices_quotes_the_first_200_characters():
+    payload = {"x": "a" * 300}
+    with pytest.raises(JudgeAnswerError) as err:
+        answer_text(payload)
+    assert str(err.value) == f"no choices[0].message in {str(payload)[:200]!r}"
+
+
+def test_answer_text_skips_content_parts_without_text():
+    parts = {"choices": [{"message": {"content": [{"text": "Score: 4"}, {"type": "image"}]}}]}
+    assert answer_text(parts) == ("Score: 4", None)
+
+
+def test_lyrics_alone_are_something_to_align_to():
+    m = make()
+    assert m._has_condition(BatchInput(np.zeros(4), "", " la la "))
+    assert not m._has_condition(BatchInput(np.zeros(4), " ", " "))
+
+
+def test_pairwise_clips_are_cropped_to_the_calls_max_dur():
+    with JsonWinnerStub() as stub:
+        m = make(stub.url, answer_format="json", pairwise=True, dimensions=["musicality"])
+        m.compare_batch(pairs()[:1], 0.1)
+    assert len(stub.requests) == 2
+    for body in stub.requests:
+        assert [len(w) for w, _ in request_parts(body)[0]] == [int(0.1 * SR)] * 2
+
+
+def test_pairwise_alignment_sends_the_reference_clip_third_with_its_label_and_section():
+    ref = tone(0.3, 700.0, seconds=0.125)
+    a = BatchInput(tone(0.10, 400.0), "a song", "", ref)
+    b = BatchInput(tone(0.40, 300.0), "a song")
+    prompts = {**PROMPTS, "pairwise_alignment": '{reference_section}Fit? JSON {"winner": "A"}'}
+    with JsonWinnerStub() as stub:
+        m = make(
+            stub.url,
+            answer_format="json",
+            pairwise=True,
+            prompts=prompts,
+            sections={"reference": "REF. "},
+            labels={"a": "First:", "b": "Second:", "reference": "Ref:"},
+        )
+        (got,) = m.compare_batch([(a, b)], 30.0)
+    assert got["error"] is None and got["alignment"] == "model_a"
+    by_prompt = {request_parts(body)[1][-1]: body for body in stub.requests}
+    for body in stub.requests:
+        audios, texts = request_parts(body)
+        if texts[-1].startswith("REF. "):
+            assert texts[:3] == ["First:", "Second:", "Ref:"] and len(audios) == 3
+            np.testing.assert_allclose(audios[2][0], ref, atol=1e-4)
+        else:
+            assert "musicality" in texts[-1] and texts[:2] == ["First:", "Second:"]
+            assert len(audios) == 2
+    assert len(by_prompt) == 2 and len(stub.requests) == 4
+
+
+def test_pairwise_without_anything_to_align_to_asks_musicality_only():
+    a, b = (BatchInput(tone(amp, 400.0)) for amp in (0.1, 0.4))
+    with JsonWinnerStub() as stub:
+        m = make(
+            stub.url, answer_format="json", pairwise=True, dimensions=["alignment", "musicality"]
+        )
+        (got,) = m.compare_batch([(a, b)], 30.0)
+    assert got["alignment"] is None and got["musicality"] == "model_b"
+    assert set(got["details"]["judge_answer"]) == {"musicality"} and len(stub.requests) == 2
+
+
+def test_pairwise_tie_in_both_orders_is_both():
+    clip = BatchInput(tone(0.2, 400.0), "a song")
+    with JsonWinnerStub() as stub:
+        (got,) = make(stub.url, answer_format="json", pairwise=True).compare_batch([(clip, clip)])
+    assert (got["musicality"], got["alignment"], got["error"]) == ("both", "both", None)
+
+
+def test_pairwise_unreadable_clip_fails_its_own_pair_only(tmp_path):
+    bad = tmp_path / "broken.wav"
+    bad.write_bytes(b"RIFF not audio")
+    good = pairs()[0]
+    with JsonWinnerStub() as stub:
+        m = make(stub.url, answer_format="json", pairwise=True)
+        broken, ok = m.compare_batch([(BatchInput(str(bad), "x"), good[1]), good], 30.0)
+    assert broken["error"].startswith("AudioDecodeError: ") and "broken.wav" in broken["error"]
+    assert broken["musicality"] is None and ok["musicality"] == "model_b"
+
+
+def test_pairwise_failures_of_every_order_are_joined_in_order():
+    with JsonWinnerStub(key="choice") as stub:
+        (got,) = make(stub.url, answer_format="json", pairwise=True).compare_batch(pairs()[:1])
+    reason = "JudgeAnswerError: no JSON object with 'winner' in the answer"
+    assert got["error"] == "; ".join(
+        f"{d} ({o}): {reason}" for d in ("musicality", "alignment") for o in ("ab", "ba")
+    )
+
+
+def test_defaults_are_the_documented_ones():
+    m = LALMJudge(prompts={"musicality": "m", "alignment": "a"})
+    assert (m.model_name, m.sr, m.pairwise, m.answer_format) == (
+        "Qwen/Qwen2.5-Omni-7B",
+        16000,
+        False,
+        "pattern",
+    )
+    assert m.sampling == {"temperature": 0.0, "seed": 0, "max_tokens": 512}
+    assert m.transport.timeout == 120.0 and make(timeout=3.0).transport.timeout == 3.0
+
+
+def test_url_keeps_its_last_character_when_no_slash_trails():
+    assert make("http://judgeX").url == "http://judgeX/chat/completions"
+
+
+def test_pairwise_needs_multi_audio_with_a_clear_message():
+    with pytest.raises(
+        ValueError, match=r"^pairwise needs multi_audio: true \(clips A and B in one request\)$"
+    ):
+        make(pairwise=True, multi_audio=False)
+
+
+def test_unreadable_clip_fails_its_own_item_and_the_next_is_scored(tmp_path):
+    bad = tmp_path / "broken.wav"
+    bad.write_bytes(b"RIFF not audio")
+    with OpenAIStub() as stub:
+        m = make(stub.url, answer_format="json", dimensions=["musicality"])
+        scores, errors, _ = m.score_batch_detailed(
+            [BatchInput(str(bad)), BatchInput(tone(0.2, 440.0))], 2, 30.0
+        )
+    assert errors[0].startswith("AudioDecodeError: ") and "broken.wav" in errors[0]
+    assert errors[1] is None and np.isfinite(scores[1, 1]) and np.isnan(scores[0]).all()
+
+
+def test_a_clip_with_nothing_to_align_to_is_still_rated_for_musicality():
+    with OpenAIStub() as stub:
+        m = make(stub.url, answer_format="json", dimensions=["alignment", "musicality"])
+        scores, errors, _ = m.score_batch_detailed([BatchInput(tone(0.2, 440.0))], 1, 30.0)
+    assert errors == [None] and np.isnan(scores[0, 0]) and np.isfinite(scores[0, 1])
+
+
+def test_per_clip_alignment_labels_the_reference_clip():
+    ref = tone(0.3, 700.0, seconds=0.125)
+    with OpenAIStub() as stub:
+        m = make(
+            stub.url, answer_format="json", dimensions=["alignment"], labels={"reference": "R:"}
+        )
+        m.score_batch([BatchInput(tone(0.2, 440.0), "a song", "", ref)], 1, 30.0)
+    (body,) = stub.requests
+    audios, texts = request_parts(body)
+    assert texts[:2] == ["Music clip:", "R:"] and len(audios) == 2
