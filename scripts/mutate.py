@@ -211,21 +211,36 @@ def diffs_of(d: Path, names: list[str]) -> dict[str, str]:
     return out
 
 
-def run(module: Module, max_children: int, execute: bool = True) -> dict:
-    """mutmut over `module` in its work dir (execute=False: only collect the verdicts of the
-    last run there, e.g. one that was interrupted) -> the summary, saved as summary.json."""
-    d = work_dir(module) if execute else WORK / module.slug
+def run(module: Module, max_children: int, mode: str = "full") -> dict:
+    """mutmut over `module` in its work dir -> the summary, saved as summary.json.
+
+    mode "full": a fresh work dir, every mutant. "survivors": the last run's work dir, only its
+    surviving mutants again, against the current tests (mutmut copies tests/ anew and collects
+    stats for new tests); a killed mutant stays killed since tests are only added. "collect":
+    run nothing, summarise the last run (e.g. one that was interrupted)."""
+    d = work_dir(module) if mode == "full" else WORK / module.slug
+    names: list[str] = []
+    if mode == "survivors":
+        names = [n for n, s in verdicts(d).items() if s == "survived"]
+        if not names:
+            mode = "collect"
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(WANDB_MODE="offline", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     t0, rc = time.monotonic(), None
-    if execute:
-        with (d / "mutmut.log").open("w") as log:
-            cmd = [*MUTMUT, "run", "--max-children", str(max_children)]
+    if mode != "collect":
+        with (d / "mutmut.log").open("a" if names else "w") as log:
+            cmd = [*MUTMUT, "run", "--max-children", str(max_children), *names]
             rc = subprocess.run(
                 cmd, cwd=d, env=env, stdout=log, stderr=subprocess.STDOUT
             ).returncode
     seconds = round(time.monotonic() - t0)
+    old = d / "summary.json"
+    rerun = {}
+    if mode != "full" and old.exists():  # keep the full run's time; note the rerun's
+        previous = json.loads(old.read_text())
+        rerun = {"rerun_seconds": seconds + previous.get("rerun_seconds", 0)} if names else {}
+        seconds = previous["seconds"]
     found = verdicts(d)
     survivors = diffs_of(d, [n for n, s in found.items() if s != "killed"])
     summary = {
@@ -234,6 +249,7 @@ def run(module: Module, max_children: int, execute: bool = True) -> dict:
         "tests": list(module.tests),
         "returncode": rc,
         "seconds": seconds,
+        **rerun,
         "verdicts": found,
         "diffs": survivors,
     }
@@ -255,7 +271,7 @@ def report() -> None:
     for module in MODULES:
         path = WORK / module.slug / "summary.json"
         if not path.exists():
-            rows.append(f"| {module.slug} | {', '.join(module.paths)} | not run | | | | | | |")
+            rows.append(f"| {module.slug} | {', '.join(module.paths)} | not run | | | | | | | |")
             continue
         s = json.loads(path.read_text())
         v = s["verdicts"]
@@ -271,7 +287,7 @@ def report() -> None:
         rows.append(
             f"| {module.slug} | {', '.join(module.paths)} | {len(v)} | {count['killed']} | "
             f"{count['survived']} | {count['timeout']} | {other} | {len(equivalent)} | "
-            f"{100 * score:.1f} % {ok} |"
+            f"{100 * score:.1f} % {ok} | {s['seconds'] / 60:.1f} |"
         )
         listed = [n for n in v if v[n] not in ("killed", "timeout") or n in notes]
         if not listed:
@@ -301,12 +317,15 @@ def report() -> None:
         "mutant is equivalent (no input can tell it from the original). Score = (killed +",
         f"timeout) / (mutants - equivalent); the goal is {GOAL:.0%} per module.",
         "",
-        "| module | mutated | mutants | killed | survived | timeout | other | equivalent | score |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| module | mutated | mutants | killed | survived | timeout | other | equivalent | score "
+        "| minutes |",
+        "|---|---|---|---|---|---|---|---|---|---|",
         *rows,
         "",
         "*other*: no test ran the mutated function, or mutmut could not classify the run",
-        "(segfault, suspicious); these count as not caught.",
+        "(segfault, suspicious); these count as not caught. *minutes*: the full run on a shared",
+        "2-core machine. After adding tests, `python scripts/mutate.py --survivors MODULE` reruns",
+        "only the survivors (a killed mutant stays killed: tests are only added).",
         "",
         "## Surviving mutants and mutants with a note",
         "",
@@ -328,8 +347,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("modules", nargs="*", help="slugs of MODULES (default: all)")
     ap.add_argument("--report", action="store_true", help="only rewrite docs/mutation.md")
-    ap.add_argument(
+    how = ap.add_mutually_exclusive_group()
+    how.add_argument(
         "--collect", action="store_true", help="summarise the last runs' verdicts, run nothing"
+    )
+    how.add_argument(
+        "--survivors", action="store_true", help="rerun only the last runs' surviving mutants"
     )
     ap.add_argument("--list", action="store_true", help="list the modules and their tests")
     ap.add_argument(
@@ -342,7 +365,8 @@ def main() -> None:
         return
     if not args.report:
         for module in find(args.modules):
-            run(module, args.max_children, execute=not args.collect)
+            mode = "collect" if args.collect else "survivors" if args.survivors else "full"
+            run(module, args.max_children, mode)
     report()
 
 

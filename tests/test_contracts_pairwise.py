@@ -58,11 +58,19 @@ def test_wants_pairwise_needs_the_flag_and_a_callable_compare_batch():
     class Off(Judge):
         pairwise = False
 
-    class NoCompare:
+    class NoneCompare:
         pairwise = True
         compare_batch = None
 
-    assert not wants_pairwise(Off()) and not wants_pairwise(NoCompare())
+    class NoCompare:
+        pairwise = True
+
+    class NoFlag:
+        def compare_batch(self, pairs, **kwargs):
+            return []
+
+    assert not wants_pairwise(Off()) and not wants_pairwise(NoneCompare())
+    assert not wants_pairwise(NoCompare()) and not wants_pairwise(NoFlag())
     assert not wants_pairwise(object())
 
 
