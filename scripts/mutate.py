@@ -166,7 +166,15 @@ def work_dir(module: Module) -> Path:
         "source_paths": ["src"],
         "only_mutate": module.only_mutate,
         "also_copy": ["conf", "scripts"],
-        "pytest_add_cli_args": ["-p", "no:cacheprovider", "-m", "not slow and not gpu"],
+        # a mutant that makes a test wait forever uses no CPU, so mutmut's CPU-time limit never
+        # fires: pytest-timeout fails that test instead (a kill: the hang is caught)
+        "pytest_add_cli_args": [
+            "-p",
+            "no:cacheprovider",
+            "-m",
+            "not slow and not gpu",
+            "--timeout=120",
+        ],
         "pytest_add_cli_args_test_selection": tests,
         "use_git_change_detection": False,
     }
@@ -221,7 +229,7 @@ def run(module: Module, max_children: int, mode: str = "full") -> dict:
     d = work_dir(module) if mode == "full" else WORK / module.slug
     names: list[str] = []
     if mode == "survivors":
-        names = [n for n, s in verdicts(d).items() if s == "survived"]
+        names = [n for n, s in verdicts(d).items() if s not in ("killed", "timeout")]
         if not names:
             mode = "collect"
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}

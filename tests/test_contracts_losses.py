@@ -117,7 +117,28 @@ def test_regression_errors_are_clear():
     with pytest.raises(ValueError, match="regression kind must be 'mse' or 'huber', got 'l1'"):
         ScoreRegressionLoss(kind="l1")
     loss = ScoreRegressionLoss()
-    with pytest.raises(ValueError, match="needs ground-truth scores"):
+    with pytest.raises(
+        ValueError, match="^regression loss needs ground-truth scores in the groups file$"
+    ):
         loss(t([1.0]), m([True]))
-    with pytest.raises(ValueError, match="no item in this batch has a score"):
+    with pytest.raises(ValueError, match="^regression loss: no item in this batch has a score$"):
         loss(t([1.0, 2.0]), m([True, False]), t([float("nan"), 1.0]))
+
+
+def test_listmle_of_one_pair_is_divided_by_one_choice():
+    s = [0.0, 1.0]
+    assert listmle_loss(t(s), m([True, True])).item() == pytest.approx(plackett_luce_nll(s))
+
+
+def test_listmle_rows_of_one_item_add_no_choice_to_the_average():
+    scores = t([2.0, 0.5, -1.0], [4.0, 0.0, 0.0])
+    mask = m([True, True, True], [True, False, False])
+    want = plackett_luce_nll([2.0, 0.5, -1.0]) / 2
+    assert listmle_loss(scores, mask).item() == pytest.approx(want)
+
+
+def test_regression_defaults_are_huber_delta_one_on_unscaled_scores():
+    loss = ScoreRegressionLoss()
+    assert (loss.kind, loss.delta, loss.mean.item(), loss.std.item()) == ("huber", 1.0, 0.0, 1.0)
+    assert loss(t([1.5]), m([True]), t([0.0])).item() == pytest.approx(1.0 * (1.5 - 0.5))
+    assert loss(t([0.0]), m([True]), t([2.0])).item() == pytest.approx(1.5)
