@@ -127,3 +127,46 @@ def test_knots_of_another_shape_are_refused():
         IsotonicCalibration(x=((0.0, 1.0),), y=((0.0, 1.0),), tail=1.0)
     with pytest.raises(CalibrationError, match="tail must be > 0"):
         IsotonicCalibration(x=(0.0, 1.0), y=(0.0, 1.0), tail=float("nan"))
+
+
+def test_calibrated_scores_are_float64_whatever_the_input_dtype():
+    iso = IsotonicCalibration(x=(0.0, 1.0), y=(10.0, 20.0), tail=2.0)
+    r32 = np.array([3.0, -1.0, 0.5], dtype=np.float32)
+    np.testing.assert_array_equal(iso(r32), iso(r32.astype(np.float64)))
+    assert TanhCalibration(scale=1.0, offset=0.0)(r32).dtype == np.float64
+    r, t = labelled([1, 2], [3, 4])
+    assert r.dtype == np.float64 and t.dtype == np.float64
+
+
+def test_upper_tail_starts_at_the_last_knot_of_many():
+    cal = IsotonicCalibration(x=(1.0, 2.0, 5.0), y=(0.0, 9.0, 12.0), tail=1.0)
+    assert cal(np.array([7.0]))[0] == pytest.approx(12.0 + math.log1p(3.0 * 2.0))
+
+
+def test_a_scale_below_one_is_valid_and_messages_are_exact():
+    assert TanhCalibration(scale=0.5, offset=0.0).scale == 0.5
+    with pytest.raises(CalibrationError, match="^calibration must be a mapping, got list$"):
+        Calibration.from_dict([1])
+    cases = [
+        ({**ISO, "x": [0.0]}, "x and y need the same length, >= 2"),
+        ({**ISO, "x": [0.0, float("nan")]}, "knots must be finite"),
+        ({**ISO, "x": [1.0, 0.0]}, "knots must be strictly increasing"),
+    ]
+    for section, reason in cases:
+        with pytest.raises(CalibrationError, match=f"^calibration isotonic: {reason}$"):
+            Calibration.from_dict(section)
+
+
+def test_fit_defaults_no_source_and_a_tail_from_a_label_range_below_one():
+    cal = fit_calibration([0.0, 1.0], [0.0, 0.5])
+    assert cal is not None and cal.source == "" and cal.tail == pytest.approx(0.05)
+
+
+def test_cross_fitted_mae_defaults_to_five_folds_seeded_zero():
+    rng = np.random.default_rng(3)
+    raw, labels = rng.normal(size=12), rng.uniform(50, 99, 12)
+    got = cross_fitted_mae(raw, labels)
+    assert got == cross_fitted_mae(raw, labels, folds=5, seed=0)
+    assert got != cross_fitted_mae(raw, labels, folds=6) and got != cross_fitted_mae(
+        raw, labels, seed=1
+    )

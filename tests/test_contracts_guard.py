@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import socket
+import stat
 
 import pytest
 
@@ -81,3 +84,18 @@ def test_free_space_check_passes_when_enough_and_names_the_step_when_not(tmp_pat
         check_free_space(tmp_path, 10**21, "compaction")
     with pytest.raises(DiskSpaceError, match=rf"free in {tmp_path}, only \d+\.\d\d MB left"):
         check_free_space(tmp_path, 10**21, "compaction")
+
+
+def test_lock_file_is_created_read_write_for_everyone_the_umask_allows(tmp_path):
+    umask = os.umask(0)
+    os.umask(umask)
+    with OutputLock(tmp_path):
+        mode = stat.S_IMODE((tmp_path / LOCK_NAME).stat().st_mode)
+    assert mode == 0o666 & ~umask
+
+
+def test_free_space_message_gives_megabytes_left(tmp_path):
+    with pytest.raises(DiskSpaceError, match=r"only (\d+\.\d\d) MB left") as err:
+        check_free_space(tmp_path, 10**21, "compaction")
+    left = float(re.search(r"only (\d+\.\d\d) MB left", str(err.value)).group(1))
+    assert left <= shutil.disk_usage(tmp_path).total / 1e6
