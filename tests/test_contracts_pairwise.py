@@ -153,8 +153,30 @@ def test_seconds_callback_replaces_the_waveform_length(tmp_path):
 def test_score_with_pairwise_sends_singles_to_the_clip_path_in_batch_order(tmp_path):
     decoded = rows(tmp_path, n_pairs=1, single=True)
     decoded = [decoded[1], decoded[0]]
-    recs = score_with_pairwise(Judge([OK]), decoded, lambda ds: [{"clip": len(ds)}], None, {}, "j")
+    judge = Judge([OK])
+    recs = score_with_pairwise(
+        judge,
+        decoded,
+        lambda ds: [{"clip": len(ds)}],
+        5.0,
+        {"seed": 1},
+        "j",
+        {"fp": "f"},
+        lambda d: 7.0,
+    )
     assert recs[0] == {"clip": 1} and recs[1]["predicted_preference"] == "model_b"
+    assert judge.calls == [(1, 5.0, {"seed": 1})]
+    assert (recs[1]["bench_model"], recs[1]["fp"], recs[1]["bench_audio_seconds"]) == (
+        "j",
+        "f",
+        7.0,
+    )
+
+
+def test_score_with_pairwise_refuses_a_clip_path_that_loses_records(tmp_path):
+    decoded = rows(tmp_path, n_pairs=0, single=True)
+    with pytest.raises(ValueError):
+        score_with_pairwise(Judge(), decoded, lambda ds: [], None, {}, "j")
 
 
 def test_score_with_pairwise_without_pairs_never_asks_the_model(tmp_path):
