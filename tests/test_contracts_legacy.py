@@ -4,6 +4,7 @@ file."""
 
 from __future__ import annotations
 
+import datetime
 from pathlib import Path
 
 import pytest
@@ -87,6 +88,7 @@ def test_lora_below_the_tap_is_kept_and_above_is_dropped_and_said(tmp_path):
         "dropout": 0.0,
         "target_modules": ["linear_q", "linear_v"],
     }
+    assert isinstance(ck.lora["alpha"], int)
 
 
 def test_lora_only_below_the_tap_drops_nothing_more(tmp_path):
@@ -126,7 +128,11 @@ def test_net_config_is_the_original_architecture(tmp_path):
     assert enc["pretrained"] is None and enc["muq_config"] == {"x": 1}
     assert enc["lora"] == ck.lora and enc["lora"] is not ck.lora and enc["cache_dir"] is None
     assert (head["hidden_dim"], head["attn_layers"], head["heads"]) == (H, 2, 8)
-    assert head["_partial_"] is True and head["dropout"] == 0.2
+    assert (
+        head["_target_"].endswith(".SongEvalHead")
+        and head["_partial_"] is True
+        and head["dropout"] == 0.2
+    )
     frozen = read_legacy(ckpt(tmp_path / "d", kind=FROZEN_TYPE)).net_config()
     assert frozen["encoder"]["lora"] is None
 
@@ -159,7 +165,11 @@ def test_refuses_what_is_not_a_checkpoint_folder(tmp_path):
     refused(tmp_path / "f", r"f: not a directory")
     (tmp_path / "empty").mkdir()
     refused(tmp_path / "empty", r"empty: no type.txt, not an original-format checkpoint")
-    refused(ckpt(tmp_path / "t", type_text="Other\n"), r"type.txt: type 'Other' is not supported")
+    refused(
+        ckpt(tmp_path / "t", type_text="Other\n"),
+        r"type.txt: type 'Other' is not supported "
+        r"\(supported: SongEvalGenerator_audio_lora, SongEvalGenerator\)",
+    )
     root = ckpt(tmp_path / "h")
     (root / "weights.pt").unlink()
     refused(root, r"h: missing weights.pt")
@@ -231,3 +241,25 @@ def test_refuses_lora_files_of_another_shape(tmp_path):
     ]
     for i, (lora, match) in enumerate(cases):
         refused(ckpt(tmp_path / str(i), lora=lora), match)
+
+
+def test_a_pickle_of_other_objects_is_refused_unread(tmp_path):
+    """weights_only loading: a global outside torch's allowlist is never unpickled."""
+    root = ckpt(tmp_path / "c")
+    torch.save({"w": torch.zeros(1), "when": datetime.date(2020, 1, 1)}, root / "weights.pt")
+    refused(root, r"weights.pt: cannot be read as a tensor dict")
+
+
+def test_lora_tensors_keep_their_values_whatever_the_module_order(tmp_path):
+    lora = lora_sd(layers=(7, 0))
+    ck = read_legacy(ckpt(tmp_path / "c", lora=lora))
+    name = "model.conformer.layers.0.attn.linear_v"
+    for part in ("lora_A", "lora_B"):
+        got = ck.state[f"encoder.muq.{name}.{part}.default.weight"]
+        torch.testing.assert_close(got, lora[f"{name}.default.{part}"])
+
+
+def test_every_grl_tensor_is_named_comma_separated(tmp_path):
+    head = {**head_sd(), **{f"speaker_discriminator.{i}.weight": torch.zeros(1) for i in (0, 1)}}
+    ck = read_legacy(ckpt(tmp_path / "c", head=head))
+    assert "(speaker_discriminator.0.weight, speaker_discriminator.1.weight)" in ck.dropped[0]
