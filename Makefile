@@ -7,7 +7,7 @@ export WANDB_MODE ?= offline
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: help install demo test test-full lint format clean
+.PHONY: help install demo test test-full mutate lint format clean
 
 help:  ## list targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  %-12s %s\n", $$1, $$2}'
@@ -33,6 +33,9 @@ test: $(STAMP)  ## fast test suite (no GPU, no network)
 
 test-full: $(STAMP)  ## everything, including slow end-to-end runs
 	$(BIN)/python -m pytest -m "not gpu" -q
+
+mutate: $(STAMP)  ## mutation testing of the contract modules -> docs/mutation.md (slow, not in CI)
+	nice $(BIN)/python scripts/mutate.py $(MODULES)
 
 lint: $(STAMP)  ## ruff lint + format check, layer contracts (import-linter), mypy on src/
 	$(BIN)/ruff check src tests scripts
