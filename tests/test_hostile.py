@@ -25,7 +25,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 # === 7. Training resume ===================================================================
 
 from helpers.callbacks import Interrupted, keys_seen
-from helpers.train import make_cfg
+from helpers.train import make_cfg, tiny_module
 
 from audioscore.train import train
 
@@ -79,6 +79,16 @@ def test_resume_after_a_kill_ends_where_the_uninterrupted_run_ends(
     assert want.keys() == got.keys()
     worst = max(float((want[k].double() - got[k].double()).abs().max()) for k in want)
     assert worst <= 1e-6
+
+
+def test_a_batch_drawn_for_another_epoch_is_refused():
+    """Attack: a training batch drawn for another epoch than the one being trained (a loader
+    that read its epoch before the checkpoint restored it) must stop training with an error
+    that says so, not train silently on other draws."""
+    module = tiny_module()  # outside a trainer: epoch 0
+    module.on_train_batch_start({"epoch": 0}, 0)
+    with pytest.raises(RuntimeError, match="drawn for epoch 2 reached epoch 0"):
+        module.on_train_batch_start({"epoch": 2}, 0)
 
 
 # === end of attacks ========================================================================
