@@ -149,7 +149,7 @@ class EpochLoader(DataLoader):
     epoch when that epoch's batches are wanted.
     """
 
-    def __iter__(self) -> Iterator[Any]:
+    def __iter__(self) -> Iterator[Any]:  # type: ignore[override]  # not a _BaseDataLoaderIter
         return DeferredIterator(super().__iter__, len(self))
 
 
