@@ -14,15 +14,9 @@ from audioscore.metrics import GroupRanking
 
 
 def datamodule(train: str, val: str, **kw) -> GroupsDataModule:
+    small = dict(groups_per_batch=2, max_group_size=3, steps_per_epoch=2, num_workers=0)
     dm = GroupsDataModule(
-        [train],
-        [val],
-        preprocess=DEFAULT_PREPROCESS.replace(max_dur=1.0),
-        groups_per_batch=2,
-        max_group_size=3,
-        steps_per_epoch=2,
-        num_workers=0,
-        **kw,
+        [train], [val], preprocess=DEFAULT_PREPROCESS.replace(max_dur=1.0), **{**small, **kw}
     )
     dm.setup("fit")
     return dm
@@ -45,6 +39,22 @@ def test_training_draws_follow_the_seed_and_epoch_not_the_random_state(synth_cor
     assert epoch_keys(resumed, 2) == seen[2]
     assert seen[2] != seen[1]  # each epoch draws anew
     assert epoch_keys(datamodule(train, val, seed=8), 2) != seen[2]
+
+
+def test_a_worker_backed_loader_draws_for_the_epoch_of_its_first_batch(synth_corpus):
+    """Lightning may create the training iterator before it restores a checkpoint's epoch (a
+    scheduler asks for the number of steps in configure_optimizers); the worker then must not
+    have drawn for the epoch the trainer said at that time, but for the epoch it says when the
+    first batch is requested."""
+    train, val = str(synth_corpus["train"]), str(synth_corpus["val"])
+    dm = datamodule(train, val, num_workers=1)
+    trainer = SimpleNamespace(current_epoch=0)
+    dm.trainer = trainer
+    early = iter(dm.train_dataloader())  # before the restore
+    trainer.current_epoch = 2  # restored
+    batches = list(early)
+    assert [b["epoch"] for b in batches] == [2, 2]
+    assert [k for b in batches for k in b["keys"]] == epoch_keys(datamodule(train, val), 2)
 
 
 @pytest.mark.parametrize("scored", [True, False])

@@ -9,6 +9,7 @@ import csv
 import inspect
 import logging
 import os
+import random
 import secrets
 import sys
 import warnings
@@ -330,6 +331,32 @@ def load_init_weights(net: torch.nn.Module, path: str) -> None:
         )
 
 
+class SeedEachBatch(L.Callback):
+    """Reseeds torch, numpy and `random` before each training epoch from (seed, epoch) and
+    before each batch from (seed, epoch, batch index, rank), so dropout and the adversary's
+    re-initialisation draw the same numbers in a run resumed from a checkpoint (which holds no
+    random state) as in an uninterrupted one. The epoch's seed is the same on every rank: a
+    re-initialised adversary stays identical across DDP ranks."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = int(seed)
+
+    def reseed(self, *keys: int) -> None:
+        entropy = [self.seed % 2**32, *keys]
+        state = np.random.SeedSequence(entropy).generate_state(2)  # 2 x uint32
+        torch.manual_seed(int(state[0]) << 32 | int(state[1]))
+        np.random.seed(int(state[0]))
+        random.seed(int(state[1]))
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.reseed(trainer.current_epoch)  # before the module's hook (adversary reset)
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        self.reseed(trainer.current_epoch, batch_idx, trainer.global_rank)
+
+
 def save_run_config(cfg: DictConfig, out_dir: Path) -> None:
     """Keep `<run_dir>/.hydra/config.yaml` also when train() is called without Hydra (tests)."""
     path = out_dir / ".hydra" / "config.yaml"
@@ -445,6 +472,8 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     if cfg.get("init_from"):
         load_init_weights(model.net, cfg.init_from)
     callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
+    if cfg.get("seed") is not None:  # first: the others' hooks see the reseeded state
+        callbacks.insert(0, SeedEachBatch(cfg.seed))
     loggers = build_loggers(cfg)
     trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
 

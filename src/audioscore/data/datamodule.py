@@ -8,7 +8,9 @@ same contract's own (centre) window, which the export stores for inference.
 
 Each training sample is drawn from its own generator seeded by (seed, epoch, position in the
 epoch), so the draws do not depend on worker processes or on what else consumed random numbers:
-a run resumed from a checkpoint trains on the groups and crops an uninterrupted run would.
+a run resumed from a checkpoint trains on the groups and crops an uninterrupted run would. The
+epoch is the trainer's, read when an epoch's first batch is requested (`EpochLoader`), that is
+after Lightning has restored it from the checkpoint; every batch carries it (`epoch`).
 
 With `crop_grid_seconds` set, random crop starts are drawn from a fixed grid per clip instead of
 anywhere, so a clip only ever yields a few distinct training crops and frozen encoders (CAM++,
@@ -119,7 +121,8 @@ def shuffle_ties(items: list[dict], rng: np.random.Generator) -> list[dict]:
 
 class EpochSampler(Sampler):
     """Yields (epoch, position) for each position of an epoch of `length` samples; `epoch()`
-    is read when an epoch starts (the trainer's current epoch, restored on resume).
+    is read when an epoch starts (the trainer's current epoch, restored on resume), which
+    `EpochLoader` delays until the epoch's first batch is requested.
 
     Samplers run in the main process, so the epoch reaches the dataset in every worker, and
     DDP's sampler wrapper splits these pairs across ranks as it would plain indices.
@@ -131,6 +134,36 @@ class EpochSampler(Sampler):
     def __iter__(self) -> Iterator[tuple[int, int]]:
         epoch = int(self.epoch())
         return iter([(epoch, i) for i in range(self.length)])
+
+    def __len__(self) -> int:
+        return self.length
+
+
+class EpochLoader(DataLoader):
+    """A DataLoader whose iterator starts (and reads its sampler) at the first batch requested.
+
+    Lightning may create the training iterator before it restores the checkpoint's epoch (a
+    scheduler's `trainer.estimated_stepping_batches` in `configure_optimizers` does), and a
+    worker-backed iterator sends its first indices to the workers as soon as it exists, so a
+    resumed run trained its first epoch on the draws of epoch 0. Deferred, the sampler reads the
+    epoch when that epoch's batches are wanted.
+    """
+
+    def __iter__(self) -> Iterator[Any]:  # type: ignore[override]  # not a _BaseDataLoaderIter
+        return DeferredIterator(super().__iter__, len(self))
+
+
+class DeferredIterator(Iterator[Any]):
+    """Calls `start()` (a DataLoader's own `__iter__`) at the first `next()`."""
+
+    def __init__(self, start: Callable[[], Iterator[Any]], length: int) -> None:
+        self.start, self.length = start, length
+        self.it: Iterator[Any] | None = None
+
+    def __next__(self) -> Any:
+        if self.it is None:
+            self.it = self.start()
+        return next(self.it)
 
     def __len__(self) -> int:
         return self.length
@@ -181,7 +214,7 @@ class TrainGroups(Dataset):
                 except AudioError as e:
                     self.loader.record_failure(item["audio_file"], e)
                     continue
-                clips.append(make_record(item, clip, self.singer_ids))
+                clips.append({**make_record(item, clip, self.singer_ids), "epoch": int(epoch)})
             if len(clips) >= 2:
                 return clips
         raise RuntimeError("10 sampled groups in a row had fewer than 2 readable clips")
@@ -242,7 +275,8 @@ def pad_clips(records: list[dict]) -> dict[str, Any]:
 
 
 def collate_groups(groups: list[list[dict]]) -> dict[str, Any]:
-    """Sub-groups -> flat clips + slots [G, N] (flat index per group position, -1 = padding)."""
+    """Sub-groups -> flat clips + slots [G, N] (flat index per group position, -1 = padding)
+    and `epoch`, the training epoch the groups were drawn for (-1 when not known)."""
     flat = [r for g in groups for r in g]
     batch = pad_clips(flat)
     n = max(len(g) for g in groups)
@@ -252,6 +286,7 @@ def collate_groups(groups: list[list[dict]]) -> dict[str, Any]:
         slots[gi, : len(g)] = torch.arange(i, i + len(g))
         i += len(g)
     batch["slots"] = slots
+    batch["epoch"] = int(flat[0].get("epoch", -1))
     return batch
 
 
@@ -330,6 +365,7 @@ class GroupsDataModule(L.LightningDataModule):
         self.val_groups: list[list[dict]] = []
         self.singer_ids: dict[str, int] = {}
         self.per_device_groups = groups_per_batch
+        self.seed = seed
 
     def resolve(self, path: str) -> str:
         return resolve_groups_file(self.hparams["root"], path)
@@ -360,6 +396,8 @@ class GroupsDataModule(L.LightningDataModule):
                 f"data.groups_per_batch={hp.groups_per_batch} must divide by {world} devices"
             )
         self.per_device_groups = hp.groups_per_batch // world
+        # fixed once, here: torch's seed is reseeded during training (audioscore.train)
+        self.seed = torch.initial_seed() if hp.seed is None else hp.seed
 
     def current_epoch(self) -> int:
         """The trainer's epoch (restored from the checkpoint on resume); 0 without a trainer."""
@@ -398,9 +436,9 @@ class GroupsDataModule(L.LightningDataModule):
             hp.max_group_size,
             hp.steps_per_epoch * hp.groups_per_batch,
             self.singer_ids,
-            seed=torch.initial_seed() if hp.seed is None else hp.seed,
+            seed=torch.initial_seed() if self.seed is None else self.seed,
         )
-        return DataLoader(
+        return EpochLoader(
             ds,
             batch_size=self.per_device_groups,
             sampler=EpochSampler(len(ds), self.current_epoch),  # samples are random draws

@@ -197,6 +197,12 @@ class ScorerLitModule(L.LightningModule):
         return loss
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        drawn = batch.get("epoch", -1) if isinstance(batch, dict) else -1
+        if drawn >= 0 and drawn != self.current_epoch:
+            raise RuntimeError(
+                f"a training batch drawn for epoch {drawn} reached epoch {self.current_epoch}: "
+                "the data loader read its epoch before the trainer restored it"
+            )
         if self.adversary is None:
             return
         total = max(1, int(self.trainer.estimated_stepping_batches))
