@@ -37,10 +37,11 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig
 
+from audioscore.safe_config import UntrustedInputError
 from rewards.base import BatchInput, model_contract
-from rewards.build import build_reward_model
+from rewards.build import build_reward_model, compose_model_config
 from rewards.http import decode_wav_base64
 
 log = logging.getLogger(__name__)
@@ -297,11 +298,20 @@ def make_server(
     return server
 
 
-def load_model_config(model: str, overrides: list[str]) -> DictConfig | ListConfig:
-    path = Path(model) if model.endswith((".yaml", ".yml")) else CONF_DIR / f"{model}.yaml"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such model config")
-    return OmegaConf.merge(OmegaConf.load(path), OmegaConf.from_dotlist(overrides))
+def load_model_config(model: str, overrides: list[str]) -> DictConfig:
+    """The model config `--model` names, composed as bench.run composes it (defaults lists
+    honoured: `rewards.build.compose_model_config`), with the `--set` overrides."""
+    return compose_model_config(model, overrides)
+
+
+def load_model(model: str, overrides: list[str]) -> Any:
+    """The reward model `--model` names; a config or checkpoint refused as input (it asks to
+    run code, or is malformed) ends the program with its reason and exit status 2."""
+    try:
+        return build_reward_model(load_model_config(model, overrides))[0]
+    except UntrustedInputError as e:
+        log.error("cannot load model %r: %s", model, e)
+        raise SystemExit(2) from None
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -339,7 +349,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    model, _ = build_reward_model(load_model_config(args.model, args.set))
+    model = load_model(args.model, args.set)
     key = os.environ.get(args.api_key_env) if args.api_key_env else None
     if args.api_key_env and not key:
         raise SystemExit(f"environment variable {args.api_key_env} is not set")
