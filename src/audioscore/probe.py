@@ -226,3 +226,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     if args.out:
         write_json(args.out, res)
+
+
+if __name__ == "__main__":
+    main()

@@ -156,9 +156,7 @@ def interpolation_refusal(text: str, resolvers: Collection[str] | None = None) -
     return None
 
 
-def check_interpolations(
-    cfg: Any, where: str, resolvers: Collection[str] | None = None
-) -> None:
+def check_interpolations(cfg: Any, where: str, resolvers: Collection[str] | None = None) -> None:
     """Raise `StoredConfigError` naming the key unless every string in `cfg` (plain containers)
     passes `interpolation_refusal(text, resolvers)`; keys may hold no interpolation at all."""
     for key, text, is_key in iter_strings(cfg):
