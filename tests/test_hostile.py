@@ -20,6 +20,7 @@ from pathlib import Path as Path_1_3  # noqa: E402
 
 import torch as torch_1_3  # noqa: E402
 import yaml as yaml_1_3  # noqa: E402
+from helpers.remote_code import crafted_cmi_rm  # noqa: E402
 from helpers.routes import make_tiny_export, write_clips  # noqa: E402
 from helpers.train import compose_train  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
@@ -294,53 +295,10 @@ def test_probe_resolves_the_run_config_once(victim_1_3, tmp_path):
 
 # a CMI-RM checkpoint whose tower folder carries code
 
-EVIL_PY = """
-from pathlib import Path
-Path({marker!r}).write_text("code from the checkpoint ran")
-from transformers import PretrainedConfig, PreTrainedModel
-class EvilConfig(PretrainedConfig):
-    model_type = "evil"
-class EvilModel(PreTrainedModel):
-    config_class = EvilConfig
-"""
-
 
 @pytest.fixture(scope="module")
 def tiny_cmi_1_3(tmp_path_factory) -> Path_1_3:
     return build_tiny_cmi_rm(tmp_path_factory.mktemp("cmi_1_3") / "tiny")
-
-
-def crafted_cmi_rm(
-    tiny: Path_1_3, root: Path_1_3, marker: Path_1_3, opt_in_file: bool = False
-) -> Path_1_3:
-    """A CMI-RM folder whose MuQ-MuLan config points its audio tower at a folder with an
-    `auto_map` config and the Python it names (which writes `marker` when imported)."""
-    out = root / "cmi_rm"
-    out.mkdir()
-    shutil_1_3.copy(tiny / "model.safetensors", out)
-    evil = out / "encoders" / "audio-tower"
-    evil.mkdir(parents=True)
-    (evil / "evil.py").write_text(EVIL_PY.format(marker=str(marker)))
-    (evil / "config.json").write_text(
-        json_1_3.dumps(
-            {
-                "model_type": "evil",
-                "auto_map": {"AutoConfig": "evil.EvilConfig", "AutoModel": "evil.EvilModel"},
-            }
-        )
-    )
-    mulan = out / "encoders" / "mulan"
-    shutil_1_3.copytree(tiny / "encoders" / "muq-mulan-tiny", mulan)
-    cfg = json_1_3.loads((mulan / "config.json").read_text())
-    cfg["audio_model"]["name"] = str(evil)
-    (mulan / "config.json").write_text(json_1_3.dumps(cfg))
-    head = yaml_1_3.safe_load((tiny / "config.yaml").read_text())
-    head["model"]["model_name"] = str(mulan)
-    if opt_in_file:  # the checkpoint trying to opt itself in
-        head["model"]["trust_remote_code"] = True
-        head["trust_remote_code"] = True
-    (out / "config.yaml").write_text(yaml_1_3.safe_dump(head))
-    return out
 
 
 @pytest.mark.parametrize("opt_in_file", [False, True], ids=["plain", "config-opts-itself-in"])

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import yaml
 from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
 from hydra.utils import get_class
@@ -52,7 +53,7 @@ def compose_model_config(model: str, overrides: Sequence[str] = ()) -> DictConfi
                 cfg = compose("bench", overrides=[f"model={model}"]).model
         OmegaConf.set_struct(cfg, False)
         cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
-    except (HydraException, OmegaConfBaseException) as e:
+    except (HydraException, OmegaConfBaseException, yaml.YAMLError) as e:
         raise StoredConfigError(where, "the file", f"cannot be composed ({e})") from e
     if not isinstance(cfg, DictConfig):
         raise StoredConfigError(where, "the file", "is not a mapping")
