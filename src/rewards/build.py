@@ -52,13 +52,13 @@ def compose_model_config(model: str, overrides: Sequence[str] = ()) -> DictConfi
             with initialize_config_dir(config_dir=str(BENCH_CONF_DIR), version_base="1.3"):
                 cfg = compose("bench", overrides=[f"model={model}"]).model
         OmegaConf.set_struct(cfg, False)
-        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
+        merged = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
     except (HydraException, OmegaConfBaseException, yaml.YAMLError) as e:
         raise StoredConfigError(where, "the file", f"cannot be composed ({e})") from e
-    if not isinstance(cfg, DictConfig):
+    if not isinstance(merged, DictConfig):
         raise StoredConfigError(where, "the file", "is not a mapping")
-    check_interpolations(OmegaConf.to_container(cfg, resolve=False), where, SAFE_RESOLVERS)
-    return cfg
+    check_interpolations(OmegaConf.to_container(merged, resolve=False), where, SAFE_RESOLVERS)
+    return merged
 
 
 def _to_dict(cfg: Any) -> dict[str, Any]:
