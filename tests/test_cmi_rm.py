@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
+from helpers.remote_code import crafted_cmi_rm
 from helpers.upstream import UpstreamBatchInput
 from safetensors.torch import load_file, save_file
 
@@ -279,3 +282,32 @@ def test_runs_under_cmi_rewardbench_runner_contract(tiny_dir):
     ali, mus = [float(scores[j, 0]) for j in range(3)], [float(scores[j, 1]) for j in range(3)]
     ours = CMIRewardModel(tiny_dir).score_batch(items()[:3], 3, 120.0)
     np.testing.assert_allclose(np.c_[ali, mus], ours, atol=1e-6)
+
+
+def test_tiny_towers_carry_no_code(tiny_dir):
+    """The folders the towers load from hold no `*.py` and no `auto_map`: nothing to opt in to."""
+    from rewards.cmi_rm.towers import code_in
+
+    for folder in (tiny_dir, *sorted((tiny_dir / "encoders").iterdir())):
+        assert code_in(folder) == [], folder
+
+
+def test_trust_remote_code_opts_in_to_a_folders_code(tiny_dir, tmp_path):
+    """`trust_remote_code=True` (the model config's key) is the one opt-in: the same crafted
+    folder that is refused by default then gets its code run. In a child process, so that the
+    imported module lands in a scratch HF_MODULES_CACHE."""
+    marker = tmp_path / "marker.txt"
+    folder = crafted_cmi_rm(tiny_dir, tmp_path, marker)
+    code = (
+        "from rewards.cmi_rm import CMIRewardModel\n"
+        "try:\n"
+        f"    CMIRewardModel({str(folder)!r}, trust_remote_code=True)\n"
+        "except Exception as e:\n"
+        "    print(type(e).__name__)\n"
+    )
+    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules")}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert out.returncode == 0, out.stderr
+    assert marker.read_text() == "code from the checkpoint ran"

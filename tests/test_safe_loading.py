@@ -19,9 +19,19 @@ from omegaconf import OmegaConf
 
 import audioscore.models.components.muq_encoder as muq_encoder
 from audioscore.export import ExportError, export_scorer, load_scorer, read_export_config
-from audioscore.safe_config import COMPONENT_MARK, UnsafeTargetError, check_targets, iter_targets
+from audioscore.safe_config import (
+    COMPONENT_MARK,
+    SAFE_RESOLVERS,
+    StoredConfigError,
+    UnsafeTargetError,
+    check_targets,
+    interpolation_refusal,
+    iter_targets,
+    resolve_stored,
+)
 from audioscore.train import load_init_weights
-from rewards.build import build_reward_model
+from rewards.build import BENCH_CONF_DIR, MODEL_CONF_DIR, build_reward_model, compose_model_config
+from rewards.serve import load_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -174,10 +184,91 @@ def test_marked_factories_pass_and_unmarked_ones_do_not(monkeypatch):
 )
 def test_every_run_config_passes_the_check(experiment, tmp_path):
     """Run configs are read back from disk (`audioscore.probe` rebuilds a net from
-    `<run>/.hydra/config.yaml`), so what every experiment builds must pass the same rule."""
+    `<run>/.hydra/config.yaml`, saved unresolved), so what every experiment saves must pass
+    the same rule, resolved once with the harmless resolvers only."""
     cfg = compose_train(f"experiment={experiment}", "debug=tiny", f"paths.data_dir={tmp_path}")
-    check_targets(OmegaConf.to_container(cfg.model.net, resolve=True), "net")
-    check_targets(OmegaConf.to_container(cfg.data.preprocess, resolve=True), "preprocess")
+    saved = yaml.safe_load(OmegaConf.to_yaml(cfg, resolve=False))
+    stored = resolve_stored(saved, "config.yaml", ("model.net", "data.preprocess"))
+    assert stored["model.net"] == OmegaConf.to_container(cfg.model.net, resolve=True)
+    assert stored["data.preprocess"] == OmegaConf.to_container(cfg.data.preprocess, resolve=True)
+
+
+@pytest.mark.parametrize(
+    ("text", "refused"),
+    [
+        ("${paths.data_dir}/x", None),
+        ("${oc.env:HOME,/tmp}", None),
+        ("${now:%Y}", None),
+        ("${oc.select:a.b,${c}}", None),
+        ("plain text", None),
+        ("${oc.create:{a: 1}}", "calls the resolver 'oc.create'"),
+        ("${oc.decode:'[1]'}", "calls the resolver 'oc.decode'"),
+        ("x ${oc.env:A,${oc.create:{}}}", "calls the resolver 'oc.create'"),
+        ("${oc.${name}:x}", "a resolver whose name is computed"),
+        ("${my_registered_resolver:1}", "calls the resolver 'my_registered_resolver'"),
+        ("${oc.env:A", "not a valid interpolation"),
+    ],
+)
+def test_resolvers_outside_the_named_set_are_refused(text, refused):
+    reason = interpolation_refusal(text, SAFE_RESOLVERS)
+    assert (reason is None) if refused is None else (refused in (reason or ""))
+    # an export is stored resolved: there, any interpolation at all is refused
+    assert (interpolation_refusal(text, None) is None) == ("${" not in text)
+
+
+def test_escaped_or_planted_interpolations_are_refused_in_a_resolved_tree():
+    """A resolved tree (what Hydra then builds) may hold `${` nowhere: Hydra resolves it again."""
+    for tree, key in [
+        ({"net": {"a": "\\${oc.env:HOME}"}}, "net.a"),
+        ({"net": {"l": [1, ["${x}"]]}}, "net.l[1][0]"),
+        ({"net": {"${x}": 1}}, "key net.${x}"),
+    ]:
+        with pytest.raises(StoredConfigError, match=re.escape(f"x.yaml: refusing {key}: holds")):
+            check_targets(tree, "x.yaml")
+    check_targets({"net": {"a": "$ {not} an interpolation", "b": "$HOME"}}, "x.yaml")
+
+
+@pytest.mark.parametrize("model", sorted(p.stem for p in MODEL_CONF_DIR.glob("*.yaml")))
+def test_every_bench_model_config_composes_as_bench_run_composes_it(model):
+    """rewards.serve and bench.run compose a model config the same way (defaults lists too)."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(BENCH_CONF_DIR), version_base="1.3"):
+        bench = compose("bench", overrides=[f"model={model}"]).model
+    cfg = compose_model_config(model)
+    assert OmegaConf.to_container(cfg) == OmegaConf.to_container(bench)
+    assert {"_target_", "class_path"} & set(cfg.keys())
+    assert "defaults" not in cfg
+
+
+def test_serve_loads_audioscore_plan_b_through_its_defaults_list(export):
+    """`rewards.serve --model audioscore_plan_b`: the yaml only names its parent in `defaults:`
+    (reading it with OmegaConf.load gave "needs `_target_` or `class_path`")."""
+    cfg = compose_model_config("audioscore_plan_b", [f"checkpoint={export}"])
+    assert cfg.name == "audioscore_plan_b" and cfg._target_.endswith("AudioscoreRewardModel")
+    model = load_model("audioscore_plan_b", [f"checkpoint={export}"])
+    assert model.scorer.path == str(export)
+
+
+def test_a_model_yaml_path_composes_with_project_defaults(tmp_path, export):
+    own = tmp_path / "mine.yaml"
+    own.write_text(f"defaults:\n  - audioscore\n  - _self_\nname: mine\ncheckpoint: {export}\n")
+    cfg = compose_model_config(str(own), ["device=cpu"])
+    assert cfg.name == "mine" and cfg.checkpoint == str(export) and cfg.calibrated is True
+    evil = tmp_path / "evil.yaml"
+    evil.write_text("name: evil\n_target_: '${oc.create:{a: 1}}'\n")
+    with pytest.raises(
+        StoredConfigError, match=r"evil\.yaml: refusing _target_: calls the resolver"
+    ):
+        compose_model_config(str(evil))
+    with pytest.raises(StoredConfigError, match="no such model config"):
+        compose_model_config("../../secrets")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("name: [unclosed\n")
+    with pytest.raises(
+        StoredConfigError, match=r"broken\.yaml: refusing the file: cannot be composed"
+    ):
+        compose_model_config(str(broken))
 
 
 def test_crafted_run_config_is_refused_by_the_probe(victim, tmp_path):

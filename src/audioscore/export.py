@@ -27,7 +27,7 @@ from audiobase.preprocess import Preprocess
 from audioscore.calibrate import Calibration, CalibrationError
 from audioscore.models.components.muq_padded import length_sorted_batches, pad_waves
 from audioscore.models.components.scorer import frozen_base_keys, pretrained_modules
-from audioscore.safe_config import UnsafeTargetError, check_targets
+from audioscore.safe_config import StoredConfigError, UntrustedInputError, check_targets, read_yaml
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ DEFAULT_PREPROCESS = Preprocess(
 )
 
 
-class ExportError(ValueError):
+class ExportError(UntrustedInputError):
     """An export directory that is missing files, malformed, or does not match its weights."""
 
 
@@ -104,17 +104,20 @@ def set_config_at(cfg: dict, path: str, value: dict) -> None:
 
 
 def read_export_config(path: str | os.PathLike) -> dict:
-    """config.yaml of an export directory, validated: every `_target_` in it must name one of
-    the project's components (`audioscore.safe_config.check_targets`), else ExportError."""
+    """config.yaml of an export directory, validated as plain data: no key or value may hold
+    an OmegaConf interpolation (`${...}`: an export is stored resolved) and every `_target_`
+    in it must name one of the project's components (`audioscore.safe_config.check_targets`),
+    else ExportError naming the file and the key."""
     cfg_path = Path(path) / CONFIG_NAME
     if not cfg_path.is_file():
         raise ExportError(f"{path}: not a scorer export (no {CONFIG_NAME})")
-    config = yaml.safe_load(cfg_path.read_text())
-    if not isinstance(config, dict) or config.get("format") != FORMAT or "net" not in config:
-        raise ExportError(f"{cfg_path}: not an {FORMAT} config")
-    try:  # before anything is built: the config names what load_net will call
+    try:
+        config = read_yaml(cfg_path)
+        if not isinstance(config, dict) or config.get("format") != FORMAT or "net" not in config:
+            raise ExportError(f"{cfg_path}: not an {FORMAT} config")
+        # before anything is built: the config names what load_net will call
         check_targets(config, str(cfg_path))
-    except UnsafeTargetError as e:
+    except StoredConfigError as e:
         raise ExportError(str(e)) from e
     try:
         export_calibration(config)

@@ -28,7 +28,6 @@ from typing import Any, cast
 import numpy as np
 import torch
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import RepeatedStratifiedKFold, cross_val_score
 from sklearn.pipeline import make_pipeline
@@ -39,7 +38,7 @@ from audiobase.files import write_json
 from audioscore.data.groups import read_groups
 from audioscore.export import equal_length_batches, export_scorer, load_scorer
 from audioscore.models.components.scorer import VocalScorer
-from audioscore.safe_config import check_targets
+from audioscore.safe_config import UntrustedInputError, read_yaml, resolve_stored
 
 
 def read_clips(groups_file: str, root: str | None = None) -> list[dict[str, Any]]:
@@ -155,11 +154,10 @@ def export_checkpoint(ckpt: str | os.PathLike) -> Path:
     cfg_file = run_dir / ".hydra" / "config.yaml"
     if not cfg_file.is_file():
         raise FileNotFoundError(f"{ckpt}: no run config at {cfg_file}")
-    cfg = OmegaConf.load(cfg_file)
-    net_config = cast(dict, OmegaConf.to_container(cfg.model.net, resolve=True))
-    pre_config = cast(dict, OmegaConf.to_container(cfg.data.preprocess, resolve=True))
-    # a run config is data from disk: only the project's own components may be built from it
-    check_targets({"model": {"net": net_config}, "data": {"preprocess": pre_config}}, str(cfg_file))
+    # a run config is data from disk: resolved once, with harmless resolvers only, and only
+    # the project's own components may be built from it (audioscore.safe_config)
+    stored = resolve_stored(read_yaml(cfg_file), str(cfg_file), ("model.net", "data.preprocess"))
+    net_config, pre_config = stored["model.net"], stored["data.preprocess"]
     net = instantiate(net_config, _convert_="all")
     state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
     net.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("net.")})
@@ -204,16 +202,20 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--C", type=float, default=1.0, help="inverse L2 penalty (1e4: ~unregularised)")
     ap.add_argument("--out", default=None, help="also write the result as JSON here")
     args = ap.parse_args(argv)
-    res = probe(
-        args.export_dir,
-        args.groups_file,
-        root=args.root,
-        part=args.part,
-        folds=args.folds,
-        seed=args.seed,
-        repeats=args.repeats,
-        C=args.C,
-    )
+    try:
+        res = probe(
+            args.export_dir,
+            args.groups_file,
+            root=args.root,
+            part=args.part,
+            folds=args.folds,
+            seed=args.seed,
+            repeats=args.repeats,
+            C=args.C,
+        )
+    except (UntrustedInputError, FileNotFoundError) as e:
+        print(f"probe: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
     for f in res["failures"]:
         print(f"skipped {f}", file=sys.stderr)
     print(
@@ -224,3 +226,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     if args.out:
         write_json(args.out, res)
+
+
+if __name__ == "__main__":
+    main()

@@ -12,6 +12,13 @@ moment the scorer loads. So a stored config may only name the project's own comp
 The rule names no component, so a new module or dataclass needs no edit here; helpers that
 write files (`build_tiny_muq_dir`, `audiobase.files.write_text`) stay out because they are
 plain, unmarked functions. Only modules inside those packages are imported while checking.
+
+Hydra resolves OmegaConf interpolations (`${...}`) in whatever it builds, so a string such as
+`${oc.create:{_target_: builtins.open, ...}}` (or an escaped `\\${...}`, which Hydra's own
+resolve-then-read turns live) would name a target no check saw. So the check runs on the fully
+resolved tree and refuses any key or value still holding `${`; configs that are resolved first
+(a run's `.hydra/config.yaml`, a model config) may only reference other keys and call the
+resolvers in `SAFE_RESOLVERS`, which read a value and build nothing.
 """
 
 from __future__ import annotations
@@ -19,27 +26,54 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import inspect
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
+import yaml
+from omegaconf import DictConfig, ListConfig, OmegaConf, grammar_parser
+from omegaconf.errors import GrammarParseError, OmegaConfBaseException
+from omegaconf.grammar.gen.OmegaConfGrammarParser import OmegaConfGrammarParser
 from torch import nn
+
+from audiobase.weights import UserError
 
 COMPONENT_PACKAGES = ("audioscore.models", "audiobase")
 COMPONENT_MARK = "__config_component__"
 
+# resolvers a config read from disk may call: each reads a value and builds nothing
+# (`oc.create`, `oc.decode` and any resolver a program registers are refused)
+SAFE_RESOLVERS: frozenset[str] = frozenset({"oc.env", "oc.select", "now", "hydra"})
+INTERPOLATION = "${"
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-class UnsafeTargetError(ValueError):
+class UntrustedInputError(UserError, ValueError):
+    """An input from outside (a file, a folder) refused as malformed or as asking to run code;
+    the message names the file and the reason. CLIs exit 2 on it."""
+
+
+class StoredConfigError(UntrustedInputError):
+    """A config read from disk that cannot be used as data; names the file, the key and why."""
+
+    def __init__(self, where: str, key: str, reason: str, message: str | None = None) -> None:
+        self.where, self.key, self.reason = where, key, reason
+        super().__init__(message or f"{where}: refusing {key}: {reason}")
+
+
+class UnsafeTargetError(StoredConfigError):
     """A `_target_` outside the allowed components; names the config, the key path and target."""
 
     def __init__(self, where: str, key: str, target: Any, reason: str) -> None:
-        self.where, self.key, self.target, self.reason = where, key, target, reason
+        self.target = target
         super().__init__(
+            where,
+            key,
+            reason,
             f"{where}: refusing {key} = {target!r}: {reason} (a stored config may only name "
             f"nn.Module subclasses or dataclasses defined under {' / '.join(COMPONENT_PACKAGES)}, "
-            "or functions marked @component)"
+            "or functions marked @component)",
         )
 
 
@@ -67,16 +101,135 @@ def iter_targets(cfg: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
             yield from iter_targets(value, path)
 
 
+def iter_strings(cfg: Any, prefix: str = "") -> Iterator[tuple[str, str, bool]]:
+    """(key path, text, is_key) of every string key and string value in nested dicts and lists;
+    a container reached twice (a YAML alias) is walked once."""
+    seen: set[int] = set()
+    stack: list[tuple[str, Any]] = [(prefix, cfg)]
+    while stack:
+        path, node = stack.pop()
+        if isinstance(node, str):
+            yield path, node, False
+            continue
+        if not isinstance(node, dict | list | tuple) or id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, dict):
+            for k, v in node.items():
+                child = f"{path}.{k}" if path else str(k)
+                if isinstance(k, str):
+                    yield child, k, True
+                stack.append((child, v))
+        else:
+            stack.extend((f"{path}[{i}]", v) for i, v in enumerate(node))
+
+
+def interpolation_refusal(text: str, resolvers: Collection[str] | None = None) -> str | None:
+    """Why `text` may not stand in a config read from disk (None: it may).
+
+    `resolvers` None: no interpolation at all (a config that is built as it is stored, such
+    as an export's). Otherwise references to other keys and calls to the named resolvers pass;
+    any other resolver, or a resolver whose name is itself computed, is refused.
+    """
+    if INTERPOLATION not in text:
+        return None
+    if resolvers is None:
+        return (
+            f"holds {INTERPOLATION!r}, which would be resolved as an OmegaConf interpolation "
+            "when the config is built (a stored config is plain data)"
+        )
+    try:
+        tree = grammar_parser.parse(text)
+    except GrammarParseError as e:
+        return f"not a valid interpolation ({e})"
+    stack: list[Any] = [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, OmegaConfGrammarParser.InterpolationResolverContext):
+            name = node.resolverName().getText()
+            if INTERPOLATION in name:
+                return f"calls a resolver whose name is computed ({name!r})"
+            if name not in resolvers:
+                return (
+                    f"calls the resolver {name!r}; a config read from disk may only call "
+                    f"{', '.join(sorted(resolvers))} and reference its own keys"
+                )
+        stack.extend(getattr(node, "children", None) or [])
+    return None
+
+
+def check_interpolations(cfg: Any, where: str, resolvers: Collection[str] | None = None) -> None:
+    """Raise `StoredConfigError` naming the key unless every string in `cfg` (plain containers)
+    passes `interpolation_refusal(text, resolvers)`; keys may hold no interpolation at all."""
+    for key, text, is_key in iter_strings(cfg):
+        reason = interpolation_refusal(text, None if is_key else resolvers)
+        if reason:
+            raise StoredConfigError(where, f"{'key ' if is_key else ''}{key}", reason)
+
+
+def read_yaml(path: str | Path) -> Any:
+    """A YAML file as plain data (yaml.safe_load: no tags, nothing resolved); a file that
+    cannot be read or parsed raises `StoredConfigError` naming it."""
+    try:
+        return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise StoredConfigError(str(path), "the file", f"cannot be read as YAML ({e})") from e
+
+
+def resolve_stored(
+    raw: Any, where: str, keys: Collection[str], resolvers: Collection[str] = SAFE_RESOLVERS
+) -> dict[str, Any]:
+    """{key: plain container} of the dotted `keys` of a config read from disk (`raw`, from
+    `read_yaml`), each resolved exactly once, then checked by `check_targets`.
+
+    Every string of the file is checked first (`check_interpolations` with `resolvers`), since
+    a reference from a selected key may reach any other; a string still holding `${` after
+    the one resolution (an escaped `\\${...}`) is refused, as Hydra would resolve it again.
+    """
+    if not isinstance(raw, dict):
+        raise StoredConfigError(where, "the file", "is not a mapping")
+    check_interpolations(raw, where, resolvers)
+    try:
+        cfg = OmegaConf.create(raw)
+    except OmegaConfBaseException as e:
+        raise StoredConfigError(where, "the file", f"is not a valid config ({e})") from e
+    out: dict[str, Any] = {}
+    for key in keys:
+        try:
+            node = OmegaConf.select(cfg, key, throw_on_missing=True)
+            value = (
+                OmegaConf.to_container(node, resolve=True, throw_on_missing=True)
+                if isinstance(node, DictConfig | ListConfig)
+                else node
+            )
+        except OmegaConfBaseException as e:
+            raise StoredConfigError(where, key, f"cannot be resolved ({e})") from e
+        if value is None:
+            raise StoredConfigError(where, key, "is missing")
+        out[key] = value
+    nested: dict[str, Any] = {}
+    for key, value in out.items():
+        *parents, last = key.split(".")
+        node = nested
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[last] = value
+    check_targets(nested, where)
+    return out
+
+
 def check_targets(cfg: Any, where: str, packages: tuple[str, ...] = COMPONENT_PACKAGES) -> None:
-    """Raise `UnsafeTargetError` unless every `_target_` in `cfg` (plain containers from
-    yaml.safe_load, or an OmegaConf config) names an allowed component; `where` names the
-    config in the message (a file path).
+    """Raise `StoredConfigError` unless `cfg` (plain containers from yaml.safe_load, or an
+    OmegaConf config, taken as it is: nothing is resolved here) is fully resolved data, i.e.
+    holds `${` in no key or value, and every `_target_` in it names an allowed component
+    (else `UnsafeTargetError`); `where` names the config in the message (a file path).
 
     Every name is checked as a string first, so nothing is imported for a config that names
     anything outside `packages`.
     """
     if isinstance(cfg, DictConfig | ListConfig):
-        cfg = OmegaConf.to_container(cfg, resolve=True)
+        cfg = OmegaConf.to_container(cfg, resolve=False)
+    check_interpolations(cfg, where, None)
     found = list(iter_targets(cfg))
     for key, target in found:
         if not isinstance(target, str) or not _inside(target, packages):

@@ -21,6 +21,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from audiobase.files import write_json
 from audiobase.preprocess import Preprocess
+from audioscore.safe_config import UntrustedInputError
+from bench.guard import RunRefused
 from rewards.build import build_reward_model, model_class
 
 
@@ -125,8 +127,13 @@ def expected_preprocess(cfg: DictConfig, cls: type | None) -> Preprocess | None:
 
 
 def build_model(cfg: DictConfig, device: str | None = None) -> tuple[Any, dict[str, Any]]:
-    """(reward model, score kwargs) through the rewards package, as a user's run builds it."""
-    model, score_kwargs = build_reward_model(prepare_model_cfg(cfg, device))
+    """(reward model, score kwargs) through the rewards package, as a user's run builds it.
+    A checkpoint or config the model reads that is refused as input (it asks to run code, or
+    is malformed: `UntrustedInputError`) refuses the run (`RunRefused`, exit 2)."""
+    try:
+        model, score_kwargs = build_reward_model(prepare_model_cfg(cfg, device))
+    except UntrustedInputError as e:
+        raise RunRefused(f"model {cfg.model.get('name')!r}: {e}") from e
     return model, {**(score_kwargs or {}), **extra_score_kwargs(cfg)}
 
 

@@ -2,15 +2,63 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
+import yaml
+from hydra import compose, initialize_config_dir
+from hydra.errors import HydraException
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
+from audioscore.safe_config import SAFE_RESOLVERS, StoredConfigError, check_interpolations
 from rewards.base import RewardModel, is_reward_model
 from rewards.custom import CustomModelError, build_custom_model, load_class
 
 RESERVED = ("name", "score_kwargs", "inputs", "grad")  # the runner's keys, not constructor args
+BENCH_CONF_DIR = Path(__file__).resolve().parents[2] / "conf" / "bench"
+MODEL_CONF_DIR = BENCH_CONF_DIR / "model"
+
+
+def compose_model_config(model: str, overrides: Sequence[str] = ()) -> DictConfig:
+    """The reward-model config `model` names, composed by Hydra as `python -m bench.run
+    model=<model>` composes it (its `defaults:` list honoured), then `overrides` (a dot-list,
+    `key=value`, new keys allowed) merged in.
+
+    `model`: a name under conf/bench/model/, or a yaml path (its `defaults:` may name configs
+    beside it or under conf/bench/model/). The composed config may only reference its own keys
+    and call the resolvers in `audioscore.safe_config.SAFE_RESOLVERS` (StoredConfigError naming
+    the file and key otherwise); a file that cannot be composed raises StoredConfigError too.
+    """
+    try:
+        if model.endswith((".yaml", ".yml")):
+            path = Path(model)
+            where = str(path)
+            if not path.is_file():
+                raise StoredConfigError(where, "the file", "no such model config")
+            search = f"hydra.searchpath=[file://{MODEL_CONF_DIR}]"
+            with initialize_config_dir(config_dir=str(path.parent.resolve()), version_base="1.3"):
+                cfg = compose(path.stem, overrides=[search])
+        else:
+            where = str(MODEL_CONF_DIR / f"{model}.yaml")
+            if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", model) or not Path(where).is_file():
+                names = sorted(p.stem for p in MODEL_CONF_DIR.glob("*.yaml"))
+                raise StoredConfigError(
+                    where, "the file", f"no such model config (names: {', '.join(names)})"
+                )
+            with initialize_config_dir(config_dir=str(BENCH_CONF_DIR), version_base="1.3"):
+                cfg = compose("bench", overrides=[f"model={model}"]).model
+        OmegaConf.set_struct(cfg, False)
+        merged = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
+    except (HydraException, OmegaConfBaseException, yaml.YAMLError) as e:
+        raise StoredConfigError(where, "the file", f"cannot be composed ({e})") from e
+    if not isinstance(merged, DictConfig):
+        raise StoredConfigError(where, "the file", "is not a mapping")
+    check_interpolations(OmegaConf.to_container(merged, resolve=False), where, SAFE_RESOLVERS)
+    return merged
 
 
 def _to_dict(cfg: Any) -> dict[str, Any]:

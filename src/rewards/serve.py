@@ -59,12 +59,12 @@ from typing import Any, cast
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig
 
 from audiobase.audio import AudioError, load_audio
 from audiobase.weights import find_user_error
 from rewards.base import BatchInput, model_contract
-from rewards.build import build_reward_model
+from rewards.build import build_reward_model, compose_model_config
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,6 @@ MAX_JSON_DEPTH = 32  # nesting of arrays/objects in a request body (the protocol
 DEFAULT_MAX_DUR = 30.0  # seconds, for a request without `max_dur` to a model without a contract
 REFUSAL_LINGER = 1.0  # seconds a refused connection is drained, so the client reads the refusal
 ERROR_LINGER = 2.0  # the same for a request refused with its body unread (401, 413, 408)
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf" / "bench" / "model"
 
 _NOT_STRUCTURE = bytes(sorted(set(range(256)) - set(b'"[]{}')))
 _BRACKET_STEP = np.zeros(256, np.int8)  # +1 opens an array or object, -1 closes one
@@ -611,11 +610,23 @@ def make_server(
     return server
 
 
-def load_model_config(model: str, overrides: list[str]) -> DictConfig | ListConfig:
-    path = Path(model) if model.endswith((".yaml", ".yml")) else CONF_DIR / f"{model}.yaml"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such model config")
-    return OmegaConf.merge(OmegaConf.load(path), OmegaConf.from_dotlist(overrides))
+def load_model_config(model: str, overrides: list[str]) -> DictConfig:
+    """The model config `--model` names, composed as bench.run composes it (defaults lists
+    honoured: `rewards.build.compose_model_config`), with the `--set` overrides."""
+    return compose_model_config(model, overrides)
+
+
+def load_model(model: str, overrides: list[str]) -> Any:
+    """The reward model `--model` names; a config or checkpoint refused as input (it asks to
+    run code, or is malformed) ends the program with its reason and exit status 2."""
+    try:
+        return build_reward_model(load_model_config(model, overrides))[0]
+    except Exception as e:  # refused input, missing weights or package: one line, exit 2
+        err = find_user_error(e)
+        if err is None:
+            raise
+        log.error("cannot load model %r: %s", model, err)
+        raise SystemExit(2) from None
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -671,14 +682,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    try:
-        model, _ = build_reward_model(load_model_config(args.model, args.set))
-    except Exception as e:  # missing weights or package, a bad config: one line, exit 2
-        err = find_user_error(e)
-        if err is None:
-            raise
-        log.error("%s", err)
-        raise SystemExit(2) from None
+    model = load_model(args.model, args.set)
     key = os.environ.get(args.api_key_env) if args.api_key_env else None
     if args.api_key_env and not key:
         raise SystemExit(f"environment variable {args.api_key_env} is not set")

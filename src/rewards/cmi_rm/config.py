@@ -9,16 +9,24 @@ from typing import Any
 import yaml
 
 from audiobase.weights import MissingWeightsError
+from audioscore.safe_config import UntrustedInputError
 
 CONFIG_NAME, WEIGHTS_NAME = "config.yaml", "model.safetensors"
+# the model-config key (CMIRewardModel argument) that lets the towers' folders run their code;
+# never read from the checkpoint's own config.yaml
+REMOTE_CODE_KEY = "trust_remote_code"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UntrustedInputError):
     """A CMI-RM checkpoint that cannot be used; the message names the path and the reason."""
 
     def __init__(self, path: str | Path, reason: str) -> None:
         self.path, self.reason = str(path), reason
         super().__init__(f"{path}: {reason}")
+
+
+class RemoteCodeRefused(CheckpointError):
+    """A folder the towers load from carries code, and `trust_remote_code` is not set."""
 
 
 @dataclass

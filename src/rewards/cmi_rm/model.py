@@ -20,16 +20,24 @@ from rewards.cmi_rm.layers import Transformer, build_score_head
 ENCODER_PREFIXES = ("audio_module.", "text_module.")
 
 
-def load_mulan_towers(model_name: str) -> tuple[nn.Module, nn.Module]:
-    """(audio tower, text tower) of `muq.MuQMuLan.from_pretrained(hub id or local dir)`."""
-    from muq import MuQMuLan  # heavy (pulls torchvision): only when real towers are loaded
+def load_mulan_towers(
+    model_name: str, trust_remote_code: bool = False
+) -> tuple[nn.Module, nn.Module]:
+    """(audio tower, text tower) of MuQ-MuLan `model_name` (hub id or local dir), loaded without
+    running code from its folders unless `trust_remote_code` (`rewards.cmi_rm.towers`)."""
+    # heavy (muq pulls torchvision): only when real towers are loaded
+    from rewards.cmi_rm.towers import load_mulan_towers as load
 
-    mulan = MuQMuLan.from_pretrained(model_name).mulan_module
-    return mulan.audio, mulan.text
+    return load(model_name, trust_remote_code)
 
 
 class CMIRewardNet(nn.Module):
-    def __init__(self, cfg: CMIRMConfig, towers: tuple[nn.Module, nn.Module] | None = None) -> None:
+    def __init__(
+        self,
+        cfg: CMIRMConfig,
+        towers: tuple[nn.Module, nn.Module] | None = None,
+        trust_remote_code: bool = False,
+    ) -> None:
         super().__init__()
         self.cfg = cfg
         dim = cfg.dim
@@ -47,7 +55,9 @@ class CMIRewardNet(nn.Module):
         self.single_score_projector = build_score_head(dim, cfg.mlp_dim, 1)
         self.alignment_head = build_score_head(dim, cfg.mlp_dim, 1)
         self.quality_head = build_score_head(dim, cfg.mlp_dim, 1)
-        audio, text = towers if towers is not None else load_mulan_towers(cfg.model_name)
+        if towers is None:
+            towers = load_mulan_towers(cfg.model_name, trust_remote_code)
+        audio, text = towers
         self.text_module, self.audio_module = text, audio
         for p in (*text.parameters(), *audio.parameters()):
             p.requires_grad_(False)

@@ -147,6 +147,10 @@ class CMIRewardModel(RewardModel):
         cache_dir: optional `audiobase.cache.FeatureCache` root for audio-tower outputs.
         bf16: bfloat16 autocast on CUDA (ignored on CPU).
         tiny: build a small random CMI-RM at `checkpoint` first if nothing is there (tests, demo).
+        trust_remote_code: let the MuQ-MuLan folders run their own Python (`auto_map`, `*.py`)
+            when the towers load. Off: such folders are refused before anything is loaded
+            (`RemoteCodeRefused` names this key). Only this argument (the model config's key)
+            opts in; the checkpoint's config.yaml cannot.
     """
 
     thread_safe = True  # scoring changes no state: the runner may score batches at once
@@ -162,6 +166,7 @@ class CMIRewardModel(RewardModel):
         bf16: bool = True,
         tiny: bool = False,
         sr: int = 24000,
+        trust_remote_code: bool = False,
     ) -> None:
         if mode not in ("final", "standard"):
             raise ValueError(f"mode must be 'final' or 'standard', got {mode!r}")
@@ -178,7 +183,7 @@ class CMIRewardModel(RewardModel):
         self.device = torch.device(device)
         self.mode, self.upstream_compat = mode, upstream_compat
         self.bf16 = bf16 and self.device.type == "cuda"
-        self.net = CMIRewardNet(self.cfg)
+        self.net = CMIRewardNet(self.cfg, trust_remote_code=bool(trust_remote_code))
         self.load_info = load_weights(self.net, weights)
         self.net.to(self.device).eval()
         self.checkpoint = str(weights)

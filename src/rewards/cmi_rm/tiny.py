@@ -7,7 +7,7 @@ Layout written at `out`:
     encoders/muq-mulan-tiny/                MuQMuLan config + weights pointing at the two above
 
 The real model pulls `OpenMuQ/MuQ-MuLan-large` (which pulls MuQ-large and `xlm-roberta-base`).
-Here `model_name` is the local MuQ-MuLan dir, loaded by the same `MuQMuLan.from_pretrained`.
+Here `model_name` is the local MuQ-MuLan dir, loaded by the same `SafeMuQMuLan.from_pretrained` (rewards.cmi_rm.towers).
 The tokenizer is a `PreTrainedTokenizerFast` with XLM-R's special tokens and `<s> $A </s>`
 framing over a character WordPiece vocabulary, so `AutoTokenizer.from_pretrained(dir)` works offline.
 Paths inside are absolute: move the directory and it must be rebuilt.
@@ -125,7 +125,8 @@ def tiny_head_config(model_name: str) -> dict:
 
 def build_tiny_cmi_rm(out: str | os.PathLike, seed: int = 0) -> Path:
     """Write a tiny random CMI-RM to `out` (no-op if one is there); safe against concurrent builders."""
-    from muq import MuQMuLan  # heavy (pulls torchvision): only when a tiny model is built
+    # heavy (muq pulls torchvision): only when a tiny model is built
+    from rewards.cmi_rm.towers import SafeMuQMuLan
 
     out = Path(out).absolute()
     if (out / CONFIG_NAME).is_file() and (out / WEIGHTS_NAME).is_file():
@@ -135,7 +136,7 @@ def build_tiny_cmi_rm(out: str | os.PathLike, seed: int = 0) -> Path:
         torch.manual_seed(seed)
         build_tiny_muq_dir(enc_tmp / "muq-tiny", seed=seed, dim=TINY_DIM)
         save_tiny_xlmr(enc_tmp / "xlm-roberta-tiny")
-        mulan = MuQMuLan(
+        mulan = SafeMuQMuLan(
             tiny_mulan_config(str(enc_tmp / "muq-tiny"), str(enc_tmp / "xlm-roberta-tiny"))
         )
         mulan.save_pretrained(enc_tmp / "muq-mulan-tiny")
