@@ -43,7 +43,8 @@ def test_pretraining_learns_its_singers(pretrained):
     """The body + head fit the pretraining cast (chance 1/4, initial loss ln 4). Whether the embedding then
     identifies unseen singers better than the random one is measured in docs/timbre.md: at the
     CPU budget of the experiment it does not, reliably."""
-    assert pretrained["acc"] > 0.4 and pretrained["loss"] < math.log(4) - 0.1, pretrained
+    chance = 1 / SMALL["singers"]
+    assert pretrained["acc"] > chance + 0.1 and pretrained["loss"] < math.log(4) - 0.1, pretrained
 
 
 def test_probe_clips_reads_singers_from_embeddings():

@@ -119,7 +119,7 @@ def load_run(spec: str) -> Run:
 
 def expand_specs(specs: list[str]) -> list[str]:
     """Run specs with each multirun (sweep) directory replaced by the run dirs in it."""
-    out = []
+    out: list[str] = []
     for spec in specs:
         path = Path(spec)
         runs = sorted(p.parent for p in path.glob("*/.hydra")) if path.is_dir() else []
@@ -134,8 +134,10 @@ def run_summary(run: Run, probe_data: str | None) -> dict[str, float]:
     """Best val SRCC, val MAE at that validation and (with `probe_data`) the singer-probe
     margin of the run's export; NaN for what the run does not have."""
     srcc = run.series.get("val/srcc", [])
-    best_step, best = max(srcc, key=lambda p: p[1]) if srcc else (None, math.nan)
-    mae = dict(run.series.get("val/mae", [])).get(best_step, math.nan) if srcc else math.nan
+    mae = best = math.nan
+    if srcc:
+        best_step, best = max(srcc, key=lambda p: p[1])
+        mae = dict(run.series.get("val/mae", [])).get(best_step, math.nan)
     margin = math.nan
     export = Path(run.name) / "export"
     if probe_data and (export / "config.yaml").is_file():
