@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import hydra
+from hydra import compose
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
@@ -466,9 +467,21 @@ class ExitStatus(Callback):
             sys.exit(self.status)
 
 
+def run_models(cfg: DictConfig) -> int:
+    """`models=[a, b, ...]`: each model composed as `bench.run model=<name>` with this run's
+    other overrides, run in turn on the same data; returns the worst exit status."""
+    task = HydraConfig.get().overrides.task
+    rest = [o for o in task if not o.lstrip("+~").startswith(("models=", "model="))]
+    status = 0
+    for name in cfg.models:
+        one = compose(config_name="bench", overrides=[*rest, f"model={name}"])
+        status = max(status, run_cli(one))
+    return status
+
+
 @hydra.main(version_base="1.3", config_path="../../conf/bench", config_name="bench")
 def main(cfg: DictConfig) -> int:
-    status = run_cli(cfg)
+    status = run_models(cfg) if cfg.get("models") else run_cli(cfg)
     if HydraConfig.get().mode == RunMode.MULTIRUN:
         return status  # ExitStatus collects it
     # the process ends here: spare the interpreter's last collection over the millions of objects
