@@ -17,6 +17,7 @@ from safetensors.torch import load_file, save_file
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 
+from audiobase.weights import MissingWeightsError
 from rewards.base import BatchInput, ScoreItemError, is_reward_model  # noqa: E402
 from rewards.cmi_rm import CheckpointError, CMIRewardModel, CMIRMConfig  # noqa: E402
 from rewards.cmi_rm import scorer as scorer_mod  # noqa: E402
@@ -226,7 +227,7 @@ def test_strict_loading_names_missing_unexpected_and_shape(tiny_dir, tmp_path):
 def test_checkpoint_found_from_weights_file_and_errors(tiny_dir, tmp_path):
     m = CMIRewardModel(tiny_dir / "model.safetensors")  # the upstream runner passes the file
     assert m.checkpoint.endswith("model.safetensors")
-    with pytest.raises(CheckpointError, match="not found"):
+    with pytest.raises(MissingWeightsError, match=r"huggingface-cli download HaiwenXia/CMI-RM"):
         CMIRewardModel(tmp_path / "nope")
 
 

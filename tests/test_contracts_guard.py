@@ -41,8 +41,8 @@ def test_a_second_lock_is_refused_naming_the_holder(tmp_path):
     with OutputLock(tmp_path), pytest.raises(OutputBusy) as busy:
         OutputLock(tmp_path).acquire()
     msg = str(busy.value)
-    assert msg.startswith(f"{tmp_path}: another bench.run is writing here (pid {os.getpid()} ")
-    assert f"on host {socket.gethostname()} since " in msg and "output_root" in msg
+    assert msg.startswith(f"{tmp_path}: in use by bench.run (pid {os.getpid()} ")
+    assert f"on host {socket.gethostname()} since " in msg and "another output folder" in msg
 
 
 def test_release_lets_the_next_run_lock_and_keeps_the_file(tmp_path):
@@ -64,18 +64,18 @@ def test_a_new_holder_overwrites_the_old_record(tmp_path):
 @pytest.mark.parametrize("text", ["", "not json", "[1, 2]", '{"host": "h"}'])
 def test_an_unreadable_or_empty_lock_file_is_a_holder_still_starting(tmp_path, text):
     (tmp_path / LOCK_NAME).write_text(text)
-    assert describe_holder(tmp_path / LOCK_NAME) == "holder unknown: it is still starting"
+    assert describe_holder(tmp_path / LOCK_NAME) == "another process (still starting, or reading)"
 
 
 def test_missing_lock_file_is_a_holder_still_starting(tmp_path):
-    assert describe_holder(tmp_path / LOCK_NAME) == "holder unknown: it is still starting"
+    assert describe_holder(tmp_path / LOCK_NAME) == "another process (still starting, or reading)"
 
 
 def test_describe_holder_fills_what_is_missing(tmp_path):
     (tmp_path / LOCK_NAME).write_text('{"pid": 7}')
-    assert describe_holder(tmp_path / LOCK_NAME) == "pid 7 on host ? since ?"
-    (tmp_path / LOCK_NAME).write_text('{"pid": 7, "host": "h", "started": "t"}')
-    assert describe_holder(tmp_path / LOCK_NAME) == "pid 7 on host h since t"
+    assert describe_holder(tmp_path / LOCK_NAME) == "bench.run (pid 7 on host ? since ?)"
+    (tmp_path / LOCK_NAME).write_text('{"pid": 7, "host": "h", "started": "t", "what": "w"}')
+    assert describe_holder(tmp_path / LOCK_NAME) == "w (pid 7 on host h since t)"
 
 
 def test_free_space_check_passes_when_enough_and_names_the_step_when_not(tmp_path):

@@ -79,9 +79,6 @@ def build_loggers(cfg: DictConfig) -> list[Any]:
         logger = hydra.utils.instantiate(lcfg, **kwargs)
         if isinstance(logger, WandbLogger):
             drop_wandb_anonymous(logger)
-        if isinstance(logger, WandbLogger) and is_rank_zero():
-            # every hyperparameter in the run's config: dashboards filter and group on them
-            logger.log_hyperparams(run_config(cfg))
         if ckpt_path and isinstance(logger, CSVLogger) and is_rank_zero():
             carry_csv_history(logger, ckpt_path, out_dir)
         loggers.append(logger)
@@ -476,6 +473,9 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         callbacks.insert(0, SeedEachBatch(cfg.seed))
     loggers = build_loggers(cfg)
     trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
+    for logger in loggers:  # every hyperparameter: dashboards filter and group on them
+        if isinstance(logger, WandbLogger) and is_rank_zero():
+            logger.log_hyperparams(run_config(cfg))
 
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
     finish_loggers(loggers)
