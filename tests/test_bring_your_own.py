@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from helpers.train import FAST
+from helpers.train import FAST, compose_train
 
 from audiobase.weights import UserError
 from audioscore.export import ExportError, Scorer, read_export_config
@@ -106,18 +106,65 @@ hop: 480
 out_dim: 16
 """
 
+HEADS = '''
+"""A user's head: masked mean of projected frames (+ clip features) -> one score."""
+
+import torch
+from torch import nn
+
+from audioscore.safe_config import component
+
+
+@component
+class MeanHead(nn.Module):
+    """What VocalScorer and the training module use of a head: pool, project, pooled_dim,
+    extra_dim (and `fc`, the projection, with a GRL adversary)."""
+
+    def __init__(self, in_dim: int, extra_dim: int = 0, hidden_dim: int = 8) -> None:
+        super().__init__()
+        self.ffd = nn.Linear(in_dim, hidden_dim)
+        self.extra_dim, self.pooled_dim = extra_dim, hidden_dim + extra_dim
+        self.fc = nn.Linear(self.pooled_dim, 1)
+
+    def pool(self, feats, mask, extra=None):
+        m = mask.unsqueeze(-1).to(feats.dtype)  # [B, F, 1]
+        pooled = (self.ffd(feats) * m).sum(1) / m.sum(1).clamp(min=1.0)  # [B, H]
+        return pooled if extra is None else torch.cat([pooled, extra], dim=-1)
+
+    def project(self, pooled):
+        return self.fc(pooled).squeeze(-1)  # [B]
+'''
+
+MODEL_TRAIN_YAML = f"""
+# the project's training module around the user's encoder and head
+defaults:
+  - /encoder@net.encoder: frames
+  - _self_
+
+_target_: audioscore.models.scorer_module.ScorerLitModule
+_convert_: all
+save_full_encoder: ${{save_full_encoder}}
+loss: ${{loss}}
+net:
+  _target_: audioscore.models.components.scorer.VocalScorer
+  head:
+    _target_: {PACKAGE}.heads.MeanHead
+    _partial_: true
+    hidden_dim: 8
+optimizer:
+  _target_: torch.optim.AdamW
+  _partial_: true
+  lr: 1.0e-3
+"""
+
 EXPERIMENT_YAML = """
 # @package _global_
 defaults:
-  - override /model: muq_lora
-  - override /encoder@model.net.encoder: frames
+  - override /model: my_scorer
   - override /data: synth
   - override /trainer: cpu
 
 experiment_name: my_frames
-model:
-  net:
-    head: {hidden_dim: 32, attn_layers: 1, heads: 2, dropout: 0.0}
 """
 
 MODEL_YAML = f"""
@@ -138,10 +185,12 @@ def user_dir(tmp_path_factory) -> Path:
     files = {
         f"{PACKAGE}/__init__.py": "",
         f"{PACKAGE}/frames.py": FRAMES,
+        f"{PACKAGE}/heads.py": HEADS,
         f"{PACKAGE}/loudness.py": LOUDNESS,
         f"{PACKAGE}/parts.py": PARTS,
         f"{PACKAGE}/unnamed.py": "import torch\n\nclass Net(torch.nn.Module):\n    pass\n",
         "my_conf/train/encoder/frames.yaml": ENCODER_YAML,
+        "my_conf/train/model/my_scorer.yaml": MODEL_TRAIN_YAML,
         "my_conf/train/experiment/my_frames.yaml": EXPERIMENT_YAML,
         "my_conf/bench/model/my_loudness.yaml": MODEL_YAML,
     }
@@ -180,14 +229,32 @@ def trained(user_dir, synth_corpus, tmp_path_factory) -> Path:
     return run_dir
 
 
-def test_user_encoder_from_own_config_folder_trains_and_exports(trained):
-    """The run was built from the user's yaml: its encoder is the user's class, with the
-    yaml's settings, in the run's config and in the export."""
+def test_user_encoder_yaml_replaces_the_encoder_by_command_line(user_dir):
+    """`encoder@model.net.encoder=frames` with the user's folder on the search path: the
+    user's encoder in the project's model, the project's head kept."""
+    search = f"hydra.searchpath=[file://{user_dir / 'my_conf' / 'train'}]"
+    cfg = compose_train(search, "encoder@model.net.encoder=frames")
+    assert cfg.model.net.encoder == {
+        "_target_": f"{PACKAGE}.frames.FrameEncoder",
+        "hop": 480,
+        "out_dim": 16,
+    }
+    assert cfg.model.net.head._target_ == "audioscore.models.components.head.SongEvalHead"
+
+
+def test_user_encoder_and_head_from_own_config_folder_train_and_export(trained):
+    """The run was built from the user's yamls: its encoder and head are the user's classes,
+    with the yamls' settings, in the run's config and in the export."""
     export = yaml.safe_load((trained / "export" / "config.yaml").read_text())  # unchecked
     assert export["net"]["encoder"] == {
         "_target_": f"{PACKAGE}.frames.FrameEncoder",
         "hop": 480,
         "out_dim": 16,
+    }
+    assert export["net"]["head"] == {
+        "_target_": f"{PACKAGE}.heads.MeanHead",
+        "_partial_": True,
+        "hidden_dim": 8,
     }
     assert list((trained / "checkpoints").glob("epoch_*.ckpt"))
     assert "byo_models.frames.FrameEncoder" in (trained / ".hydra" / "config.yaml").read_text()
@@ -205,6 +272,7 @@ def test_user_export_scores_with_its_package_named(trained, on_path, monkeypatch
     monkeypatch.setenv(USER_PACKAGES_ENV, PACKAGE)
     scorer = Scorer(trained / "export")
     assert type(scorer.net.encoder).__module__ == f"{PACKAGE}.frames"
+    assert type(scorer.net.head).__module__ == f"{PACKAGE}.heads"
     clips = sorted(Path(synth_corpus["root"], "audio").rglob("*.wav"))[:3]
     scores = scorer.score([str(p) for p in clips])
     assert scores.shape == (3,) and np.isfinite(scores).all()
