@@ -19,7 +19,12 @@ from helpers.train import FAST, compose_train
 
 from audiobase.weights import UserError
 from audioscore.export import ExportError, Scorer, read_export_config
-from audioscore.safe_config import USER_PACKAGES_ENV, UnsafeTargetError, check_targets
+from audioscore.safe_config import (
+    USER_PACKAGES_ENV,
+    UnsafeTargetError,
+    check_targets,
+    component_packages,
+)
 
 PACKAGE = "byo_models"  # the user's package (a name no other test imports)
 
@@ -334,7 +339,10 @@ def test_naming_a_standard_library_package_opens_nothing(monkeypatch):
             check_targets({"_target_": name}, "x.yaml")
 
 
-def test_malformed_package_list_is_a_user_error(monkeypatch):
-    monkeypatch.setenv(USER_PACKAGES_ENV, "my-models")
-    with pytest.raises(UserError, match="'my-models' is not a dotted package name"):
+def test_malformed_package_list_is_refused_naming_the_variable(monkeypatch):
+    """A malformed value is refused as the config's refusal (exit 2 in the CLIs), not ignored."""
+    monkeypatch.setenv(USER_PACKAGES_ENV, "my_models,my-models")
+    with pytest.raises(UnsafeTargetError, match=f"refusing \\${USER_PACKAGES_ENV} = .*'my-models'"):
         check_targets({"_target_": "audiobase.preprocess.Preprocess"}, "x.yaml")
+    with pytest.raises(UserError, match="'my-models' is not a dotted package name"):
+        component_packages()

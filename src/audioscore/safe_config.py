@@ -80,7 +80,10 @@ def check_targets(cfg: Any, where: str, packages: tuple[str, ...] | None = None)
     Every name is checked as a string first, so nothing is imported for a config that names
     anything outside `packages`.
     """
-    packages = component_packages() if packages is None else packages
+    try:
+        packages = component_packages() if packages is None else packages
+    except ComponentPackagesError as e:  # refused like a bad target: every caller reports it
+        raise UnsafeTargetError(where, f"${USER_PACKAGES_ENV}", e.value, str(e)) from e
     if isinstance(cfg, DictConfig | ListConfig):
         cfg = OmegaConf.to_container(cfg, resolve=True)
     found = list(iter_targets(cfg))
@@ -167,6 +170,10 @@ USER_PACKAGES_ENV = "AUDIOSCORE_COMPONENT_PACKAGES"
 class ComponentPackagesError(UserError, ValueError):
     """$AUDIOSCORE_COMPONENT_PACKAGES holds something other than dotted package names."""
 
+    def __init__(self, value: str, reason: str) -> None:
+        self.value = value
+        super().__init__(reason)
+
 
 def component_packages(user: str | None = None) -> tuple[str, ...]:
     """The packages a stored config may name: the project's (`COMPONENT_PACKAGES`) and the
@@ -182,7 +189,8 @@ def component_packages(user: str | None = None) -> tuple[str, ...]:
     for name in names:
         if not all(part.isidentifier() for part in name.split(".")):
             raise ComponentPackagesError(
-                f"{USER_PACKAGES_ENV}={user!r}: {name!r} is not a dotted package name "
-                "(comma-separated names such as my_models,lab.components)"
+                user,
+                f"{name!r} is not a dotted package name (give comma-separated names such as "
+                "my_models,lab.components)",
             )
     return tuple(dict.fromkeys((*COMPONENT_PACKAGES, *names)))
