@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import inspect
+import os
 from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -81,6 +82,8 @@ def component(fn: F) -> F:
     """Mark a factory function as a config component that stored configs may name.
 
     Only for factories that build a module from their arguments and write nothing to disk.
+    Also marks a user's own class or function (`component_packages`): outside the project
+    packages only what carries this mark itself (not inherited) may be named.
     """
     setattr(fn, COMPONENT_MARK, True)
     return fn
@@ -218,15 +221,20 @@ def resolve_stored(
     return out
 
 
-def check_targets(cfg: Any, where: str, packages: tuple[str, ...] = COMPONENT_PACKAGES) -> None:
+def check_targets(cfg: Any, where: str, packages: tuple[str, ...] | None = None) -> None:
     """Raise `StoredConfigError` unless `cfg` (plain containers from yaml.safe_load, or an
     OmegaConf config, taken as it is: nothing is resolved here) is fully resolved data, i.e.
     holds `${` in no key or value, and every `_target_` in it names an allowed component
-    (else `UnsafeTargetError`); `where` names the config in the message (a file path).
+    (else `UnsafeTargetError`); `where` names the config in the message (a file path);
+    `packages` default: `component_packages()`.
 
     Every name is checked as a string first, so nothing is imported for a config that names
     anything outside `packages`.
     """
+    try:
+        packages = component_packages() if packages is None else packages
+    except ComponentPackagesError as e:  # refused like a bad target: every caller reports it
+        raise UnsafeTargetError(where, f"${USER_PACKAGES_ENV}", e.value, str(e)) from e
     if isinstance(cfg, DictConfig | ListConfig):
         cfg = OmegaConf.to_container(cfg, resolve=False)
     check_interpolations(cfg, where, None)
@@ -236,7 +244,8 @@ def check_targets(cfg: Any, where: str, packages: tuple[str, ...] = COMPONENT_PA
             reason = (
                 "not a dotted name"
                 if not isinstance(target, str)
-                else f"outside the component packages {', '.join(packages)}"
+                else f"outside the component packages {', '.join(packages)}; a class of your "
+                f"own: mark it @component and name its package in ${USER_PACKAGES_ENV}"
             )
             raise UnsafeTargetError(where, key, target, reason)
     for key, target in found:
@@ -260,6 +269,10 @@ def _refusal(target: str, packages: tuple[str, ...]) -> str | None:
     module = getattr(obj, "__module__", None) or ""
     if not _inside(module, packages):  # e.g. a module's re-exported `shutil.rmtree`
         return f"resolves to {obj!r} from {module or 'nowhere'!r}"
+    if not _inside(module, COMPONENT_PACKAGES):  # a user's package: what its author marked
+        if (inspect.isclass(obj) or inspect.isfunction(obj)) and _marked_itself(obj):
+            return None
+        return "not marked @component (a user's component must carry the mark itself)"
     if inspect.isclass(obj):
         if issubclass(obj, nn.Module) or dataclasses.is_dataclass(obj):
             return None
@@ -295,3 +308,41 @@ def _resolve(target: str, packages: tuple[str, ...]) -> Any:
         if inspect.ismodule(obj):
             raise ValueError(f"{attr!r} is the module {obj.__name__!r}")
     return obj
+
+
+def _marked_itself(obj: Any) -> bool:
+    """Whether `obj` carries the `@component` mark in its own namespace (a subclass of a
+    marked class is not marked)."""
+    return vars(obj).get(COMPONENT_MARK, False) is True
+
+
+USER_PACKAGES_ENV = "AUDIOSCORE_COMPONENT_PACKAGES"
+
+
+class ComponentPackagesError(UserError, ValueError):
+    """$AUDIOSCORE_COMPONENT_PACKAGES holds something other than dotted package names."""
+
+    def __init__(self, value: str, reason: str) -> None:
+        self.value = value
+        super().__init__(reason)
+
+
+def component_packages(user: str | None = None) -> tuple[str, ...]:
+    """The packages a stored config may name: the project's (`COMPONENT_PACKAGES`) and the
+    user's own, comma-separated dotted names (e.g. `my_models`) in `user`, by default
+    $AUDIOSCORE_COMPONENT_PACKAGES.
+
+    Naming a package only lets a stored config reach the classes and functions in it that
+    carry `@component` themselves; a stored config can never add a package.
+    """
+    if user is None:
+        user = os.environ.get(USER_PACKAGES_ENV, "")
+    names = [n.strip() for n in user.split(",") if n.strip()]
+    for name in names:
+        if not all(part.isidentifier() for part in name.split(".")):
+            raise ComponentPackagesError(
+                user,
+                f"{name!r} is not a dotted package name (give comma-separated names such as "
+                "my_models,lab.components)",
+            )
+    return tuple(dict.fromkeys((*COMPONENT_PACKAGES, *names)))
