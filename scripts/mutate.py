@@ -125,8 +125,11 @@ MODULES = (
         ("bench/store.py", "bench/resume.py"),
         (
             "tests/test_contracts_store.py",
-            "tests/test_bench_resume.py",
-            "tests/test_bench_concurrency.py",
+            # not test_bench_resume.py / the bench runs of test_bench_concurrency.py: a whole
+            # bench run in mutmut's forked worker runs past its time limit (every mutant that
+            # survives the contract tests then reads as a timeout), and
+            # test_edited_model_module_... fails in mutmut's clean run
+            "tests/test_bench_concurrency.py::test_compaction_refuses_up_front_when_the_disk_is_short",
         ),
         ("resume",),
     ),
@@ -155,13 +158,16 @@ def find(names: list[str]) -> list[Module]:
     return out
 
 
-def work_dir(module: Module) -> Path:
-    """mutants/<slug>/ with the tree linked in and a pyproject.toml scoped to `module`."""
+def work_dir(module: Module, fresh: bool = True) -> Path:
+    """mutants/<slug>/ with the tree linked in and a pyproject.toml scoped to `module`.
+    `fresh`: start from an empty folder; else keep the last run's mutants and verdicts and only
+    rewrite pyproject.toml (a contract test file written since then joins the selection)."""
     d = WORK / module.slug
-    shutil.rmtree(d, ignore_errors=True)  # a fresh run: stale mutants of an old source are wrong
-    d.mkdir(parents=True)
-    for name in LINKED:
-        (d / name).symlink_to(ROOT / name, target_is_directory=True)
+    if fresh:
+        shutil.rmtree(d, ignore_errors=True)  # stale mutants of an old source are wrong
+        d.mkdir(parents=True)
+        for name in LINKED:
+            (d / name).symlink_to(ROOT / name, target_is_directory=True)
     # a test file not written yet is left out (a module may have no contract tests of its own)
     tests = [
         t for t in module.tests if not t.startswith("tests/") or (ROOT / t.split("::")[0]).exists()
@@ -224,17 +230,19 @@ def diffs_of(d: Path, names: list[str]) -> dict[str, str]:
     return out
 
 
-def run(module: Module, max_children: int, mode: str = "full") -> dict:
+def run(module: Module, max_children: int, mode: str = "full", timeouts: bool = False) -> dict:
     """mutmut over `module` in its work dir -> the summary, saved as summary.json.
 
     mode "full": a fresh work dir, every mutant. "survivors": the last run's work dir, only its
     surviving mutants again, against the current tests (mutmut copies tests/ anew and collects
     stats for new tests); a killed mutant stays killed since tests are only added. "collect":
-    run nothing, summarise the last run (e.g. one that was interrupted)."""
-    d = work_dir(module) if mode == "full" else WORK / module.slug
+    run nothing, summarise the last run (e.g. one that was interrupted). `timeouts`: with
+    "survivors", rerun the timeouts too (a timeout on a loaded machine may be no hang at all)."""
+    d = work_dir(module, fresh=mode == "full") if mode != "collect" else WORK / module.slug
     names: list[str] = []
     if mode == "survivors":
-        names = [n for n, s in verdicts(d).items() if s not in ("killed", "timeout")]
+        caught = ("killed",) if timeouts else ("killed", "timeout")
+        names = [n for n, s in verdicts(d).items() if s not in caught]
         if not names:
             mode = "collect"
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
@@ -252,12 +260,17 @@ def run(module: Module, max_children: int, mode: str = "full") -> dict:
             ).returncode
     seconds = round(time.monotonic() - t0)
     old = d / "summary.json"
-    rerun = {}
+    rerun, before = {}, {}
     if mode != "full" and old.exists():  # keep the full run's time; note the rerun's
         previous = json.loads(old.read_text())
         rerun = {"rerun_seconds": seconds + previous.get("rerun_seconds", 0)} if names else {}
-        seconds = previous["seconds"]
+        seconds, before = previous["seconds"], previous["verdicts"]
     found = verdicts(d)
+    # a rerun of some mutants may leave the others' verdicts unset in mutmut's files (it
+    # regenerates them when the test selection changed): those keep the last run's verdict
+    for n, s in found.items():
+        if s == "not checked" and n not in names and n in before:
+            found[n] = before[n]
     survivors = diffs_of(d, [n for n, s in found.items() if s != "killed"])
     summary = {
         "module": module.slug,
@@ -370,6 +383,9 @@ def main() -> None:
     how.add_argument(
         "--survivors", action="store_true", help="rerun only the last runs' surviving mutants"
     )
+    ap.add_argument(
+        "--timeouts", action="store_true", help="with --survivors: rerun the timeouts too"
+    )
     ap.add_argument("--list", action="store_true", help="list the modules and their tests")
     ap.add_argument(
         "--max-children", type=int, default=4, help="mutants tested at once (most wait on sockets)"
@@ -382,7 +398,7 @@ def main() -> None:
     if not args.report:
         for module in find(args.modules):
             mode = "collect" if args.collect else "survivors" if args.survivors else "full"
-            run(module, args.max_children, mode)
+            run(module, args.max_children, mode, args.timeouts)
     report()
 
 
