@@ -29,14 +29,13 @@ from safetensors.torch import load_file
 from audiobase.files import write_text
 from audiobase.preprocess import Preprocess
 from audiobase.weights import DEMO_CORPUS, MissingDataError, find_user_error
-from audioscore.calibrate import Calibration, fit_calibration
-from audioscore.data.datamodule import ValItems, data_name
+from audioscore.data.datamodule import data_name
 from audioscore.export import (
     WEIGHTS_NAME,
     ExportError,
     export_scorer,
+    fit_export_calibration,
     read_export_config,
-    score_wavs,
 )
 from audioscore.legacy import TYPE_NAME, is_legacy_checkpoint, read_legacy
 from audioscore.losses import ScoreRegressionLoss
@@ -359,56 +358,6 @@ def save_run_config(cfg: DictConfig, out_dir: Path) -> None:
     path = out_dir / ".hydra" / "config.yaml"
     if not path.exists():
         write_text(path, OmegaConf.to_yaml(cfg, resolve=False))
-
-
-def calibration_items(datamodule: Any) -> tuple[list[dict], str]:
-    """The clips a calibration is fitted on: the scored validation clips, else the scored
-    training clips (each file once), else none; returns (items, "val" | "train" | "")."""
-    val = [it for g in datamodule.val_groups for it in g if it.get("score") is not None]
-    if val:
-        return val, "val"
-    train = {
-        it["audio_file"]: it
-        for gs in datamodule.train_groups
-        for g in gs
-        for it in g
-        if it.get("score") is not None
-    }
-    return list(train.values()), "train" if train else ""
-
-
-def fit_export_calibration(net: torch.nn.Module, datamodule: Any) -> Calibration | None:
-    """Score the calibration clips (`calibration_items`) with `net` exactly as the export will
-    (the contract's window, length-sorted exact batches) and fit raw score -> labelled `score`."""
-    items, source = calibration_items(datamodule)
-    if not items:
-        log.info("no clip has a score: the export has no calibration (raw scores)")
-        return None
-    hp = datamodule.hparams
-    loader = torch.utils.data.DataLoader(
-        ValItems([items], datamodule.loader(), datamodule.singer_ids),
-        batch_size=hp.val_batch_size,
-        num_workers=hp.num_workers,
-        collate_fn=list,  # records (None = unreadable, recorded by the loader)
-    )
-    device = next(net.parameters()).device
-    was_training = net.training
-    net.eval()
-    raw: list[float] = []
-    labels: list[float] = []
-    for records in loader:
-        ok = [r for r in records if r is not None]
-        wavs, keys = [r["wav"] for r in ok], [r["key"] for r in ok]  # keys: frozen-encoder cache
-        raw.extend(score_wavs(net, wavs, len(wavs), device, device.type == "cuda", keys).tolist())
-        labels.extend(r["score"] for r in ok)
-    net.train(was_training)
-    cal = fit_calibration(raw, labels, source=source)
-    if cal is not None:
-        mae = float(np.mean(np.abs(cal(np.array(raw)) - np.array(labels))))
-        log.info(
-            "calibration: %d %s clips, %d knots, in-sample MAE %.3f", cal.n, source, len(cal.x), mae
-        )
-    return cal
 
 
 def export_best(
