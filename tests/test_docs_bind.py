@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", ROOT / "ckpts" / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -69,3 +70,19 @@ def test_the_docs_print_the_headline_commands():
     printed = {(module, " ".join(ov)) for _, module, ov in commands()}
     assert ("audioscore.train", "experiment=hybrid_campp trainer.devices=4") in printed
     assert ("bench.run", "model=cmi_rm") in printed
+
+
+def test_keys_ckpts_readme_names_exist():
+    """Backticked `model.…` keys in ckpts/README.md are keys of the composed configs."""
+    text = (ROOT / "ckpts" / "README.md").read_text()
+    named = set(re.findall(r"`(model\.[\w.]+)`", text))
+    keys = {k for k in named if not k.endswith((".safetensors", ".yaml", ".json", ".bin"))}
+    assert {"model.net.encoder.pretrained", "model.net.timbre.source", "model.checkpoint"} <= keys
+    with initialize_config_dir(config_dir=str(ROOT / "conf" / "train"), version_base="1.3"):
+        train = compose("train", overrides=["experiment=hybrid_campp"])
+    with initialize_config_dir(config_dir=str(ROOT / "conf" / "bench"), version_base="1.3"):
+        bench = compose("bench", overrides=["model=cmi_rm"])
+    for key in keys:
+        found = OmegaConf.select(train, key, default="absent") != "absent"
+        found = found or OmegaConf.select(bench, key, default="absent") != "absent"
+        assert found, key
