@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from helpers.train import make_cfg
 
+from audioscore.models.components.muq_encoder import MuQEncoder, build_tiny_muq_dir
 from audioscore.train import train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -30,3 +31,11 @@ def test_run_stopped_mid_epoch_validates_and_keeps_a_best_checkpoint(
     noise += [str(w.message) for w in recwarn if "in eval mode at the start" in str(w.message)]
     assert not noise, noise
     assert "Tip:" not in caplog.text
+
+
+def test_loading_a_local_muq_prints_nothing(tmp_path, capfd):
+    """huggingface_hub's mixin prints a line on every local load (three for CMI-RM)."""
+    tiny = build_tiny_muq_dir(tmp_path / "muq")
+    capfd.readouterr()
+    MuQEncoder(pretrained=str(tiny), layer=1)
+    assert "Loading weights" not in capfd.readouterr().out

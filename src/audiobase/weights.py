@@ -7,7 +7,10 @@ no request, no retry loop. Online, a failed download ends in the same error.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -90,6 +93,14 @@ def hf_source(source: str, key: str, *, modelscope: str | None = None) -> str:
         raise MissingWeightsError(
             source, key, hf=source, modelscope=modelscope, reason=reason
         ) from e
+
+
+@contextlib.contextmanager
+def hub_mixin_quiet() -> Iterator[None]:
+    """huggingface_hub's model mixin `print`s "Loading weights from local directory" on every
+    local load (three times for CMI-RM's towers): its stdout is dropped while a model loads."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        yield
 
 
 def find_user_error(error: BaseException) -> UserError | None:

@@ -32,6 +32,7 @@ from transformers import (
     XLMRobertaModel,
 )
 
+from audiobase.weights import hub_mixin_quiet
 from rewards.cmi_rm.config import REMOTE_CODE_KEY, RemoteCodeRefused
 
 
@@ -97,7 +98,8 @@ class AudioTower(AudioSpectrogramTransformerPretrained):
 
     def _init_pretrained_model(self, model_name: str) -> None:
         if "muq" in model_name.lower():  # muq's own MuQ class: config.json + weights, no code
-            self.model = MuQ.from_pretrained(model_name, cache_dir=self.hf_hub_cache_dir)
+            with hub_mixin_quiet():
+                self.model = MuQ.from_pretrained(model_name, cache_dir=self.hf_hub_cache_dir)
             return
         trust, cache = self.trust_remote_code, self.hf_hub_cache_dir
         self.model = AutoModel.from_pretrained(model_name, trust_remote_code=trust, cache_dir=cache)
@@ -187,10 +189,12 @@ def load_mulan_towers(
     `trust_remote_code`, folders that carry code are refused first (`check_mulan_folders`) and
     nothing is loaded with remote code; a hub model that needs it raises `RemoteCodeRefused`."""
     if trust_remote_code:
-        return _towers(TrustingMuQMuLan.from_pretrained(model_name))
+        with hub_mixin_quiet():
+            return _towers(TrustingMuQMuLan.from_pretrained(model_name))
     check_mulan_folders(model_name)
     try:
-        return _towers(SafeMuQMuLan.from_pretrained(model_name))
+        with hub_mixin_quiet():
+            return _towers(SafeMuQMuLan.from_pretrained(model_name))
     except ValueError as e:  # transformers: "... pass the argument `trust_remote_code=True`"
         if "trust_remote_code" not in str(e):
             raise

@@ -28,7 +28,7 @@ from transformers import Wav2Vec2ConformerConfig
 
 from audiobase.cache import FeatureCache
 from audiobase.files import atomic_path
-from audiobase.weights import hf_source
+from audiobase.weights import hf_source, hub_mixin_quiet
 from audioscore.models.components.muq_padded import muq_num_frames, muq_padded_hidden, stem_strides
 
 DEFAULT_PRETRAINED = "OpenMuQ/MuQ-large-msd-iter"
@@ -131,7 +131,8 @@ def load_muq(
     from muq import MuQ  # heavy (pulls torchvision): only when a MuQ is built
 
     if pretrained is not None:
-        return MuQ.from_pretrained(hf_source(str(pretrained), key))
+        with hub_mixin_quiet():
+            return MuQ.from_pretrained(hf_source(str(pretrained), key))
     if muq_config is None:
         raise ValueError("MuQEncoder needs `pretrained` (hub id or dir) or `muq_config`")
     if isinstance(muq_config, str):
