@@ -18,7 +18,7 @@ from audioscore.calibrate import (
     cross_fitted_mae,
     fit_calibration,
 )
-from audioscore.export import calibration_items
+from audioscore.export.run import calibration_items
 from audioscore.metrics import group_metrics, kendall_tau, spearman
 from audioscore.train import train
 from rewards.audioscore_rm import load_scorer

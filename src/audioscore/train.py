@@ -30,13 +30,8 @@ from audiobase.files import write_text
 from audiobase.preprocess import Preprocess
 from audiobase.weights import DEMO_CORPUS, MissingDataError, find_user_error
 from audioscore.data.datamodule import data_name
-from audioscore.export import (
-    WEIGHTS_NAME,
-    ExportError,
-    export_scorer,
-    fit_export_calibration,
-    read_export_config,
-)
+from audioscore.export import WEIGHTS_NAME, ExportError, export_scorer, read_export_config
+from audioscore.export.run import fit_export_calibration
 from audioscore.legacy import TYPE_NAME, is_legacy_checkpoint, read_legacy
 from audioscore.losses import ScoreRegressionLoss
 from audioscore.models.components.muq_encoder import MuQEncoder

@@ -1,0 +1,7 @@
+"""`python -m audioscore.export RUN_DIR [--ckpt best|last|PATH] [--out DIR]`."""
+
+import sys
+
+from audioscore.export.run import main
+
+sys.exit(main())
