@@ -19,6 +19,7 @@ from pathlib import Path
 
 from hydra.utils import instantiate
 
+from audiobase.weights import MissingWeightsError, find_user_error
 from audioscore.export import export_scorer
 from audioscore.legacy import (
     LEGACY_CALIBRATION,
@@ -68,6 +69,13 @@ def convert_legacy(
         net = instantiate(net_config, _convert_="all")
     except Exception as e:  # hub / file errors surface from inside MuQ.from_pretrained
         cause = e.__cause__ or e
+        missing = find_user_error(e)
+        if isinstance(missing, MissingWeightsError):  # the CLI's key for them is --muq
+            raise ConvertError(
+                f"MuQ weights {missing.model_id} not found (offline and not in the cache): "
+                f"download with `huggingface-cli download {missing.model_id}`, or pass "
+                "--muq /path/to/local/folder"
+            ) from e
         raise ConvertError(
             f"cannot build the original's net on MuQ {muq or muq_config!r} (a hub id needs the "
             f"network or the Hugging Face cache, a directory config.json + model.safetensors): "

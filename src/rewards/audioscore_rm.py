@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from audiobase.preprocess import Preprocess
+from audiobase.weights import MissingDataError
 from audioscore.export import Scorer
 from rewards.base import MUSICALITY, BatchInput, RewardModel, as_input
 
@@ -38,8 +39,10 @@ class AudioscoreRewardModel(RewardModel):
     ) -> None:
         path = Path(checkpoint)
         if not path.exists():
-            raise FileNotFoundError(
-                f"{path}: exported scorer not found (run audioscore.train, which exports)"
+            raise MissingDataError(
+                f"{path}: exported scorer not found: `make demo` writes outputs/demo/plan_a/export, "
+                "audioscore.train exports each run (python -m audioscore.export RUN_DIR for any "
+                "checkpoint); or set model.checkpoint=DIR (or $AUDIOSCORE_CHECKPOINT)"
             )
         self.checkpoint = str(path)
         self.scorer = Scorer(

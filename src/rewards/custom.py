@@ -9,10 +9,11 @@ from typing import Any
 import numpy as np
 from hydra.utils import get_class
 
+from audiobase.weights import UserError
 from rewards.base import BatchInput, RewardModel, is_reward_model
 
 
-class CustomModelError(ValueError):
+class CustomModelError(UserError, ValueError):
     """A `class_path` that does not import, or a class that is not a reward model."""
 
     def __init__(self, class_path: str, reason: str) -> None:
@@ -34,12 +35,17 @@ def load_class(class_path: str) -> type:
         raise CustomModelError(class_path, f"{attr!r} is not a class: {e}") from e
     except Exception as e:  # noqa: BLE001 - any import failure is reported with its cause
         # a module that failed to import is not left in sys.modules
-        reason = (
-            f"{mod_name!r} has no attribute {attr!r}"
-            if mod_name in sys.modules
-            else f"module {mod_name!r} does not import"
-        )
-        raise CustomModelError(class_path, f"{reason}: {e}") from e
+        cause = e.__cause__ or e
+        if mod_name in sys.modules:
+            reason = f"{mod_name!r} has no attribute {attr!r}: {cause}"
+        elif isinstance(cause, ModuleNotFoundError) and mod_name.startswith(str(cause.name)):
+            reason = (
+                f"no module named {cause.name!r}: run from the folder that holds it, put that "
+                "folder on PYTHONPATH, or install the package"
+            )
+        else:
+            reason = f"module {mod_name!r} does not import: {type(cause).__name__}: {cause}"
+        raise CustomModelError(class_path, reason) from e
     if not callable(getattr(cls, "score_batch", None)):
         raise CustomModelError(
             class_path, "class has no callable score_batch(inputs, batch_size, max_dur, **kw)"

@@ -127,7 +127,9 @@ def export_run(
     raw = read_yaml(cfg_file)
     data = dict(raw.get("data") or {}) if isinstance(raw, dict) else {}
     data.pop("_target_", None)  # the DataModule is built below from plain values, not a target
-    raw = {**raw, "data": data}
+    paths = dict(raw.get("paths") or {})
+    paths["output_dir"] = str(run_dir)  # was `${hydra:runtime.output_dir}`, this folder
+    raw = {**raw, "data": data, "paths": paths}
     keys = ("model.net", "data")
     stored = resolve_stored(raw, str(cfg_file), keys)
     net_config = stored["model.net"]
