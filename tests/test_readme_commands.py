@@ -137,6 +137,7 @@ def test_every_readme_command_has_a_case():
 def workspace(tmp_path_factory) -> Path:
     """A fresh clone after a small `make demo`: corpus, both plans' exports, user clips."""
     ws = tmp_path_factory.mktemp("clone")
+    (ws / "scripts").symlink_to(ROOT / "scripts")  # the clone's scripts
     make_corpus(ws / "data" / "synth", **SMALL_CORPUS)
     for plan in ("plan_a", "plan_b"):
         make_tiny_export(ws / "outputs" / "demo" / plan)
@@ -168,7 +169,8 @@ def provide(need: str, ws: Path) -> None:
             "    def __init__(self, sr, checkpoint=None, device='cpu'):\n"
             "        self.sr = sr\n\n"
             "    def score_batch(self, inputs, batch_size=1, max_dur=None, **kw):\n"
-            "        rms = [float(np.sqrt(np.mean(np.square(x.audio)))) for x in inputs]\n"
+            "        wavs = [np.asarray(x.audio, dtype=np.float64) for x in inputs]\n"
+            "        rms = [float(np.sqrt(np.mean(w**2))) for w in wavs]\n"
             "        return np.array([[r, r] for r in rms])\n"
         )
     elif need == "server":
