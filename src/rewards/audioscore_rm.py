@@ -9,8 +9,13 @@ from typing import Any
 import numpy as np
 
 from audiobase.preprocess import Preprocess
+from audiobase.weights import MissingWeightsError
 from audioscore.export import Scorer
 from rewards.base import MUSICALITY, BatchInput, RewardModel, as_input
+
+
+class MissingExportError(MissingWeightsError, FileNotFoundError):
+    """An exported scorer directory that is not there (the CLIs print it as one line)."""
 
 
 class AudioscoreRewardModel(RewardModel):
@@ -38,8 +43,11 @@ class AudioscoreRewardModel(RewardModel):
     ) -> None:
         path = Path(checkpoint)
         if not path.exists():
-            raise FileNotFoundError(
-                f"{path}: exported scorer not found (run audioscore.train, which exports)"
+            raise MissingExportError(
+                str(path),
+                "model.checkpoint",
+                env="AUDIOSCORE_CHECKPOINT",
+                reason="exported scorer not found: audioscore.train exports one, make demo both plans",
             )
         self.checkpoint = str(path)
         self.scorer = Scorer(
