@@ -94,8 +94,10 @@ def test_train_group_option_keys_bind_to_their_targets(group, option):
 
 
 @pytest.mark.parametrize(("group", "option"), [g for g in GROUP_OPTIONS if g[0] == "trainer"])
-def test_train_trainer_option_builds(group, option):
-    cfg = compose_train("experiment=muq_lora", "debug=tiny", f"trainer={option}")
+def test_train_trainer_option_builds(group, option, tmp_path):
+    cfg = compose_train(
+        "experiment=muq_lora", "debug=tiny", f"trainer={option}", f"paths.output_dir={tmp_path}"
+    )
     with open_dict(cfg):  # on this CPU-only machine: the option's keys, Lightning's CPU device
         cfg.trainer.accelerator, cfg.trainer.devices = "cpu", 1
         cfg.trainer.pop("strategy", None)
@@ -221,6 +223,8 @@ def bench_reads(tmp_path_factory):
         "plots=false",
     )
     HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):  # the task sees the job's config, as under hydra.main
+        del cfg["hydra"]
     try:
         with track_reads() as reads:
             assert main(cfg) == 0  # hydra.main passes a given config straight to the task
