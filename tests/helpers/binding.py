@@ -36,7 +36,9 @@ def _function(obj: Any) -> Callable[..., Any] | None:
     if inspect.isclass(obj):
         init = obj.__dict__.get("__init__")
         if init is None:  # inherited: the first class in the MRO that defines one
-            init = next((c.__dict__["__init__"] for c in obj.__mro__ if "__init__" in c.__dict__), None)
+            init = next(
+                (c.__dict__["__init__"] for c in obj.__mro__ if "__init__" in c.__dict__), None
+            )
         return init
     return obj if inspect.isfunction(obj) else None
 
@@ -69,7 +71,11 @@ def _saved_and_read(obj: Any, fn: Callable[..., Any], key: str) -> bool:
     tree = ast.parse(textwrap.dedent(inspect.getsource(obj)))
     return any(
         (isinstance(n, ast.Attribute) and n.attr == key and isinstance(n.ctx, ast.Load))
-        or (isinstance(n, ast.Subscript) and isinstance(n.slice, ast.Constant) and n.slice.value == key)
+        or (
+            isinstance(n, ast.Subscript)
+            and isinstance(n.slice, ast.Constant)
+            and n.slice.value == key
+        )
         for n in ast.walk(tree)
     )
 
@@ -79,7 +85,9 @@ def _spreads(node: ast.AST, varkw: str) -> bool:
     if isinstance(node, ast.Name):
         return node.id == varkw
     if isinstance(node, ast.Dict):
-        return any(k is None and _spreads(v, varkw) for k, v in zip(node.keys, node.values, strict=True))
+        return any(
+            k is None and _spreads(v, varkw) for k, v in zip(node.keys, node.values, strict=True)
+        )
     return False
 
 
@@ -90,9 +98,7 @@ def _forwarded_to(obj: Any, fn: Callable[..., Any], varkw: str) -> list[Any]:
     for call in ast.walk(_body(fn)):
         if not isinstance(call, ast.Call):
             continue
-        if not any(
-            k.arg is None and _spreads(k.value, varkw) for k in call.keywords
-        ):
+        if not any(k.arg is None and _spreads(k.value, varkw) for k in call.keywords):
             continue
         f = call.func
         if isinstance(f, ast.Name) and f.id in fn.__globals__:
@@ -138,7 +144,11 @@ def why_unbound(obj: Any, key: str, seen: frozenset[int] = frozenset()) -> str |
     if not callees:
         return f"taken by **{varkw} of {qual}, which forwards it nowhere"
     reasons = [why_unbound(c, key, seen) for c in callees]
-    return None if None in reasons else f"forwarded by {qual} to callables that ignore it ({reasons[0]})"
+    return (
+        None
+        if None in reasons
+        else f"forwarded by {qual} to callables that ignore it ({reasons[0]})"
+    )
 
 
 def target_nodes(cfg: Any, where: str = "") -> Iterator[tuple[str, DictConfig]]:
@@ -231,7 +241,9 @@ def leaf_keys(cfg: DictConfig, skip: set[str], where: str = "") -> Iterator[str]
             yield full
 
 
-def unread_keys(cfg: DictConfig, reads: set[tuple[int, str]], skip: set[str] = frozenset()) -> list[str]:  # type: ignore[assignment]
+def unread_keys(
+    cfg: DictConfig, reads: set[tuple[int, str]], skip: frozenset[str] | set[str] = frozenset()
+) -> list[str]:
     """Settings leaves of `cfg` that no tracked read and no interpolation reached."""
     seen = {key for root, key in reads if root == id(cfg)} | _interpolated(cfg)
     return [k for k in leaf_keys(cfg, set(skip)) if k not in seen]
