@@ -259,6 +259,39 @@ def test_bench_dataset_and_preset_keys_are_read(choice, bench_reads):
     assert keys and keys <= seen, sorted(keys - seen)
 
 
+# --- the timbre experiment's grid (conf/timbre/timbre.yaml) ---------------------------------
+
+
+def test_timbre_grid_keys_are_read(tmp_path, monkeypatch):
+    """`corpus` and `campp.pretrain` go to make_corpus / pretrain_campp as keyword arguments;
+    every other key is read while the grid's corpora, CAM++ weights and every cell's training
+    config are prepared (corpus rendering and pretraining faked). `probe` is read by
+    evaluate_cell on trained weights (the slow micro-grid tests run it)."""
+    from audioscore import timbre_experiment as te
+    from audioscore.campp_pretrain import pretrain_campp
+    from audioscore.synth import make_corpus
+
+    old_cells = tmp_path / "old_cells.csv"  # a finished grid to take plan A cells from
+    te.write_cells(old_cells, [])
+    grid = te.load_grid(["campp.kind=pretrained", f"reuse_cells={old_cells}"])
+    assert unbound_kwargs(grid.corpus, make_corpus, "corpus") == []
+    assert unbound_kwargs(grid.campp.pretrain, pretrain_campp, "campp.pretrain") == []
+
+    def fake_pretrain(path, **settings):
+        path.write_bytes(b"w")
+        return {"loss": 1.0, "acc": 0.5}
+
+    monkeypatch.setattr(te, "make_corpus", lambda root, **kw: Path(root).mkdir(parents=True))
+    monkeypatch.setattr(te, "pretrain_campp", fake_pretrain)
+    with track_reads() as reads:
+        corpora = te.make_corpora(grid, tmp_path / "out")
+        weights = te.campp_weights(grid, tmp_path / "out")
+        assert te.reuse_cells(grid, []) == []
+        for exp in grid.experiments:
+            te.compose_cell(grid, corpora["control"]["root"], str(exp), 0, tmp_path / "r", weights)
+    assert unread_keys(grid, reads, skip={"corpus", "campp.pretrain", "probe"}) == []
+
+
 # --- the checker itself -------------------------------------------------------------------
 
 
