@@ -126,7 +126,7 @@ def test_training_run_reads_every_setting(tmp_path, synth_corpus, monkeypatch):
     from audioscore.train import build_loggers, train
 
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
-    cache = f"paths.data_dir={tmp_path}"  # the CAM++ feature cache, out of the checkout
+    cache = f"paths.root_dir={tmp_path}"  # data_dir (the CAM++ feature cache) out of the checkout
     cfg = make_cfg(tmp_path / "run", synth_corpus, cache, experiment="hybrid_campp_grl")
     with_wandb = make_cfg(tmp_path / "wandb", synth_corpus, cache, "logger=default")
     with track_reads() as reads:
