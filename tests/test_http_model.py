@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import select
 import threading
 import time
 from collections import Counter
@@ -13,6 +14,7 @@ import requests
 import torch
 
 from audiobase.preprocess import Preprocess
+from rewards import transport
 from rewards.base import BatchInput, RewardModel, ScoreItemError
 from rewards.http import HTTPRewardModel, HTTPScoreError, encode_wav_base64
 from rewards.serve import ScoreHandler, make_server
@@ -51,13 +53,11 @@ class NoInfoHandler(ScoreHandler):
 
 
 class FaultyHandler(ScoreHandler):
-    """Per clip (keyed by its text): attempt 1 -> 500, 2 -> 429, 3 -> stall past the client timeout, 4 -> OK."""
+    """Per clip (keyed by its text): attempt 1 -> 500, 2 -> 429, 3 -> stall until the client
+    times out and hangs up (then a 503 nobody reads), 4 -> OK."""
 
     attempts: Counter = Counter()
     plan = ("500", "429", "stall", "ok")
-    stall_s = (
-        3.5  # past the client timeout (2.5 s), which leaves a loaded CI runner slack on the OK path
-    )
 
     def do_POST(self):  # noqa: N802
         n = int(self.headers.get("Content-Length") or 0)
@@ -77,7 +77,7 @@ class FaultyHandler(ScoreHandler):
             self.end_headers()
             return None
         if step == "stall":
-            time.sleep(self.stall_s)
+            wait_for_hangup(self.connection)
             return self.send_json(503, {"error": "late"})
         # replay the body for the real handler
         self.headers.replace_header("Content-Length", str(len(raw)))
@@ -89,6 +89,37 @@ class FaultyHandler(ScoreHandler):
             super().handle()
         except (BrokenPipeError, ConnectionResetError):
             pass
+
+
+def wait_for_hangup(conn, limit_s=60.0):
+    """Block until the client closes `conn` (its timeout fired) or `limit_s` passes."""
+    readable, _, _ = select.select([conn], [], [], limit_s)
+    assert readable, f"the client kept a stalled request open for {limit_s} s"
+
+
+class StillClock:
+    """rewards.transport's clock in a test: time stands still and every sleep is recorded
+    instead of slept (the waits the transport asks for, deterministic)."""
+
+    def __init__(self):
+        self.sleeps, self.lock = [], threading.Lock()
+
+    def monotonic(self):
+        return 1000.0
+
+    def sleep(self, seconds):
+        with self.lock:
+            self.sleeps.append(seconds)
+
+    def __getattr__(self, name):
+        return getattr(time, name)
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    still = StillClock()
+    monkeypatch.setattr(transport, "time", still)
+    return still
 
 
 def serve(model, handler=ScoreHandler, api_key=None):
@@ -199,16 +230,16 @@ def test_api_key_from_env_never_exposed(monkeypatch):
         server.server_close()
 
 
-def test_rate_limit_spaces_requests():
+def test_rate_limit_spaces_request_starts(clock):
+    """20 requests/s over 4 threads: each start waits 50 ms more than the one before."""
     server, url = serve(WaveStats())
     try:
-        m = HTTPRewardModel(url, concurrency=4, rate_limit=20.0)
-        t0 = time.monotonic()
+        m = HTTPRewardModel(url, concurrency=4, rate_limit=20.0, info_url="")
         m.score_batch(clips(5), 5, 30.0)
-        assert time.monotonic() - t0 >= 0.19  # 5 starts, 50 ms apart
     finally:
         server.shutdown()
         server.server_close()
+    assert sorted(clock.sleeps) == pytest.approx([0.05, 0.10, 0.15, 0.20])
 
 
 def test_connection_refused_is_retried_then_reported():
@@ -372,13 +403,13 @@ def test_api_key_is_redacted_before_the_response_text_is_cut(monkeypatch):
 
 
 class RetryAfterHandler(ScoreHandler):
-    """First POST: 429 with `Retry-After: 1`; then OK. Records when each POST arrived."""
+    """First POST: 429 with `Retry-After: 1`; then OK. Counts the POSTs."""
 
-    times: list[float] = []
+    posts = 0
 
     def do_POST(self):  # noqa: N802
-        self.times.append(time.monotonic())
-        if len(self.times) == 1:
+        RetryAfterHandler.posts += 1  # make_server serves a subclass: count on this one
+        if RetryAfterHandler.posts == 1:
             self.rfile.read(int(self.headers.get("Content-Length") or 0))
             self.send_response(429)
             self.send_header("Retry-After", "1")
@@ -388,9 +419,9 @@ class RetryAfterHandler(ScoreHandler):
         return super().do_POST()
 
 
-def test_retry_after_is_honoured():
-    """Fails when the client ignores the header: its own backoff here is at most 10 ms."""
-    RetryAfterHandler.times = []
+def test_retry_after_is_honoured(clock):
+    """The client waits the 1 s the server asks for; its own backoff here is at most 10 ms."""
+    RetryAfterHandler.posts = 0
     server, url = serve(WaveStats(), RetryAfterHandler)
     try:
         m = HTTPRewardModel(url, sr=SR, backoff_base=0.01, backoff_max=5.0, info_url="")
@@ -398,5 +429,5 @@ def test_retry_after_is_honoured():
     finally:
         server.shutdown()
         server.server_close()
-    assert errors == [None] and len(RetryAfterHandler.times) == 2
-    assert RetryAfterHandler.times[1] - RetryAfterHandler.times[0] >= 1.0
+    assert errors == [None] and RetryAfterHandler.posts == 2
+    assert clock.sleeps == [1.0]

@@ -147,7 +147,7 @@ def test_malformed_responses_fail_the_item_without_retrying(step, reason):
 
 def test_survives_500_429_and_timeouts_losing_nothing():
     xs = clips()[:3]
-    with OpenAIStub(("500", "429", "stall", "ok"), stall_s=1.5) as stub:
+    with OpenAIStub(("500", "429", "stall", "ok")) as stub:
         m = judge(stub.url, timeout=1.0)
         scores, errors, _ = m.score_batch_detailed(xs, 3, 30.0)
     assert errors == [None] * 3

@@ -9,9 +9,13 @@ from typing import Any
 import numpy as np
 
 from audiobase.preprocess import Preprocess
-from audiobase.weights import MissingDataError
+from audiobase.weights import MissingWeightsError
 from audioscore.export import Scorer
 from rewards.base import MUSICALITY, BatchInput, RewardModel, as_input
+
+
+class MissingExportError(MissingWeightsError, FileNotFoundError):
+    """An exported scorer directory that is not there (the CLIs print it as one line)."""
 
 
 class AudioscoreRewardModel(RewardModel):
@@ -39,10 +43,11 @@ class AudioscoreRewardModel(RewardModel):
     ) -> None:
         path = Path(checkpoint)
         if not path.exists():
-            raise MissingDataError(
-                f"{path}: exported scorer not found: `make demo` writes outputs/demo/plan_a/export, "
-                "audioscore.train exports each run (python -m audioscore.export RUN_DIR for any "
-                "checkpoint); or set model.checkpoint=DIR (or $AUDIOSCORE_CHECKPOINT)"
+            raise MissingExportError(
+                str(path),
+                "model.checkpoint",
+                env="AUDIOSCORE_CHECKPOINT",
+                reason="exported scorer not found: audioscore.train exports one, make demo both plans",
             )
         self.checkpoint = str(path)
         self.scorer = Scorer(

@@ -11,7 +11,7 @@ audio it receives, so a correct client gets a meaningful ranking:
 
 `plan` injects faults per distinct request (attempt n of the same body takes step n, the last
 step repeats), or is a callable (body, attempt) -> step. Steps: ok, 500, 429 (Retry-After: 0),
-stall (answers 503 after `stall_s`, past a client's timeout), garbage (an answer with no
+stall (answers 503 once the client has timed out and hung up), garbage (an answer with no
 score), refuse (an OpenAI `refusal`), text_refusal (a refusal in the content), out_of_range
 (Score: 42), empty (an empty answer), no_choices (a 200 without choices), not_json (a 200 HTML
 page).
@@ -23,8 +23,8 @@ import base64
 import hashlib
 import io
 import json
+import select
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -78,12 +78,11 @@ class OpenAIStub:
     def __init__(
         self,
         plan: Sequence[str] | Callable[[dict[str, Any], int], str] = ("ok",),
-        stall_s: float = 1.5,
         api_key: str | None = None,
         bias: str | None = None,
         port: int = 0,
     ) -> None:
-        self.plan, self.stall_s, self.api_key, self.bias = plan, stall_s, api_key, bias
+        self.plan, self.api_key, self.bias = plan, api_key, bias
         self.requests: list[dict[str, Any]] = []  # every body received, faults included
         self.attempts: Counter = Counter()  # per request digest
         self.lock = threading.Lock()
@@ -158,8 +157,9 @@ class OpenAIStub:
             return send(h, 500, {"error": {"message": "boom"}})
         if step == "429":
             return send(h, 429, {"error": {"message": "slow down"}}, {"Retry-After": "0"})
-        if step == "stall":
-            time.sleep(self.stall_s)
+        if step == "stall":  # answer once the client has timed out and hung up
+            readable, _, _ = select.select([h.connection], [], [], 60.0)
+            assert readable, "the client kept a stalled request open for 60 s"
             return send(h, 503, {"error": {"message": "late"}})
         if step == "not_json":
             return send(h, 200, "<html>gateway</html>")
