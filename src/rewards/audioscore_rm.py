@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from audiobase.preprocess import Preprocess
-from audioscore.export import Scorer
+from audioscore.export import Scorer, load_scorer
 from rewards.base import MUSICALITY, BatchInput, RewardModel, as_input
 
 
@@ -42,11 +42,11 @@ class AudioscoreRewardModel(RewardModel):
                 f"{path}: exported scorer not found (run audioscore.train, which exports)"
             )
         self.checkpoint = str(path)
-        self.scorer = Scorer(
+        self.scorer: Scorer = load_scorer(
             path,
             device,
+            calibrated,
             bf16,
-            calibrated=calibrated,
             max_dur=max_dur,
             crop=crop,
             target_lufs=target_lufs,
@@ -83,9 +83,3 @@ class AudioscoreRewardModel(RewardModel):
     def __repr__(self) -> str:
         return f"AudioscoreRewardModel({self.checkpoint!r})"
 
-
-def load_scorer(
-    path: str | Path, device: str = "cpu", calibrated: bool = True, **preprocess: Any
-) -> AudioscoreRewardModel:
-    """An exported scorer directory as a reward model (`calibrated=False`: raw scores)."""
-    return AudioscoreRewardModel(path, device=device, calibrated=calibrated, **preprocess)

@@ -261,7 +261,13 @@ def export_preprocess(config: dict) -> Preprocess:
 
 
 def load_scorer(
-    path: str | os.PathLike, device: str = "cpu", calibrated: bool = True, **preprocess: Any
+    path: str | os.PathLike,
+    device: str = "cpu",
+    calibrated: bool = True,
+    bf16: bool | None = None,
+    **preprocess: Any,
 ) -> Scorer:
-    """Load an exported scorer directory (`calibrated=False`: raw scores)."""
-    return Scorer(path, device=device, calibrated=calibrated, **preprocess)
+    """Load an exported scorer directory (`calibrated=False`: raw scores; `preprocess`:
+    `max_dur` / `crop` / `target_lufs` overriding the stored contract). The one loader: the
+    reward model `rewards.audioscore_rm.AudioscoreRewardModel` wraps what it returns."""
+    return Scorer(path, device=device, bf16=bf16, calibrated=calibrated, **preprocess)
