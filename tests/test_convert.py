@@ -76,7 +76,9 @@ def test_converted_lora_checkpoint_scores_minus_the_original_logit(tmp_path, tin
     assert abs(got + original_logit(muq, no_lora, wav)) > 1e-3  # the LoRA counts
     assert scorer.score([wav.numpy()])[0] == pytest.approx(got, abs=1e-6)
     # the reward-model route (bench.run model=audioscore, rewards.serve) gives the same score
-    assert AudioscoreRewardModel(str(out)).score_batch([str(path)], 1, None)[0, 1] == pytest.approx(got)
+    assert AudioscoreRewardModel(str(out)).score_batch([str(path)], 1, None)[0, 1] == pytest.approx(
+        got
+    )
 
 
 def test_legacy_scale_prints_the_original_numbers(tmp_path, tiny_muq):

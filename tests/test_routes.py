@@ -98,7 +98,9 @@ def reference(setup) -> np.ndarray:
 
 
 def test_the_export_crop_matters(setup, reference):
-    whole = AudioscoreRewardModel(setup["export"], max_dur=120.0).score_batch(setup["clips"], 2)[:, 1]
+    whole = AudioscoreRewardModel(setup["export"], max_dur=120.0).score_batch(setup["clips"], 2)[
+        :, 1
+    ]
     long = [i for i, c in enumerate(setup["clips"]) if "long" in c]
     assert np.abs(whole[long] - reference[long]).min() > 1e-3  # the benchmark's crop would differ
     assert np.ptp(reference) > 1e-3

@@ -17,11 +17,10 @@ from safetensors.torch import load_file
 
 from audiobase.audio import AudioError, save_audio
 from audioscore.calibrate import TanhCalibration, fit_calibration
-from audioscore.export import DEFAULT_PREPROCESS, ExportError, export_scorer
-from audioscore.export import load_scorer
+from audioscore.export import DEFAULT_PREPROCESS, ExportError, export_scorer, load_scorer
 from audioscore.models.components.muq_encoder import build_tiny_muq_dir
 from rewards.audioscore_rm import AudioscoreRewardModel
-from rewards.base import BatchInput, is_reward_model
+from rewards.base import BatchInput, RewardModel
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +102,7 @@ def test_reload_in_fresh_process_scores_identically(exports, clips):
 
 def test_reward_model_contract(exports):
     model = AudioscoreRewardModel(checkpoint=str(exports[0]), device="cpu")
-    assert is_reward_model(model) and model.sr == 24_000
+    assert isinstance(model, RewardModel) and model.sr == 24_000
     with pytest.raises(AudioError, match="need at least"):
         model.score_batch([torch.zeros(500)], 1, 10.0)
 

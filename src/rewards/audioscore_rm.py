@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from audiobase.preprocess import Preprocess
-from audioscore.export import Scorer, load_scorer
+from audioscore.export import Scorer, export_preprocess, load_scorer, read_export_config
 from rewards.base import MUSICALITY, BatchInput, RewardModel, as_input
 
 
@@ -51,14 +51,27 @@ class AudioscoreRewardModel(RewardModel):
             crop=crop,
             target_lufs=target_lufs,
         )
+        self.preprocess: Preprocess = self.scorer.preprocess  # the export's contract
+
+    @classmethod
+    def expected_preprocess(
+        cls, config: dict[str, Any], max_dur: float | None
+    ) -> Preprocess | None:
+        """The export's stored contract (its config.yaml) with this config's overrides; the
+        runner's `max_dur` does not apply. None when the export cannot be read (building the
+        model reports why)."""
+        ckpt = Path(str(config.get("checkpoint") or ""))
+        if str(ckpt) in ("", ".") or not (ckpt / "config.yaml").is_file():
+            return None
+        try:
+            pre = export_preprocess(read_export_config(ckpt))
+        except Exception:  # noqa: BLE001 - building the model reports it properly
+            return None
+        return pre.replace(**{k: config.get(k) for k in ("max_dur", "crop", "target_lufs")})
 
     @property
     def sr(self) -> int:
         return self.scorer.sr
-
-    @property
-    def preprocess(self) -> Preprocess:
-        return self.scorer.preprocess
 
     @property
     def net(self) -> Any:
@@ -82,4 +95,3 @@ class AudioscoreRewardModel(RewardModel):
 
     def __repr__(self) -> str:
         return f"AudioscoreRewardModel({self.checkpoint!r})"
-

@@ -14,9 +14,11 @@ from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from audiobase.preprocess import Preprocess
 from audioscore.safe_config import SAFE_RESOLVERS, StoredConfigError, check_interpolations
-from rewards.base import RewardModel, is_reward_model
-from rewards.custom import CustomModelError, build_custom_model, load_class
+from rewards import custom
+from rewards.base import RewardModel
+from rewards.custom import CustomModelError, adapt, build_custom_model, load_class
 
 RESERVED = ("name", "score_kwargs", "inputs", "grad")  # the runner's keys, not constructor args
 BENCH_CONF_DIR = Path(__file__).resolve().parents[2] / "conf" / "bench"
@@ -113,14 +115,35 @@ def build_reward_model(model_cfg: Any) -> tuple[RewardModel, dict[str, Any]]:
             raise CustomModelError(
                 class_path, f"unknown keys {sorted(cfg)}; put constructor args in init_kwargs"
             )
-        model = build_custom_model(class_path, init, checkpoint=checkpoint, device=device)
+        model: RewardModel = build_custom_model(
+            class_path, init, checkpoint=checkpoint, device=device
+        )
     elif "_target_" in cfg:
+        target = cfg.pop("_target_")
         # called directly (not hydra.utils.instantiate) so constructor errors keep their type
-        model = _locate(cfg.pop("_target_"))(**cfg)
+        built = _locate(target)(**cfg)
+        if isinstance(built, RewardModel):
+            model = built
+        else:  # a duck-typed class: wrapped once, as a class_path model is
+            try:
+                model = adapt(built, str(target))
+            except CustomModelError as e:
+                raise TypeError(
+                    f"model config {name!r} built a {type(built).__name__}, which has no "
+                    f"sr/score_batch ({e.reason})"
+                ) from e
     else:
         raise ValueError(f"model config {name!r} needs `_target_` or `class_path`")
-    if not is_reward_model(model):
-        raise TypeError(
-            f"model config {name!r} built a {type(model).__name__}, which has no sr/score_batch"
-        )
     return model, score_kwargs
+
+
+def expected_preprocess(model_cfg: Any, max_dur: float | None) -> Preprocess | None:
+    """What the model a config names will be fed (`RewardModel.expected_preprocess`), read
+    before it is built; `max_dur` is the runner's crop."""
+    cfg = _to_dict(model_cfg)
+    return custom.expected_preprocess(model_class(cfg), cfg, max_dur)
+
+
+def declared_batch_independent(model_cfg: Any) -> bool | None:
+    """The configured class's `batch_independent` declaration (None: undeclared)."""
+    return custom.declared_batch_independent(model_class(model_cfg))

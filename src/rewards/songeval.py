@@ -182,6 +182,7 @@ class SongEvalRewardModel(RewardModel):
     """
 
     thread_safe = True  # scoring changes no state: the runner may score batches at once
+    preprocess: Preprocess  # set in __init__: the model's own contract
 
     extra_columns = list(SONGEVAL_DIMENSIONS)
 
