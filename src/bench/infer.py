@@ -50,11 +50,7 @@ def model_preprocess(
     """What `model` sees: its own contract (an exported scorer's) when it has one, else the
     runner's: the first `max_dur` seconds at the model's `sr` (CMI-RewardBench's crop).
     `max_seconds`: files longer than this are refused (None: the contract's default)."""
-    caps = model.capabilities
-    if caps.preprocess is not None:
-        return caps.preprocess.replace(max_seconds=max_seconds)
-    pre = Preprocess(sr=caps.sr, max_dur=max_dur if max_dur and max_dur > 0 else None)
-    return pre.replace(max_seconds=max_seconds)
+    return model.scoring_plan(max_dur, max_seconds).preprocess
 
 
 def row_inputs(row: BenchRow, ref: Any, load: Callable[[str], Any]) -> dict[str, BatchInput | str]:

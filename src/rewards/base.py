@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from audiobase.plan import ScoringPlan
 from audiobase.preprocess import Preprocess
 
 ALIGNMENT, MUSICALITY = 0, 1  # column indices of score_batch's output
@@ -120,6 +121,18 @@ class RewardModel(ABC):
             batch_independent=self.batch_independent,
             pairwise=isinstance(self, PairwiseJudge) and bool(self.pairwise),
         )
+
+    def scoring_plan(
+        self, max_dur: float | None, max_seconds: float | None = None, batch_size: int = 8
+    ) -> ScoringPlan:
+        """How this model's inputs are prepared: its own contract when it declares one, else
+        the runner's (the first `max_dur` seconds at `sr`, CMI-RewardBench's crop).
+        `max_seconds`: files longer than this are refused (None: the contract's default)."""
+        caps = self.capabilities
+        pre = caps.preprocess or Preprocess(
+            sr=caps.sr, max_dur=max_dur if max_dur and max_dur > 0 else None
+        )
+        return ScoringPlan(pre.replace(max_seconds=max_seconds), batch_size=batch_size)
 
     @classmethod
     def expected_preprocess(

@@ -261,12 +261,14 @@ class ScoreHandler(BaseHTTPRequestHandler):
             lyrics=str(body.get("lyrics") or ""),
             ref_audio=None if ref is None else wave(ref, "ref_audio"),
         )
-        if caps.preprocess is not None:  # the model's own crop, whatever the client asked for
-            return item, caps.preprocess.max_dur
-        max_dur = float(body.get("max_dur") or DEFAULT_MAX_DUR)
-        if not math.isfinite(max_dur) or max_dur <= 0:
-            raise ValueError(f"max_dur must be a positive number of seconds, got {max_dur}")
-        return item, max_dur if self.max_dur_cap is None else min(max_dur, self.max_dur_cap)
+        asked = None
+        if caps.preprocess is None:  # the model's own crop wins, whatever the client asked for
+            asked = float(body.get("max_dur") or DEFAULT_MAX_DUR)
+            if not math.isfinite(asked) or asked <= 0:
+                raise ValueError(f"max_dur must be a positive number of seconds, got {asked}")
+            asked = asked if self.max_dur_cap is None else min(asked, self.max_dur_cap)
+        # the model's plan: its own contract, else the client's (capped) crop
+        return item, self.model.scoring_plan(asked).preprocess.max_dur
 
 
 def describe_model(model: RewardModel) -> dict[str, Any]:
