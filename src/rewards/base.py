@@ -21,7 +21,6 @@ import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -109,9 +108,17 @@ class RewardModel(ABC):
     ) -> np.ndarray:
         """Score `inputs`; returns float array [N, 2] (alignment, musicality)."""
 
-    @cached_property
+    @property
     def capabilities(self) -> Capabilities:
-        """The model's declarations, read on first use and kept."""
+        """The model's declarations, read on first use and kept in the instance. (Not
+        functools.cached_property: before Python 3.12 it holds one lock for every instance, so
+        an HTTP client reading its server's contract would wait on the server model's read.)"""
+        caps = self.__dict__.get("_capabilities")
+        if caps is None:
+            caps = self.__dict__["_capabilities"] = self._read_capabilities()
+        return caps
+
+    def _read_capabilities(self) -> Capabilities:
         own = self.preprocess  # first: an HTTP model learns its server's sr from the same answer
         return Capabilities(
             sr=int(self.sr),
