@@ -88,7 +88,7 @@ def column_names(names: Any, class_path: str) -> list[str]:
 
 
 class CustomRewardModel(RewardModel):
-    """Wraps a user's model: its declarations (`OPTIONAL`) are read once here, and its output
+    """Wraps a user's model: its declarations (`DECLARATIONS`) are read once here, and its output
     is checked to be [N, 2 + len(extra_columns)]. Other attributes (e.g. `device`) pass
     through to the user's object."""
 
@@ -101,7 +101,13 @@ class CustomRewardModel(RewardModel):
                 "thread_safe": caps.thread_safe,
                 "batch_independent": caps.batch_independent,
                 "preprocess": caps.preprocess,
-                "score_batch_detailed": inner.score_batch_detailed,
+                # its own per-item results only: the ABC's default is this wrapper's too, and
+                # goes through the shape check of `score_batch` below
+                "score_batch_detailed": (
+                    inner.score_batch_detailed
+                    if type(inner).score_batch_detailed is not RewardModel.score_batch_detailed
+                    else None
+                ),
             }
             if isinstance(inner, PairwiseJudge):
                 decl |= {"pairwise": caps.pairwise, "compare_batch": inner.compare_batch}
