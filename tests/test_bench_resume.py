@@ -16,6 +16,7 @@ from omegaconf import OmegaConf
 import bench.models
 from bench.models import DIGESTS_NAME, build_model, weights_digest
 from bench.run import run
+from rewards.base import RewardModel
 
 USER_MODEL = textwrap.dedent(
     '''
@@ -168,12 +169,20 @@ def test_a_file_mixing_fingerprints_is_split(toy, tmp_path):
     }
 
 
-class DiesAfter:
+class DiesAfter(RewardModel):
     """A built reward model, killed (SimulatedKill) in its (`after` + 1)-th score_batch call;
     everything else is the model's own."""
 
     def __init__(self, inner, after: int):
         self.inner, self.after, self.calls = inner, after, 0
+
+    @property
+    def sr(self):
+        return self.inner.sr
+
+    @property
+    def capabilities(self):
+        return self.inner.capabilities
 
     def __getattr__(self, name):
         return getattr(self.inner, name)

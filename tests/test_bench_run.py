@@ -30,7 +30,7 @@ from audiobase.preprocess import Preprocess
 from bench.baselines import SignalStatsReward
 from bench.guard import RunRefused
 from bench.run import run, run_cli
-from rewards.base import ScoreItemError, score_detailed
+from rewards.base import ScoreItemError
 from rewards.http import HTTPRewardModel
 
 os.environ.setdefault("WANDB_MODE", "offline")
@@ -352,7 +352,7 @@ def test_extra_columns_become_predicted_fields(toy, tmp_path):
     assert not [k for k in plain[0] if k.startswith("predicted_loud")]  # others unchanged
 
 
-def test_score_detailed_keeps_extra_columns_when_falling_back_per_item():
+def test_score_batch_detailed_keeps_extra_columns_when_falling_back_per_item():
     class Picky(ExtraColumnsReward):
         def score_batch(self, inputs, batch_size, max_dur, **kw):
             if len(inputs) > 1 and any(torch.as_tensor(x).abs().max() == 0 for x in inputs):
@@ -362,7 +362,7 @@ def test_score_detailed_keeps_extra_columns_when_falling_back_per_item():
             return super().score_batch(inputs, batch_size, max_dur, **kw)
 
     xs = [0.3 * torch.randn(SR), torch.zeros(SR)]
-    scores, errors = score_detailed(Picky(sr=SR), xs, 2, 30.0)
+    scores, errors = Picky(sr=SR).score_batch_detailed(xs, 2, 30.0)
     assert scores.shape == (2, 4) and np.isfinite(scores[0]).all() and np.isnan(scores[1]).all()
     assert errors[0] is None and "silent" in errors[1]
 

@@ -21,7 +21,7 @@ from audioscore.calibrate import (
 from audioscore.export.run import calibration_items
 from audioscore.metrics import group_metrics, kendall_tau, spearman
 from audioscore.train import train
-from rewards.audioscore_rm import load_scorer
+from rewards.audioscore_rm import AudioscoreRewardModel
 
 
 def noisy_scores(n: int = 200, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -156,8 +156,8 @@ def test_training_logs_val_mae_and_exports_a_calibration(tmp_path, synth_corpus)
     val = [c for g in yaml.safe_load(synth_corpus["val"].read_text()) for c in g]
     files = [str(synth_corpus["root"] / c["audio_file"]) for c in val]
     labels = np.array([c["score"] for c in val])
-    calibrated = load_scorer(objects["export_dir"]).score_batch(files, 4)[:, 1]
-    raw = load_scorer(objects["export_dir"], calibrated=False).score_batch(files, 4)[:, 1]
+    calibrated = AudioscoreRewardModel(objects["export_dir"]).score_batch(files, 4)[:, 1]
+    raw = AudioscoreRewardModel(objects["export_dir"], calibrated=False).score_batch(files, 4)[:, 1]
     assert not np.allclose(calibrated, raw)
     assert (np.argsort(calibrated) == np.argsort(raw)).all()
     # fitted on these clips: calibrated scores sit on their label scale (in-sample)

@@ -18,7 +18,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 
 from audiobase.weights import MissingWeightsError
-from rewards.base import BatchInput, ScoreItemError, is_reward_model  # noqa: E402
+from rewards.base import BatchInput, RewardModel, ScoreItemError  # noqa: E402
 from rewards.cmi_rm import CheckpointError, CMIRewardModel, CMIRMConfig  # noqa: E402
 from rewards.cmi_rm import scorer as scorer_mod  # noqa: E402
 from rewards.cmi_rm.model import CMIRewardNet  # noqa: E402
@@ -98,7 +98,7 @@ def test_full_size_head_has_published_parameter_count(model):
 def test_scores_shape_and_duck_typing(model):
     s = model.score_batch(items()[:2], 2, 30.0)
     assert s.shape == (2, 2) and s.dtype == np.float32 and np.isfinite(s).all()
-    assert is_reward_model(model) and model.sr == SR
+    assert isinstance(model, RewardModel) and model.sr == SR
 
 
 def test_batch_equals_alone_final_mode(model):

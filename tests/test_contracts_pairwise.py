@@ -16,15 +16,19 @@ from audiobase.preprocess import Preprocess
 from bench.data import read_bench
 from bench.infer import decode_row
 from bench.pairwise import compare_rows, pair_record, score_with_pairwise, wants_pairwise
+from rewards.base import PairwiseJudge, RewardModel
+from rewards.custom import adapt
 
 SR = 1000
 
 
-class Judge:
+class Judge(PairwiseJudge):
     """A pairwise model answering `outcomes` (or raising `fail`); records the calls."""
 
-    pairwise = True
     sr = SR
+
+    def score_batch(self, inputs, batch_size, max_dur, **kwargs):
+        return np.zeros((len(inputs), 2))
 
     def __init__(self, outcomes: list[dict[str, Any]] | None = None, fail: str = "") -> None:
         self.outcomes, self.fail, self.calls = outcomes or [], fail, []
@@ -52,26 +56,37 @@ def rows(root: Path, n_pairs: int = 1, missing: bool = False, single: bool = Fal
 OK = {"musicality": "model_b", "alignment": "model_a", "details": {"judge_answer": "x"}}
 
 
-def test_wants_pairwise_needs_the_flag_and_a_callable_compare_batch():
+def test_wants_pairwise_is_a_pairwise_judge_with_pairwise_on():
     assert wants_pairwise(Judge())
 
     class Off(Judge):
         pairwise = False
 
-    class NoneCompare:
+    class Lookalike(RewardModel):  # not a PairwiseJudge: its compare_batch is never looked for
         pairwise = True
-        compare_batch = None
+        sr = SR
 
-    class NoCompare:
-        pairwise = True
+        def score_batch(self, inputs, batch_size, max_dur, **kwargs):
+            return np.zeros((len(inputs), 2))
 
-    class NoFlag:
         def compare_batch(self, pairs, **kwargs):
             return []
 
-    assert not wants_pairwise(Off()) and not wants_pairwise(NoneCompare())
-    assert not wants_pairwise(NoCompare()) and not wants_pairwise(NoFlag())
-    assert not wants_pairwise(object())
+    class DuckJudge:  # a user's plain class, adapted once at load
+        pairwise, sr = True, SR
+
+        def score_batch(self, inputs, batch_size, max_dur, **kwargs):
+            return np.zeros((len(inputs), 2))
+
+        def compare_batch(self, pairs, max_dur=None, **kwargs):
+            return [OK for _ in pairs]
+
+    assert not wants_pairwise(Off()) and not wants_pairwise(Lookalike())
+    duck = adapt(DuckJudge(), "user:DuckJudge")
+    assert isinstance(duck, PairwiseJudge) and wants_pairwise(duck)
+    assert duck.compare_batch([(1, 2)]) == [OK]
+    plain = adapt(Lookalike(), "user:Lookalike")
+    assert not isinstance(plain, PairwiseJudge) and not wants_pairwise(plain)
 
 
 def test_judged_pair_record_carries_both_preferences_and_details(tmp_path):

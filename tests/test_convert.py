@@ -24,7 +24,7 @@ from audioscore.export import load_scorer
 from audioscore.legacy import LEGACY_PREPROCESS, LegacyFormatError, read_legacy
 from audioscore.models.components.muq_encoder import build_tiny_muq_dir, large_muq_config
 from audioscore.train import adopt_init_lora, load_init_weights, train
-from rewards.audioscore_rm import load_scorer as reward_scorer
+from rewards.audioscore_rm import AudioscoreRewardModel
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -76,7 +76,9 @@ def test_converted_lora_checkpoint_scores_minus_the_original_logit(tmp_path, tin
     assert abs(got + original_logit(muq, no_lora, wav)) > 1e-3  # the LoRA counts
     assert scorer.score([wav.numpy()])[0] == pytest.approx(got, abs=1e-6)
     # the reward-model route (bench.run model=audioscore, rewards.serve) gives the same score
-    assert reward_scorer(str(out)).score_batch([str(path)], 1, None)[0, 1] == pytest.approx(got)
+    assert AudioscoreRewardModel(str(out)).score_batch([str(path)], 1, None)[0, 1] == pytest.approx(
+        got
+    )
 
 
 def test_legacy_scale_prints_the_original_numbers(tmp_path, tiny_muq):

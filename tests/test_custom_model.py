@@ -65,6 +65,9 @@ MODULE = textwrap.dedent(
             base = super().score_batch(inputs, batch_size, max_dur, **kwargs)
             return np.concatenate([base, 2 * base[:, 1:2]], axis=1)
 
+    class ExtraMissing(ExtraDuck):
+        extra_columns = ["energy", "missing"]
+
     class WrongShape(DuckModel):
         def score_batch(self, inputs, batch_size, max_dur, **kwargs):
             return np.zeros((len(inputs), 3))
@@ -171,7 +174,6 @@ def test_custom_model_with_extra_columns_scores_every_row_through_bench_run(user
 
 
 def test_extra_columns_not_returned_are_a_shape_error(user_module):
-    model, _ = build_reward_model({"name": "x", "class_path": f"{user_module}:ExtraDuck"})
-    model.inner.extra_columns = ["energy", "missing"]
+    model, _ = build_reward_model({"name": "x", "class_path": f"{user_module}:ExtraMissing"})
     with pytest.raises(CustomModelError, match=r"expected \(3, 4\) \(2 \+ extra_columns"):
         model.score_batch(clips(), 3, 30.0)

@@ -20,7 +20,7 @@ from audioscore.models.components.muq_padded import (
     muq_padded_forward,
     muq_padded_hidden,
 )
-from rewards.audioscore_rm import load_scorer
+from rewards.audioscore_rm import AudioscoreRewardModel
 from rewards.base import BatchInput
 from rewards.cmi_rm import CMIRewardModel
 from rewards.cmi_rm.tiny import build_tiny_cmi_rm
@@ -69,7 +69,7 @@ def export_dir(tmp_path_factory):
 
 
 def test_audioscore_export_batches_unequal_lengths_exactly(export_dir):
-    model = load_scorer(export_dir)
+    model = AudioscoreRewardModel(export_dir)
     assert_exact_and_batched(model, model.net.encoder.muq, waves(LENGTHS), max_dur=30.0)
 
 

@@ -25,7 +25,7 @@ from audioscore.models.components.ge2e import (
     package_weights,
 )
 from audioscore.train import train
-from rewards.audioscore_rm import load_scorer
+from rewards.audioscore_rm import AudioscoreRewardModel
 
 
 def voice(seconds: float, sr: int, f0: float, seed: int = 0, gaps: bool = True) -> np.ndarray:
@@ -189,7 +189,7 @@ def test_plan_b_with_ge2e_trains_and_its_export_scores_without_the_package(
         torch.testing.assert_close(v, before[k], atol=0, rtol=0)
     assert net.timbre.cache is not None and net.timbre.cache.misses > 0
     monkeypatch.setitem(sys.modules, "resemblyzer", None)  # the export needs no package
-    rm = load_scorer(objects["export_dir"])
+    rm = AudioscoreRewardModel(objects["export_dir"])
     assert isinstance(rm.net.timbre, Ge2eEncoder) and rm.net.timbre.source is None
     files = sorted(str(p) for p in Path(synth_corpus["root"]).rglob("*.wav"))[:2]
     scores = rm.score_batch(files, 2, None)

@@ -23,7 +23,7 @@ from audioscore.models.components.muq_encoder import MuQEncoder, tiny_muq_config
 from audioscore.models.components.scorer import VocalScorer, frozen_base_keys
 from audioscore.probe import probe
 from audioscore.train import train
-from rewards.audioscore_rm import load_scorer
+from rewards.audioscore_rm import AudioscoreRewardModel
 
 TINY_CAMPP = {"embedding_size": 16, "growth_rate": 4, "bn_size": 2, "init_channels": 16}
 
@@ -128,7 +128,7 @@ def test_plan_b_config_builds_and_export_round_trips(plan_b):
     # the tiny CAM++ has seeded weights built in memory: identified (cacheable), nothing written
     assert net.timbre.source is None and net.timbre.weights_sha1
     assert not list(plan_b["tmp"].rglob("*.bin"))
-    rm = load_scorer(plan_b["export"])
+    rm = AudioscoreRewardModel(plan_b["export"])
     g = torch.Generator().manual_seed(3)
     wavs = [(0.1 * torch.randn(int(1.5 * 24000), generator=g)).numpy() for _ in range(3)]
     got = rm.score_batch(wavs, batch_size=2)
@@ -207,7 +207,7 @@ def test_train_plan_b_end_to_end(tmp_path, synth_corpus):
     cached = list((tmp_path / "data" / "feature_cache").rglob("*.safetensors"))
     assert cached  # validation centre crops were cached on disk
     assert objects["model"].net.timbre.cache.hits > 0  # and re-used in the second epoch
-    rm = load_scorer(objects["export_dir"])
+    rm = AudioscoreRewardModel(objects["export_dir"])
     files = sorted(str(p) for p in Path(synth_corpus["root"]).rglob("*.wav"))[:2]
     scores = rm.score_batch(files, 2, None)
     assert scores.shape == (2, 2) and np.isfinite(scores[:, 1]).all()
@@ -258,7 +258,7 @@ def test_plan_b_frame_config_builds_and_export_round_trips(plan_b_frame):
     assert cfg["net"]["encoder"]["pretrained"] is None  # backbone rebuilt from its own config
     # CAM++ travels in the state dict: reloading needs no weights source
     assert cfg["net"]["frame_timbre"]["campp"]["source"] is None
-    rm = load_scorer(plan_b_frame["export"])
+    rm = AudioscoreRewardModel(plan_b_frame["export"])
     assert isinstance(rm.net.frame_timbre, FrameTimbre)
     g = torch.Generator().manual_seed(5)
     wavs = [(0.1 * torch.randn(int(1.5 * 24000), generator=g)).numpy() for _ in range(3)]

@@ -20,7 +20,7 @@ from bench.metrics import pref_scores
 from bench.pairwise import compare_rows, score_with_pairwise, wants_pairwise
 from bench.run import run
 from rewards import http, lalm_judge
-from rewards.base import BatchInput, ScoreItemError
+from rewards.base import BatchInput, PairwiseJudge, ScoreItemError
 from rewards.build import build_reward_model
 from rewards.http import HTTPRewardModel
 from rewards.lalm_judge import LALMJudge, last_json_object
@@ -334,10 +334,13 @@ def test_score_with_pairwise_keeps_the_batch_order(tmp_path):
 def test_judge_pairwise_failure_of_the_call_fails_its_pairs(tmp_path):
     decoded = [d for d in write_pairs(tmp_path) if "b" in d["sides"]][:2]
 
-    class Broken:
-        sr, pairwise = SR, True
+    class Broken(PairwiseJudge):
+        sr = SR
 
-        def compare_batch(self, pairs, **kw):
+        def score_batch(self, inputs, batch_size, max_dur, **kw):
+            raise NotImplementedError
+
+        def compare_batch(self, pairs, max_dur=None, **kw):
             raise RuntimeError("judge down")
 
     recs = compare_rows(Broken(), decoded, 30.0, {}, "broken")

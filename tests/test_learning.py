@@ -14,7 +14,7 @@ from scipy.stats import spearmanr
 
 from audioscore.data.groups import read_groups
 from audioscore.train import train
-from rewards.audioscore_rm import load_scorer
+from rewards.audioscore_rm import AudioscoreRewardModel
 
 MIN_SRCC = 0.8  # measured 0.90 after 2 epochs; the untrained net scored -0.74 (a random sign)
 
@@ -29,7 +29,7 @@ def corpus(tmp_path_factory) -> dict:
 
 def score_val(export_dir, corpus: dict) -> tuple[float, int]:
     clips = [c for g in read_groups(corpus["val"]) for c in g]
-    model = load_scorer(export_dir)
+    model = AudioscoreRewardModel(export_dir)
     pred = model.score_batch([c["audio_file"] for c in clips], 16, None)[:, 1]
     truth = np.array([c["score"] for c in clips])
     return float(spearmanr(pred, truth)[0]), len(clips)

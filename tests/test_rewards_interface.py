@@ -13,8 +13,8 @@ from helpers.upstream import UpstreamBatchInput
 from omegaconf import OmegaConf
 
 from audiobase.audio import AudioDecodeError, AudioTooShortError
-from rewards import BatchInput, BenchmarkBatchInput, RewardModel, as_input, is_reward_model
-from rewards.base import ScoreItemError, load_waveform, score_detailed
+from rewards import BatchInput, BenchmarkBatchInput, RewardModel, as_input
+from rewards.base import ScoreItemError, load_waveform
 from rewards.build import build_reward_model
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "bench" / "model"
@@ -69,18 +69,18 @@ class Flaky(RewardModel):
         return np.asarray([[len(x.text), float(x.audio.sum())] for x in inputs], dtype=float)
 
 
-def test_score_detailed_isolates_failures():
+def test_default_score_batch_detailed_isolates_failures():
     xs = [
         BatchInput(torch.ones(5), "ok"),
         BatchInput(torch.ones(5), "bad"),
         BatchInput(torch.ones(3), "fine"),
     ]
-    scores, errors = score_detailed(Flaky(), xs, 3, 30.0)
+    scores, errors = Flaky().score_batch_detailed(xs, 3, 30.0)
     assert errors[0] is None and errors[2] is None
     assert "item 0 (<waveform>): broken on purpose" in errors[1]
     np.testing.assert_array_equal(scores[[0, 2]], [[2, 5], [4, 3]])
     assert np.isnan(scores[1]).all()
-    good, errs = score_detailed(Flaky(), xs[:1], 1, 30.0)
+    good, errs = Flaky().score_batch_detailed(xs[:1], 1, 30.0)
     assert errs == [None] and good.tolist() == [[2, 5]]
 
 
@@ -99,7 +99,7 @@ def test_build_tiny_cmi_rm_from_config(tmp_path_factory):
     cfg = OmegaConf.load(CONF / "cmi_rm_tiny.yaml")
     cfg.checkpoint = str(tmp_path_factory.getbasetemp() / "cmi_rm_tiny")
     model, score_kwargs = build_reward_model(cfg)
-    assert is_reward_model(model) and model.sr == 24000 and score_kwargs == {}
+    assert isinstance(model, RewardModel) and model.sr == 24000 and score_kwargs == {}
     assert model.score_batch([BatchInput(torch.zeros(24000) + 0.01, "x")], 1, 30.0).shape == (1, 2)
 
 

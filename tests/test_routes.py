@@ -20,7 +20,7 @@ from audiobase.preprocess import Preprocess
 from audioscore.score import main as score_main
 from bench.infer import model_preprocess
 from bench.run import run
-from rewards.audioscore_rm import load_scorer
+from rewards.audioscore_rm import AudioscoreRewardModel
 from rewards.http import HTTPRewardModel
 from rewards.serve import make_server
 
@@ -94,11 +94,13 @@ def in_order(scores: dict[str, float], clips: list[str]) -> np.ndarray:
 @pytest.fixture(scope="module")
 def reference(setup) -> np.ndarray:
     """Route (b): the reward wrapper on the file paths."""
-    return load_scorer(setup["export"]).score_batch(setup["clips"], 2)[:, 1]
+    return AudioscoreRewardModel(setup["export"]).score_batch(setup["clips"], 2)[:, 1]
 
 
 def test_the_export_crop_matters(setup, reference):
-    whole = load_scorer(setup["export"], max_dur=120.0).score_batch(setup["clips"], 2)[:, 1]
+    whole = AudioscoreRewardModel(setup["export"], max_dur=120.0).score_batch(setup["clips"], 2)[
+        :, 1
+    ]
     long = [i for i, c in enumerate(setup["clips"]) if "long" in c]
     assert np.abs(whole[long] - reference[long]).min() > 1e-3  # the benchmark's crop would differ
     assert np.ptp(reference) > 1e-3
@@ -127,7 +129,7 @@ def test_bench_with_the_export_agrees(setup, reference, tmp_path, max_dur):
 
 @pytest.mark.parametrize("max_dur", BENCH_MAX_DUR)
 def test_bench_over_http_agrees(setup, reference, tmp_path, max_dur):
-    server = make_server(load_scorer(setup["export"]), "127.0.0.1", 0)
+    server = make_server(AudioscoreRewardModel(setup["export"]), "127.0.0.1", 0)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}/score"
     try:

@@ -17,11 +17,10 @@ from safetensors.torch import load_file
 
 from audiobase.audio import AudioError, save_audio
 from audioscore.calibrate import TanhCalibration, fit_calibration
-from audioscore.export import DEFAULT_PREPROCESS, ExportError, export_scorer
-from audioscore.export import load_scorer as export_load_scorer
+from audioscore.export import DEFAULT_PREPROCESS, ExportError, export_scorer, load_scorer
 from audioscore.models.components.muq_encoder import build_tiny_muq_dir
-from rewards.audioscore_rm import AudioscoreRewardModel, load_scorer
-from rewards.base import BatchInput, is_reward_model
+from rewards.audioscore_rm import AudioscoreRewardModel
+from rewards.base import BatchInput, RewardModel
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +55,7 @@ def clips(tmp_path_factory):
 
 
 def test_batched_equals_one_by_one(exports, clips):
-    model = load_scorer(exports[0])
+    model = AudioscoreRewardModel(exports[0])
     wavs, paths = clips
     inputs = [torch.from_numpy(wavs[0]), paths[1], BatchInput(audio=paths[2]), wavs[3]]
     batched = model.score_batch(inputs, batch_size=4, max_dur=30.0)
@@ -74,8 +73,8 @@ def test_lora_only_and_full_exports_agree(exports, clips, trained_net):
     assert not any("base_layer" in k or "conv.conv" in k for k in keys_lora)
     assert keys_lora < keys_full
     wavs = [torch.from_numpy(w) for w in clips[0]]
-    a = load_scorer(full).score_batch(wavs, 4, 30.0)[:, 1]
-    b = load_scorer(lora).score_batch(wavs, 4, 30.0)[:, 1]
+    a = AudioscoreRewardModel(full).score_batch(wavs, 4, 30.0)[:, 1]
+    b = AudioscoreRewardModel(lora).score_batch(wavs, 4, 30.0)[:, 1]
     np.testing.assert_allclose(a, b, atol=1e-5)
     with torch.no_grad():  # and both equal the in-memory net on the same preprocessing
         prepared = [torch.from_numpy(DEFAULT_PREPROCESS.apply(w))[None] for w in clips[0]]
@@ -85,10 +84,10 @@ def test_lora_only_and_full_exports_agree(exports, clips, trained_net):
 
 def test_reload_in_fresh_process_scores_identically(exports, clips):
     _, paths = clips
-    here = load_scorer(exports[1]).score_batch(paths, 2, 30.0)[:, 1]
+    here = AudioscoreRewardModel(exports[1]).score_batch(paths, 2, 30.0)[:, 1]
     code = (
-        "import json,sys; from rewards.audioscore_rm import load_scorer;"
-        "m = load_scorer(sys.argv[1]);"
+        "import json,sys; from rewards.audioscore_rm import AudioscoreRewardModel;"
+        "m = AudioscoreRewardModel(sys.argv[1]);"
         "print(json.dumps(m.score_batch(sys.argv[2:], 2, 30.0)[:, 1].tolist()))"
     )
     out = subprocess.run(
@@ -103,14 +102,14 @@ def test_reload_in_fresh_process_scores_identically(exports, clips):
 
 def test_reward_model_contract(exports):
     model = AudioscoreRewardModel(checkpoint=str(exports[0]), device="cpu")
-    assert is_reward_model(model) and model.sr == 24_000
+    assert isinstance(model, RewardModel) and model.sr == 24_000
     with pytest.raises(AudioError, match="need at least"):
         model.score_batch([torch.zeros(500)], 1, 10.0)
 
 
 def test_broken_exports_fail_clearly(exports, tmp_path):
     with pytest.raises(ExportError, match="no config.yaml"):
-        load_scorer(tmp_path)
+        AudioscoreRewardModel(tmp_path)
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "config.yaml").write_text((exports[1] / "config.yaml").read_text())
@@ -118,30 +117,27 @@ def test_broken_exports_fail_clearly(exports, tmp_path):
     cfg = (bad / "config.yaml").read_text().replace("layer: 1", "layer: 2")
     (bad / "config.yaml").write_text(cfg)
     with pytest.raises(ExportError, match="do not match"):
-        load_scorer(bad)
+        AudioscoreRewardModel(bad)
 
 
 def test_calibration_round_trips_through_the_export(trained_net, clips, tmp_path):
     cfg = net_config(str(trained_net.encoder.pretrained))
-    raw = load_scorer(export_scorer(trained_net, tmp_path / "raw", net_config=cfg))
+    raw = AudioscoreRewardModel(export_scorer(trained_net, tmp_path / "raw", net_config=cfg))
     assert raw.scorer.calibration is None  # no calibration: scores stay raw
     wavs = [torch.from_numpy(w) for w in clips[0]]
     raw_scores = raw.score_batch(wavs, 4)[:, 1]
     cal = fit_calibration(raw_scores, [60.0, 70.0, 80.0, 90.0], source="val")
     out = export_scorer(trained_net, tmp_path / "cal", net_config=cfg, calibration=cal)
     assert yaml.safe_load((out / "config.yaml").read_text())["calibration"] == cal.to_dict()
-    model = load_scorer(out)
+    model = AudioscoreRewardModel(out)
     assert model.scorer.calibration == cal
     calibrated = model.score_batch(wavs, 4)[:, 1]
     np.testing.assert_allclose(calibrated, cal(raw_scores), atol=1e-6)
     assert np.abs(calibrated - raw_scores).min() > 10  # on the label scale now
-    # calibrated=false gives raw, through every constructor
-    for off in (
-        load_scorer(out, calibrated=False),
-        AudioscoreRewardModel(checkpoint=str(out), calibrated=False),
-    ):
-        np.testing.assert_allclose(off.score_batch(wavs, 4)[:, 1], raw_scores, atol=1e-6)
-    assert export_load_scorer(out, calibrated=False).score(wavs).tolist() == pytest.approx(
+    # calibrated=false gives raw, as a reward model and from the loader
+    off = AudioscoreRewardModel(out, calibrated=False)
+    np.testing.assert_allclose(off.score_batch(wavs, 4)[:, 1], raw_scores, atol=1e-6)
+    assert load_scorer(out, calibrated=False).score(wavs).tolist() == pytest.approx(
         raw_scores.tolist(), abs=1e-6
     )
 
@@ -151,10 +147,10 @@ def test_tanh_calibration_and_a_bad_section(trained_net, tmp_path):
     legacy = TanhCalibration(scale=2.0, offset=2.0)  # what the legacy converter writes
     out = export_scorer(trained_net, tmp_path / "tanh", net_config=cfg, calibration=legacy)
     wav = [torch.zeros(24_000) + 0.01]
-    model = export_load_scorer(out)
-    raw = export_load_scorer(out, calibrated=False).score(wav)
+    model = load_scorer(out)
+    raw = load_scorer(out, calibrated=False).score(wav)
     np.testing.assert_allclose(model.score(wav), 2.0 + 2.0 * np.tanh(raw), atol=1e-6)
     text = (out / "config.yaml").read_text().replace("kind: tanh", "kind: cubic")
     (out / "config.yaml").write_text(text)
     with pytest.raises(ExportError, match=r"config\.yaml: calibration kind must be one of"):
-        load_scorer(out)
+        AudioscoreRewardModel(out)

@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 
 from audioscore.models.components.muq_encoder import build_tiny_muq_dir
 from audioscore.train import build_loggers, load_init_weights, train
-from rewards.audioscore_rm import load_scorer
+from rewards.audioscore_rm import AudioscoreRewardModel
 
 
 def test_train_logs_checkpoints_and_exports(tmp_path, synth_corpus, monkeypatch):
@@ -32,7 +32,7 @@ def test_train_logs_checkpoints_and_exports(tmp_path, synth_corpus, monkeypatch)
     assert any(r.get("val/srcc") for r in rows) and any(r.get("train/loss") for r in rows)
     assert list(tmp_path.glob("wandb/offline-run-*"))  # wandb ran offline without a key
     # the export reloads without Lightning and scores like the trained net
-    model = load_scorer(objects["export_dir"])
+    model = AudioscoreRewardModel(objects["export_dir"])
     clip = synth_corpus["root"] / "audio"
     files = sorted(str(p) for p in clip.rglob("*.wav"))[:2]
     scores = model.score_batch(files, 2, None)
@@ -61,7 +61,7 @@ def test_resume_continues_and_lora_only_checkpoints(tmp_path, synth_corpus):
     assert steps == [0, 1, 2, 3]  # the first epoch's rows come from run a, each step once
     weights = load_file(str(second["export_dir"] / "model.safetensors"))
     assert not any("base_layer" in k for k in weights)  # LoRA-only export, base from `pretrained`
-    assert load_scorer(second["export_dir"]).net.encoder.pretrained == str(tiny)
+    assert AudioscoreRewardModel(second["export_dir"]).net.encoder.pretrained == str(tiny)
 
 
 KEYS_SEEN = "+callbacks.keys_seen._target_=helpers.callbacks.KeysSeen"
@@ -149,7 +149,7 @@ def test_alternative_losses_train(tmp_path, synth_corpus, loss):
     assert torch.isfinite(torch.tensor(metrics["train/loss"]))
     if loss == "regression":  # standardised with the training scores, recorded in the export
         assert float(objects["model"].loss_fn.std) > 1.0
-        meta = load_scorer(objects["export_dir"]).config["meta"]
+        meta = AudioscoreRewardModel(objects["export_dir"]).config["meta"]
         assert meta["score_std"] == pytest.approx(float(objects["model"].loss_fn.std))
 
 

@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     with tqdm(
         total=len(paths), unit="file", file=sys.stderr, disable=len(paths) < PROGRESS_MIN_FILES
     ) as bar:
-        for batch in prepared_batches(paths, model.preprocess, batch_size, args.workers):
+        for batch in prepared_batches(paths, model.plan.preprocess, batch_size, args.workers):
             ok = [(i, wav) for i, (_, wav, _) in enumerate(batch) if wav is not None]
             raw = np.full(len(batch), np.nan)
             if ok:

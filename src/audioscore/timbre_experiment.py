@@ -41,18 +41,19 @@ import json
 import logging
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
 import torch
-from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf, open_dict
 from scipy.stats import spearmanr
 
 from audiobase.files import write_text
 from audioscore.calibrate import cross_fitted_mae
 from audioscore.campp_pretrain import pretrain_campp
+from audioscore.config import load_config
 from audioscore.data.groups import read_groups
 from audioscore.metrics.ranking import group_metrics
 from audioscore.models.components.ge2e import missing_package
@@ -85,10 +86,9 @@ SHOWN = {  # table columns: key -> (title, digits)
 
 def load_grid(overrides: list[str] | None = None) -> DictConfig:
     """conf/timbre/timbre.yaml with dotted `key=value` overrides."""
-    cfg = OmegaConf.load(GRID_FILE)
-    if overrides:
-        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
-    return cast(DictConfig, cfg)
+    cfg = load_config(GRID_FILE, values=overrides or ())
+    OmegaConf.set_struct(cfg, False)
+    return cfg
 
 
 def make_corpora(grid: DictConfig, out: Path) -> dict[str, dict[str, Path]]:
@@ -141,15 +141,15 @@ def compose_cell(
     extra = list(grid.get("extra_overrides") or [])
     overrides = [f"experiment={experiment}", *grid.train_overrides, *extra, *own, f"seed={seed}"]
     overrides += [f"data.root={corpus}", f"paths.data_dir={corpus.parent}"]
-    with initialize_config_dir(config_dir=str(CONF_DIR / "train"), version_base="1.3"):
-        cfg = compose("train", overrides=overrides)
-        if campp_file is not None and (nodes := campp_nodes(cfg)):
-            for node in nodes:
-                overrides += [f"{node}.source={Path(campp_file).resolve()}", f"{node}.tiny=false"]
-            cfg = compose("train", overrides=overrides)
-        if timbre is not None and (nodes := campp_nodes(cfg)):
-            overrides += [f"campp@{node}={timbre}" for node in nodes]
-            cfg = compose("train", overrides=overrides)
+    train = partial(load_config, "train", conf_dir=CONF_DIR / "train")
+    cfg = train(overrides)
+    if campp_file is not None and (nodes := campp_nodes(cfg)):
+        for node in nodes:
+            overrides += [f"{node}.source={Path(campp_file).resolve()}", f"{node}.tiny=false"]
+        cfg = train(overrides)
+    if timbre is not None and (nodes := campp_nodes(cfg)):
+        overrides += [f"campp@{node}={timbre}" for node in nodes]
+        cfg = train(overrides)
     with open_dict(cfg):
         cfg.paths.output_dir = str(run)
     return cfg

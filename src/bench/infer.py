@@ -1,11 +1,11 @@
 """Decode in DataLoader workers, score batches, turn scores into CMI-RewardBench result rows.
 
-A model with per-item results (`score_batch_detailed`, e.g. the HTTP model) is called once per
-batch and its failed items are recorded as they are: nothing is sent twice. For any other
-model a batch that fails as a whole is retried clip by clip, so one bad input costs one
-recorded error instead of the batch. Decoding errors never reach the model; every score error
-names the clip's file. A model declaring `extra_columns` (names for columns 2.. of its
-scores) gets them written as `predicted_<name>` / `predicted_<name>_b`.
+Every batch goes through the model's `score_batch_detailed` once: per-item results, so one bad
+input costs one recorded error instead of the batch (the `RewardModel` default retries a
+failed batch clip by clip; the HTTP model and the judge know per-item results and send nothing
+twice). Decoding errors never reach the model; every score error names the clip's file. What
+the model declares is read from its `capabilities`: a model declaring `extra_columns` (names
+for columns 2.. of its scores) gets them written as `predicted_<name>` / `predicted_<name>_b`.
 
 `inputs="paths"` (a model config's `inputs: paths`): nothing is decoded; `BatchInput.audio`
 and `ref_audio` are the resolved file paths, as CMI-RewardBench passes them, and a file the
@@ -21,7 +21,7 @@ import math
 import os
 from collections.abc import Callable
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -31,7 +31,7 @@ from audiobase.preprocess import Preprocess
 from bench.data import BenchRow
 from bench.pairwise import is_pair, score_with_pairwise, wants_pairwise
 from bench.records import NONFINITE, SideScore, make_result
-from rewards.base import ALIGNMENT, MUSICALITY, BatchInput
+from rewards.base import ALIGNMENT, MUSICALITY, BatchInput, PairwiseJudge, RewardModel
 
 
 def describe_error(e: BaseException) -> str:
@@ -45,16 +45,12 @@ def decode_clip(path: str, pre: Preprocess) -> torch.Tensor:
 
 
 def model_preprocess(
-    model: Any, max_dur: float | None, max_seconds: float | None = None
+    model: RewardModel, max_dur: float | None, max_seconds: float | None = None
 ) -> Preprocess:
     """What `model` sees: its own contract (an exported scorer's) when it has one, else the
     runner's: the first `max_dur` seconds at the model's `sr` (CMI-RewardBench's crop).
     `max_seconds`: files longer than this are refused (None: the contract's default)."""
-    own = getattr(model, "preprocess", None)
-    if isinstance(own, Preprocess):
-        return own.replace(max_seconds=max_seconds)
-    pre = Preprocess(sr=int(model.sr), max_dur=max_dur if max_dur and max_dur > 0 else None)
-    return pre.replace(max_seconds=max_seconds)
+    return model.scoring_plan(max_dur, max_seconds).preprocess
 
 
 def row_inputs(row: BenchRow, ref: Any, load: Callable[[str], Any]) -> dict[str, BatchInput | str]:
@@ -184,12 +180,12 @@ def autocast_for(
     return contextlib.nullcontext()
 
 
-def extra_columns(model: Any) -> list[str]:
+def extra_columns(model: RewardModel) -> list[str]:
     """Names the model gives its score columns 2.. (`extra_columns`); [] for most models."""
-    return [str(n) for n in getattr(model, "extra_columns", None) or []]
+    return list(model.capabilities.extra_columns)
 
 
-def check_scores(model: Any, out: Any, n: int, what: str = "score_batch") -> np.ndarray:
+def check_scores(model: RewardModel, out: Any, n: int, what: str = "score_batch") -> np.ndarray:
     """`out` as float64 [n, 2 + len(extra_columns)] or more columns; ValueError otherwise."""
     out = np.asarray(out, dtype=np.float64)
     width = 2 + len(extra_columns(model))
@@ -203,21 +199,8 @@ def no_grad_unless(grad: bool) -> contextlib.AbstractContextManager:
     return contextlib.nullcontext() if grad else torch.inference_mode()
 
 
-def call_model(
-    model: Any,
-    inputs: list[BatchInput],
-    max_dur: float | None,
-    score_kwargs: dict[str, Any],
-    grad: bool = False,
-) -> np.ndarray:
-    """score_batch with a shape check; returns float64 [N, 2 + extra columns]."""
-    with no_grad_unless(grad):
-        out = model.score_batch(inputs, batch_size=len(inputs), max_dur=max_dur, **score_kwargs)
-    return check_scores(model, out, len(inputs))
-
-
 def call_model_detailed(
-    model: Any,
+    model: RewardModel,
     inputs: list[BatchInput],
     max_dur: float | None,
     score_kwargs: dict[str, Any],
@@ -227,13 +210,16 @@ def call_model_detailed(
     per input). The model returns (scores, errors) or (scores, errors, details), details being
     one dict (e.g. a judge's raw answer) or None per input."""
     with no_grad_unless(grad):
+        # max_dur None = no crop (CMI-RewardBench's ABC types it float)
         out = model.score_batch_detailed(
-            inputs, batch_size=len(inputs), max_dur=max_dur, **score_kwargs
+            inputs, batch_size=len(inputs), max_dur=cast(float, max_dur), **score_kwargs
         )
     if not isinstance(out, tuple | list) or len(out) not in (2, 3):
         raise ValueError("score_batch_detailed must return (scores, errors[, details])")
     scores, errors = out[0], list(out[1])
-    details = list(out[2]) if len(out) == 3 and out[2] is not None else [None] * len(inputs)
+    details: list[dict[str, Any] | None] = (
+        list(out[2]) if len(out) == 3 and out[2] is not None else [None] * len(inputs)
+    )
     n = len(inputs)
     if len(errors) != n or len(details) != n:
         raise ValueError(
@@ -274,7 +260,7 @@ def nonfinite(row: np.ndarray, names: list[str]) -> tuple[str | None, list[str]]
 
 
 def score_decoded(
-    model: Any,
+    model: RewardModel,
     decoded: list[dict[str, Any]],
     max_dur: float | None,
     score_kwargs: dict[str, Any],
@@ -284,9 +270,8 @@ def score_decoded(
 ) -> list[dict[str, SideScore]]:
     """Score every decodable side of a decoded batch; per row, a SideScore per side.
 
-    One score_batch call for the batch (`per_side`: one for its A clips, then one for its B
-    clips, as CMI-RewardBench does); a call that raises is retried clip by clip. A model with
-    `score_batch_detailed` gives per-item results in one call, never retried here; the
+    One `score_batch_detailed` call for the batch (`per_side`: one for its A clips, then one
+    for its B clips, as CMI-RewardBench does): per-item results, never retried here; the
     details it returns per item go into the SideScore's `details`. `grad`: no inference mode.
     """
     slots = [(i, s, inp) for i, d in enumerate(decoded) for s, inp in d["sides"].items()]
@@ -318,40 +303,25 @@ def score_decoded(
         if details is not None:  # e.g. a judge's answer that could not be parsed
             out[i][s]["details"] = details
 
-    detailed = callable(getattr(model, "score_batch_detailed", None))
     for group in (g for g in groups if g):
-        if detailed:  # per-item results: a failed clip fails alone, nothing is sent twice
-            details: list[dict[str, Any] | None] = [None] * len(group)
-            try:
-                with autocast():
-                    scores, errors, details = call_model_detailed(
-                        model, [t[2] for t in group], max_dur, score_kwargs, grad
-                    )
-            except Exception as e:
-                scores, errors = np.empty((len(group), 0)), [describe_error(e)] * len(group)
-            for (i, s, _), row, item_err, det in zip(group, scores, errors, details, strict=True):
-                if item_err is None:
-                    put(i, s, row, det)
-                else:
-                    fail(i, s, item_err, det)
-            continue
+        details: list[dict[str, Any] | None] = [None] * len(group)
         try:
             with autocast():
-                scores = call_model(model, [t[2] for t in group], max_dur, score_kwargs, grad)
-            for (i, s, _), row in zip(group, scores, strict=True):
-                put(i, s, row)
-        except Exception:
-            for i, s, inp in group:  # isolate the bad clip(s): one by one
-                try:
-                    with autocast():
-                        put(i, s, call_model(model, [inp], max_dur, score_kwargs, grad)[0])
-                except Exception as e:
-                    fail(i, s, describe_error(e))
+                scores, errors, details = call_model_detailed(
+                    model, [t[2] for t in group], max_dur, score_kwargs, grad
+                )
+        except Exception as e:
+            scores, errors = np.empty((len(group), 0)), [describe_error(e)] * len(group)
+        for (i, s, _), row, item_err, det in zip(group, scores, errors, details, strict=True):
+            if item_err is None:
+                put(i, s, row, det)
+            else:
+                fail(i, s, item_err, det)
     return out
 
 
 def score_batch_rows(
-    model: Any,
+    model: RewardModel,
     decoded: list[dict[str, Any]],
     max_dur: float | None,
     score_kwargs: dict[str, Any],
@@ -364,7 +334,7 @@ def score_batch_rows(
     """Decoded batch -> result rows (what both the plain loop and predict_step write);
     `extra` fields (e.g. the run fingerprint) are added to every row. A pairwise judge
     (bench.pairwise) states the preference of pair rows itself; its other rows come here."""
-    if wants_pairwise(model) and any(is_pair(d) for d in decoded):
+    if isinstance(model, PairwiseJudge) and wants_pairwise(model) and any(map(is_pair, decoded)):
         clips = partial(
             score_batch_rows,
             model,
@@ -384,13 +354,15 @@ def score_batch_rows(
             score_kwargs,
             model_name,
             extra,
-            seconds=lambda d: audio_seconds(d, float(model.sr), max_dur),
+            seconds=lambda d: audio_seconds(d, float(model.capabilities.sr), max_dur),
         )
     scored = score_decoded(model, decoded, max_dur, score_kwargs, autocast, per_side, grad)
     out = []
     for d, sides in zip(decoded, scored, strict=True):
         res = make_result(d["row"], sides, d["notes"], model_name, extra_columns(model))
-        res["bench_audio_seconds"] = audio_seconds(d, float(model.sr), max_dur)  # cropped
+        res["bench_audio_seconds"] = audio_seconds(
+            d, float(model.capabilities.sr), max_dur
+        )  # cropped
         res.update(extra or {})
         out.append(res)
     return out

@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib.metadata
-import inspect
 import json
 import os
 import sys
@@ -23,7 +22,10 @@ from audiobase.files import write_json
 from audiobase.preprocess import Preprocess
 from audioscore.safe_config import UntrustedInputError
 from bench.guard import RunRefused
+from rewards.base import RewardModel
 from rewards.build import build_reward_model, model_class
+from rewards.build import expected_preprocess as planned_preprocess
+from rewards.custom import declared_batch_independent
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -93,40 +95,16 @@ def configured_class(cfg: DictConfig) -> type | None:
 
 def expected_preprocess(cfg: DictConfig, cls: type | None) -> Preprocess | None:
     """What the model will be fed, read from its config before it is built, so decoding can
-    start while it loads: an exported scorer's stored contract (its config.yaml, with the
-    model config's overrides), or for a class without a contract of its own the runner's crop
-    at the `sr` its config gives. None when only the built model can tell (the runner then
-    checks the guess against the built model and starts over if they differ)."""
-    mcfg = to_dict(prepare_model_cfg(cfg))
+    start while it loads (`RewardModel.expected_preprocess`: an exported scorer's stored
+    contract with the model config's overrides, or the runner's crop at the `sr` the config
+    or class gives). None when only the built model can tell (the runner then checks the
+    guess against the built model and starts over if they differ)."""
     if cls is None:
         return None
-    if cls.__module__ == "rewards.audioscore_rm":  # an export: the contract is in its config
-        from audioscore.export import export_preprocess, read_export_config  # needed to build it
-
-        ckpt = checkpoint_path(mcfg)
-        if ckpt is None or not (ckpt / "config.yaml").is_file():
-            return None
-        try:
-            pre = export_preprocess(read_export_config(ckpt))
-        except Exception:  # noqa: BLE001 - building the model reports it properly
-            return None
-        return pre.replace(**{k: mcfg.get(k) for k in ("max_dur", "crop", "target_lufs")})
-    if hasattr(cls, "preprocess"):  # a contract known only once built (HTTP asks its server)
-        return None
-    sr = mcfg.get("sr", (mcfg.get("init_kwargs") or {}).get("sr"))
-    if sr is None:
-        sr = getattr(cls, "sr", None)
-        if not isinstance(sr, int):  # a property or set in __init__: the constructor default
-            with contextlib.suppress(TypeError, ValueError):
-                default = inspect.signature(cls).parameters.get("sr")
-                sr = default.default if default is not None else None
-    if not isinstance(sr, int) or isinstance(sr, bool):
-        return None
-    max_dur = cfg.get("max_dur")
-    return Preprocess(sr=sr, max_dur=max_dur if max_dur and max_dur > 0 else None)
+    return planned_preprocess(prepare_model_cfg(cfg), cfg.get("max_dur"))
 
 
-def build_model(cfg: DictConfig, device: str | None = None) -> tuple[Any, dict[str, Any]]:
+def build_model(cfg: DictConfig, device: str | None = None) -> tuple[RewardModel, dict[str, Any]]:
     """(reward model, score kwargs) through the rewards package, as a user's run builds it.
     A checkpoint or config the model reads that is refused as input (it asks to run code, or
     is malformed: `UntrustedInputError`) refuses the run (`RunRefused`, exit 2)."""
@@ -238,7 +216,7 @@ def code_digest(cls: type | None) -> dict[str, Any]:
     the project (a `class_path` model) the content of its module file and of the module files
     of its base classes outside the project, so an edited model rescores."""
     files: dict[str, str] = {}
-    for c in getattr(cls, "__mro__", ()):
+    for c in cls.__mro__ if cls is not None else ():
         mod = sys.modules.get(c.__module__)
         path = getattr(mod, "__file__", None)
         if path and is_outside_project(c.__module__) and c.__module__ not in files:
@@ -251,8 +229,8 @@ def batch_dependent(mcfg: dict[str, Any], cls: type | None) -> bool:
     the fingerprint. A class attribute `batch_independent` decides when declared; otherwise
     CMI-RM with `upstream_compat` and any `class_path` model are dependent, the project's
     own models (exact batching) are not."""
-    declared = getattr(cls, "batch_independent", None)
-    if isinstance(declared, bool):
+    declared = None if cls is None else declared_batch_independent(cls)
+    if declared is not None:
         return not declared
     return bool(mcfg.get("upstream_compat")) or "class_path" in mcfg
 
@@ -302,14 +280,14 @@ def cores_per(cfg: DictConfig, share: int) -> int | None:
     return max(1, (os.cpu_count() or 1) // max(share, 1))
 
 
-def score_streams(cfg: DictConfig, model: Any, processes: int = 1) -> int:
+def score_streams(cfg: DictConfig, model: RewardModel, processes: int = 1) -> int:
     """Batches scored at once on CPU, each on its own thread (`score_streams: auto`: each of
     `processes` ranks' share of the cores, at most MAX_STREAMS batches in memory). Only for a
     model declaring `thread_safe`; 1 on accelerators and for any other model. Scores do not
     depend on it: with one intra-op thread per stream every batch runs as it would alone on
     one thread."""
     want, cores = cfg.get("score_streams", "auto"), cores_per(cfg, processes)
-    if want in (None, "none") or cores is None or not getattr(model, "thread_safe", False):
+    if want in (None, "none") or cores is None or not model.capabilities.thread_safe:
         return 1
     return min(MAX_STREAMS, cores) if want == "auto" else max(1, int(want))
 

@@ -1,5 +1,5 @@
-"""Pairwise judging of pair rows (Music Arena, CMI-Pref): a model with `compare_batch` and
-`pairwise: true` (the audio-LLM judge) states the preference itself instead of two scores.
+"""Pairwise judging of pair rows (Music Arena, CMI-Pref): a `PairwiseJudge` with `pairwise` on (the
+audio-LLM judge) states the preference itself with `compare_batch` instead of two scores.
 
 `compare_rows` turns decoded pair rows (`bench.infer.decode_row`'s dicts) into result records:
 the CMI-RewardBench fields `predicted_preference` (musicality, as upstream decides Music Arena),
@@ -17,7 +17,7 @@ from functools import partial
 from typing import Any
 
 from bench.records import SideScore, make_result
-from rewards.base import BatchInput
+from rewards.base import BatchInput, PairwiseJudge, RewardModel
 
 PREF_FIELDS = {
     "musicality": "predicted_preference-musicality",
@@ -25,11 +25,10 @@ PREF_FIELDS = {
 }
 
 
-def wants_pairwise(model: Any) -> bool:
-    """Whether pair rows go to the model's `compare_batch` (it has one and `pairwise` is on)."""
-    return bool(getattr(model, "pairwise", False)) and callable(
-        getattr(model, "compare_batch", None)
-    )
+def wants_pairwise(model: RewardModel) -> bool:
+    """Whether pair rows go to the model's `compare_batch`: it is a `PairwiseJudge` with
+    `pairwise` on (its capabilities say so)."""
+    return model.capabilities.pairwise
 
 
 def is_pair(decoded: dict[str, Any]) -> bool:
@@ -37,7 +36,7 @@ def is_pair(decoded: dict[str, Any]) -> bool:
 
 
 def compare_rows(
-    model: Any,
+    model: PairwiseJudge,
     decoded: list[dict[str, Any]],
     max_dur: float | None,
     score_kwargs: dict[str, Any],
@@ -67,7 +66,9 @@ def compare_rows(
     records = []
     for i, d in enumerate(decoded):
         rec = pair_record(d, outcomes.get(i), model_name)
-        rec["bench_audio_seconds"] = (seconds or partial(waveform_seconds, sr=model.sr))(d)
+        rec["bench_audio_seconds"] = (
+            seconds or partial(waveform_seconds, sr=model.capabilities.sr)
+        )(d)
         rec.update(extra or {})
         records.append(rec)
     return records
@@ -116,7 +117,7 @@ def pair_record(
 
 
 def score_with_pairwise(
-    model: Any,
+    model: PairwiseJudge,
     decoded: list[dict[str, Any]],
     score_clips: Callable[[list[dict[str, Any]]], list[dict[str, Any]]],
     max_dur: float | None,

@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import hydra
-from hydra import compose
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
@@ -37,6 +36,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from audiobase.files import write_json
 from audiobase.weights import find_user_error
+from audioscore.config import load_config
 from bench.data import BenchRow, parse_subset, read_bench_counted
 from bench.guard import OutputLock, RunRefused, check_slug
 from bench.plot_process import PlotProcess
@@ -474,7 +474,7 @@ def run_models(cfg: DictConfig) -> int:
     rest = [o for o in task if not o.lstrip("+~").startswith(("models=", "model="))]
     status = 0
     for name in cfg.models:
-        one = compose(config_name="bench", overrides=[*rest, f"model={name}"])
+        one = load_config("bench", [*rest, f"model={name}"])  # in this app's config dir
         status = max(status, run_cli(one))
     return status
 

@@ -1,6 +1,15 @@
-"""Reward models behind one interface: `sr` + `score_batch(...) -> np.ndarray [N, 2]`."""
+"""Reward models behind one interface: `sr` + `score_batch(...) -> np.ndarray [N, 2]`, their
+declarations read once into `Capabilities`; `PairwiseJudge` for judges that compare two clips."""
 
-from rewards.base import ALIGNMENT, MUSICALITY, BatchInput, RewardModel, as_input, is_reward_model
+from rewards.base import (
+    ALIGNMENT,
+    MUSICALITY,
+    BatchInput,
+    Capabilities,
+    PairwiseJudge,
+    RewardModel,
+    as_input,
+)
 
 # CMI-RewardBench spells them BenchmarkBatchInput / BenchmarkModelABC.
 BenchmarkBatchInput = BatchInput
@@ -12,7 +21,8 @@ __all__ = [
     "BatchInput",
     "BenchmarkBatchInput",
     "BenchmarkModelABC",
+    "Capabilities",
+    "PairwiseJudge",
     "RewardModel",
     "as_input",
-    "is_reward_model",
 ]

@@ -10,7 +10,7 @@ import numpy as np
 
 from audiobase.preprocess import Preprocess
 from audiobase.weights import MissingWeightsError
-from audioscore.export import Scorer
+from audioscore.export import Scorer, export_preprocess, load_scorer, read_export_config
 from rewards.base import MUSICALITY, BatchInput, RewardModel, as_input
 
 
@@ -50,23 +50,36 @@ class AudioscoreRewardModel(RewardModel):
                 reason="exported scorer not found: audioscore.train exports one, make demo both plans",
             )
         self.checkpoint = str(path)
-        self.scorer = Scorer(
+        self.scorer: Scorer = load_scorer(
             path,
             device,
+            calibrated,
             bf16,
-            calibrated=calibrated,
             max_dur=max_dur,
             crop=crop,
             target_lufs=target_lufs,
         )
+        self.preprocess: Preprocess = self.scorer.preprocess  # the export's contract
+
+    @classmethod
+    def expected_preprocess(
+        cls, config: dict[str, Any], max_dur: float | None
+    ) -> Preprocess | None:
+        """The export's stored contract (its config.yaml) with this config's overrides; the
+        runner's `max_dur` does not apply. None when the export cannot be read (building the
+        model reports why)."""
+        ckpt = Path(str(config.get("checkpoint") or ""))
+        if str(ckpt) in ("", ".") or not (ckpt / "config.yaml").is_file():
+            return None
+        try:
+            pre = export_preprocess(read_export_config(ckpt))
+        except Exception:  # noqa: BLE001 - building the model reports it properly
+            return None
+        return pre.replace(**{k: config.get(k) for k in ("max_dur", "crop", "target_lufs")})
 
     @property
     def sr(self) -> int:
         return self.scorer.sr
-
-    @property
-    def preprocess(self) -> Preprocess:
-        return self.scorer.preprocess
 
     @property
     def net(self) -> Any:
@@ -90,10 +103,3 @@ class AudioscoreRewardModel(RewardModel):
 
     def __repr__(self) -> str:
         return f"AudioscoreRewardModel({self.checkpoint!r})"
-
-
-def load_scorer(
-    path: str | Path, device: str = "cpu", calibrated: bool = True, **preprocess: Any
-) -> AudioscoreRewardModel:
-    """An exported scorer directory as a reward model (`calibrated=False`: raw scores)."""
-    return AudioscoreRewardModel(path, device=device, calibrated=calibrated, **preprocess)

@@ -7,19 +7,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
-from hydra import compose, initialize_config_dir
-from hydra.errors import HydraException
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 
-from audioscore.safe_config import SAFE_RESOLVERS, StoredConfigError, check_interpolations
-from rewards.base import RewardModel, is_reward_model
-from rewards.custom import CustomModelError, build_custom_model, load_class
+from audiobase.preprocess import Preprocess
+from audioscore.config import CONF_ROOT, load_config
+from audioscore.safe_config import StoredConfigError
+from rewards import custom
+from rewards.base import RewardModel
+from rewards.custom import CustomModelError, adapt, build_custom_model, load_class
 
 RESERVED = ("name", "score_kwargs", "inputs", "grad")  # the runner's keys, not constructor args
-BENCH_CONF_DIR = Path(__file__).resolve().parents[2] / "conf" / "bench"
+BENCH_CONF_DIR = CONF_ROOT / "bench"
 MODEL_CONF_DIR = BENCH_CONF_DIR / "model"
 
 
@@ -33,32 +32,27 @@ def compose_model_config(model: str, overrides: Sequence[str] = ()) -> DictConfi
     and call the resolvers in `audioscore.safe_config.SAFE_RESOLVERS` (StoredConfigError naming
     the file and key otherwise); a file that cannot be composed raises StoredConfigError too.
     """
-    try:
-        if model.endswith((".yaml", ".yml")):
-            path = Path(model)
-            where = str(path)
-            if not path.is_file():
-                raise StoredConfigError(where, "the file", "no such model config")
-            search = f"hydra.searchpath=[file://{MODEL_CONF_DIR}]"
-            with initialize_config_dir(config_dir=str(path.parent.resolve()), version_base="1.3"):
-                cfg = compose(path.stem, overrides=[search])
-        else:
-            where = str(MODEL_CONF_DIR / f"{model}.yaml")
-            if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", model) or not Path(where).is_file():
-                names = sorted(p.stem for p in MODEL_CONF_DIR.glob("*.yaml"))
-                raise StoredConfigError(
-                    where, "the file", f"no such model config (names: {', '.join(names)})"
-                )
-            with initialize_config_dir(config_dir=str(BENCH_CONF_DIR), version_base="1.3"):
-                cfg = compose("bench", overrides=[f"model={model}"]).model
-        OmegaConf.set_struct(cfg, False)
-        merged = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
-    except (HydraException, OmegaConfBaseException, yaml.YAMLError) as e:
-        raise StoredConfigError(where, "the file", f"cannot be composed ({e})") from e
-    if not isinstance(merged, DictConfig):
-        raise StoredConfigError(where, "the file", "is not a mapping")
-    check_interpolations(OmegaConf.to_container(merged, resolve=False), where, SAFE_RESOLVERS)
-    return merged
+    if model.endswith((".yaml", ".yml")):
+        if not Path(model).is_file():
+            raise StoredConfigError(model, "the file", "no such model config")
+        cfg = load_config(model, conf_dir=MODEL_CONF_DIR, values=overrides)
+    else:
+        where = str(MODEL_CONF_DIR / f"{model}.yaml")
+        if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", model) or not Path(where).is_file():
+            names = sorted(p.stem for p in MODEL_CONF_DIR.glob("*.yaml"))
+            raise StoredConfigError(
+                where, "the file", f"no such model config (names: {', '.join(names)})"
+            )
+        cfg = load_config(
+            "bench",
+            [f"model={model}"],
+            conf_dir=BENCH_CONF_DIR,
+            values=overrides,
+            node="model",
+            where=where,
+        )
+    OmegaConf.set_struct(cfg, False)
+    return cfg
 
 
 def _to_dict(cfg: Any) -> dict[str, Any]:
@@ -113,14 +107,35 @@ def build_reward_model(model_cfg: Any) -> tuple[RewardModel, dict[str, Any]]:
             raise CustomModelError(
                 class_path, f"unknown keys {sorted(cfg)}; put constructor args in init_kwargs"
             )
-        model = build_custom_model(class_path, init, checkpoint=checkpoint, device=device)
+        model: RewardModel = build_custom_model(
+            class_path, init, checkpoint=checkpoint, device=device
+        )
     elif "_target_" in cfg:
+        target = cfg.pop("_target_")
         # called directly (not hydra.utils.instantiate) so constructor errors keep their type
-        model = _locate(cfg.pop("_target_"))(**cfg)
+        built = _locate(target)(**cfg)
+        if isinstance(built, RewardModel):
+            model = built
+        else:  # a duck-typed class: wrapped once, as a class_path model is
+            try:
+                model = adapt(built, str(target))
+            except CustomModelError as e:
+                raise TypeError(
+                    f"model config {name!r} built a {type(built).__name__}, which has no "
+                    f"sr/score_batch ({e.reason})"
+                ) from e
     else:
         raise ValueError(f"model config {name!r} needs `_target_` or `class_path`")
-    if not is_reward_model(model):
-        raise TypeError(
-            f"model config {name!r} built a {type(model).__name__}, which has no sr/score_batch"
-        )
     return model, score_kwargs
+
+
+def expected_preprocess(model_cfg: Any, max_dur: float | None) -> Preprocess | None:
+    """What the model a config names will be fed (`RewardModel.expected_preprocess`), read
+    before it is built; `max_dur` is the runner's crop."""
+    cfg = _to_dict(model_cfg)
+    return custom.expected_preprocess(model_class(cfg), cfg, max_dur)
+
+
+def declared_batch_independent(model_cfg: Any) -> bool | None:
+    """The configured class's `batch_independent` declaration (None: undeclared)."""
+    return custom.declared_batch_independent(model_class(model_cfg))

@@ -77,6 +77,7 @@ class DNSMOSRewardModel(RewardModel):
     """
 
     thread_safe = True  # onnxruntime sessions may run concurrently; no state changes
+    preprocess: Preprocess  # set in __init__: the model's own contract
 
     extra_columns = ["ovrl", "sig", "bak"]
 

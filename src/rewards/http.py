@@ -91,14 +91,21 @@ class HTTPRewardModel(RewardModel):
         self._info_lock = threading.Lock()
         self.extra_body = dict(extra_body or {})
 
+    @classmethod
+    def expected_preprocess(
+        cls, config: dict[str, Any], max_dur: float | None
+    ) -> Preprocess | None:
+        """None: the contract is known once built (the server's, or the judge's own crop)."""
+        return None
+
     @property
     def sr(self) -> int:
         """The configured `sr` until the server's info is known, then the server's; reading it
         sends nothing (duck-typed checks look at `sr`)."""
         return int((self._info or {}).get("sr") or self._sr)
 
-    @property
-    def preprocess(self) -> Preprocess | None:
+    @property  # asked of the server on first read, never set
+    def preprocess(self) -> Preprocess | None:  # type: ignore[override]
         """The server model's preprocessing contract, None when it has none."""
         return self.server_info().get("preprocess")
 

@@ -46,7 +46,14 @@ import numpy as np
 import soundfile as sf
 
 from audiobase.preprocess import Preprocess
-from rewards.base import ALIGNMENT, MUSICALITY, BatchInput, RewardModel, ScoreItemError, as_input
+from rewards.base import (
+    ALIGNMENT,
+    MUSICALITY,
+    BatchInput,
+    PairwiseJudge,
+    ScoreItemError,
+    as_input,
+)
 from rewards.transport import HTTPTransport
 
 log = logging.getLogger(__name__)
@@ -126,7 +133,7 @@ def last_json_object(text: str) -> dict[str, Any] | None:
     return found
 
 
-class LALMJudge(RewardModel):
+class LALMJudge(PairwiseJudge):
     """A reward model asking an audio LLM for scores (see the module docstring)."""
 
     def __init__(
@@ -174,6 +181,13 @@ class LALMJudge(RewardModel):
         self.model_name, self._sr = str(model_name), int(sr)
         self.max_dur = None if not max_dur else float(max_dur)
         self.multi_audio, self.pairwise = bool(multi_audio), bool(pairwise)
+        # with `max_dur` set, the judge's own crop (the first `max_dur` seconds at `sr`), which
+        # the benchmark then decodes with; None = the runner's crop
+        self.preprocess = (
+            None
+            if self.max_dur is None
+            else Preprocess(sr=self._sr, max_dur=self.max_dur, crop="start")
+        )
         self.system_prompt = system_prompt or None
         self.labels = {**LABELS, **(labels or {})}
         self.sections = {**SECTIONS, **(sections or {})}
@@ -193,17 +207,16 @@ class LALMJudge(RewardModel):
     def __repr__(self) -> str:
         return f"LALMJudge(url={self.url!r}, model_name={self.model_name!r})"
 
+    @classmethod
+    def expected_preprocess(
+        cls, config: dict[str, Any], max_dur: float | None
+    ) -> Preprocess | None:
+        """None: the contract is known once built (the server's, or the judge's own crop)."""
+        return None
+
     @property
     def sr(self) -> int:
         return self._sr
-
-    @property
-    def preprocess(self) -> Preprocess | None:
-        """With `max_dur` set, the judge's own crop (the first `max_dur` seconds at `sr`), which
-        the benchmark then decodes with; None = the runner's crop."""
-        if self.max_dur is None:
-            return None
-        return Preprocess(sr=self._sr, max_dur=self.max_dur, crop="start")
 
     # ------------------------------------------------------------------ per clip
     def score_batch(

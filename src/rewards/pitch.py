@@ -214,6 +214,7 @@ class PitchRewardModel(RewardModel):
     """
 
     thread_safe = True  # no state changes while scoring
+    preprocess: Preprocess  # set in __init__: the model's own contract
 
     extra_columns = ["intonation_cents", "voiced"]
 

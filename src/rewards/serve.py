@@ -63,7 +63,7 @@ from omegaconf import DictConfig
 
 from audiobase.audio import AudioError, load_audio
 from audiobase.weights import find_user_error
-from rewards.base import BatchInput, model_contract
+from rewards.base import BatchInput, RewardModel
 from rewards.build import build_reward_model, compose_model_config
 
 log = logging.getLogger(__name__)
@@ -165,7 +165,7 @@ class ScoreHandler(BaseHTTPRequestHandler):
     behaviour (e.g. fault injection): `do_GET`/`do_POST`, `send_json` and `rfile` work as in
     `http.server`."""
 
-    model: Any = None
+    model: RewardModel
     lock: threading.Lock = threading.Lock()
     api_key: str | None = None
     max_dur_cap: float | None = MAX_DUR_CAP
@@ -235,7 +235,7 @@ class ScoreHandler(BaseHTTPRequestHandler):
             return
         try:
             with self.lock:
-                scores = self.model.score_batch([item], 1, max_dur)
+                scores = self.model.score_batch([item], 1, cast(float, max_dur))
         except Exception as e:  # noqa: BLE001 - the client gets the reason; the server keeps serving
             self.send_json(422, {"error": f"{type(e).__name__}: {e}"})
             return
@@ -248,7 +248,8 @@ class ScoreHandler(BaseHTTPRequestHandler):
     def parse_item(self, body: Any) -> tuple[BatchInput, float | None]:
         if not isinstance(body, dict) or "audio" not in body:
             raise ValueError("expected a JSON object with 'audio'")
-        sr, scratch = int(self.model.sr), cast("ScoreServer", self.server).scratch
+        caps = self.model.capabilities
+        sr, scratch = caps.sr, cast("ScoreServer", self.server).scratch
 
         def wave(obj: Any, field: str) -> torch.Tensor:
             return torch.from_numpy(decode_audio_field(obj, field, sr, scratch))
@@ -260,20 +261,22 @@ class ScoreHandler(BaseHTTPRequestHandler):
             lyrics=str(body.get("lyrics") or ""),
             ref_audio=None if ref is None else wave(ref, "ref_audio"),
         )
-        own = model_contract(self.model)
-        if own is not None:  # the model's own crop, whatever the client asked for
-            return item, own.max_dur
-        max_dur = float(body.get("max_dur") or DEFAULT_MAX_DUR)
-        if not math.isfinite(max_dur) or max_dur <= 0:
-            raise ValueError(f"max_dur must be a positive number of seconds, got {max_dur}")
-        return item, max_dur if self.max_dur_cap is None else min(max_dur, self.max_dur_cap)
+        asked = None
+        if caps.preprocess is None:  # the model's own crop wins, whatever the client asked for
+            asked = float(body.get("max_dur") or DEFAULT_MAX_DUR)
+            if not math.isfinite(asked) or asked <= 0:
+                raise ValueError(f"max_dur must be a positive number of seconds, got {asked}")
+            asked = asked if self.max_dur_cap is None else min(asked, self.max_dur_cap)
+        # the model's plan: its own contract, else the client's (capped) crop
+        return item, self.model.scoring_plan(asked).preprocess.max_dur
 
 
-def describe_model(model: Any) -> dict[str, Any]:
+def describe_model(model: RewardModel) -> dict[str, Any]:
     """What /health answers: the sample rate, the class and the preprocessing contract (if any)."""
-    own = model_contract(model)
+    caps = model.capabilities
+    own = caps.preprocess
     return {
-        "sr": int(model.sr),
+        "sr": caps.sr,
         "model": type(model).__name__,
         "preprocess": None if own is None else own.to_dict(),
     }
@@ -561,7 +564,7 @@ def is_loopback(host: str) -> bool:
 
 
 def make_server(
-    model: Any,
+    model: RewardModel,
     host: str = "127.0.0.1",
     port: int = 8000,
     api_key: str | None = None,
@@ -616,7 +619,7 @@ def load_model_config(model: str, overrides: list[str]) -> DictConfig:
     return compose_model_config(model, overrides)
 
 
-def load_model(model: str, overrides: list[str]) -> Any:
+def load_model(model: str, overrides: list[str]) -> RewardModel:
     """The reward model `--model` names; a config or checkpoint refused as input (it asks to
     run code, or is malformed) ends the program with its reason and exit status 2."""
     try:

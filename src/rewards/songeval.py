@@ -33,6 +33,7 @@ from safetensors.torch import save_file
 
 from audiobase.audio import MUQ_MIN_SAMPLES, MUQ_SR
 from audiobase.files import atomic_path, write_text
+from audiobase.plan import length_sorted_batches, pad_waves
 from audiobase.preprocess import Preprocess
 from audiobase.weights import MissingWeightsError
 from audioscore.models.components.head import (
@@ -50,7 +51,6 @@ from audioscore.models.components.muq_encoder import (
     MuQEncoder,
     build_tiny_muq_dir,
 )
-from audioscore.models.components.muq_padded import length_sorted_batches, pad_waves
 from rewards.base import MUSICALITY, BatchInput, RewardModel, ScoreItemError, as_input
 
 SONGEVAL_LAYER = 6  # eval.py: output["hidden_states"][6]
@@ -182,6 +182,7 @@ class SongEvalRewardModel(RewardModel):
     """
 
     thread_safe = True  # scoring changes no state: the runner may score batches at once
+    preprocess: Preprocess  # set in __init__: the model's own contract
 
     extra_columns = list(SONGEVAL_DIMENSIONS)
 

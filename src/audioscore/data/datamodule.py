@@ -34,6 +34,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from audiobase.audio import MUQ_MIN_SAMPLES, MUQ_SR, AudioError, audio_duration
 from audiobase.cache import file_digest
+from audiobase.plan import ScoringPlan, pad_waves
 from audiobase.preprocess import Preprocess
 from audioscore.data.groups import read_groups
 
@@ -259,10 +260,7 @@ def make_record(item: dict, clip: dict, singer_ids: dict[str, int]) -> dict:
 
 def pad_clips(records: list[dict]) -> dict[str, Any]:
     """Records -> wav [B, T] zero-padded, lengths [B], scores [B], singer [B], paths, starts, keys."""
-    lengths = torch.tensor([len(r["wav"]) for r in records], dtype=torch.long)
-    wav = torch.zeros(len(records), int(lengths.max()))  # [B, T]
-    for i, r in enumerate(records):
-        wav[i, : len(r["wav"])] = torch.from_numpy(r["wav"])
+    wav, lengths = pad_waves([r["wav"] for r in records])  # [B, T], [B]: as every route pads
     return {
         "wav": wav,
         "lengths": lengths,
@@ -361,6 +359,8 @@ class GroupsDataModule(L.LightningDataModule):
         super().__init__()
         self.save_hyperparameters(logger=False, ignore=["preprocess"])
         self.preprocess = preprocess
+        # validation clips are scored as an export scores them (its calibration is fitted on them)
+        self.plan = ScoringPlan(preprocess, batch_size=val_batch_size)
         self.train_groups: list[list[list[dict]]] = []
         self.val_groups: list[list[dict]] = []
         self.singer_ids: dict[str, int] = {}

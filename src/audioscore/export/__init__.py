@@ -23,9 +23,9 @@ from torch import nn
 
 from audiobase.audio import MUQ_MIN_SAMPLES, MUQ_SR
 from audiobase.files import atomic_path, write_text
+from audiobase.plan import ScoringPlan
 from audiobase.preprocess import Preprocess
 from audioscore.calibrate import Calibration, CalibrationError
-from audioscore.models.components.muq_padded import length_sorted_batches, pad_waves
 from audioscore.models.components.scorer import frozen_base_keys, pretrained_modules
 from audioscore.safe_config import (
     StoredConfigError,
@@ -171,23 +171,17 @@ def equal_length_batches(lengths: Sequence[int], batch_size: int) -> list[list[i
 
 @torch.inference_mode()
 def score_wavs(
-    net: nn.Module,
-    wavs: Sequence[np.ndarray],
-    batch_size: int = 8,
-    device: str | torch.device = "cpu",
-    bf16: bool = False,
-    keys: Sequence[str] | None = None,
+    net: nn.Module, wavs: Sequence[np.ndarray], plan: ScoringPlan, keys: Sequence[str] | None = None
 ) -> np.ndarray:
-    """Prepared waveforms [T_i] -> the net's raw scores [N]: `batch_size` clips per forward, in
-    length order, zero-padded with their lengths (MuQ encoders batch unequal lengths exactly, so
-    a clip scores the same alone or in any batch). `keys`: feature-cache keys of the clips (crop
-    identities), for frozen encoders' caches."""
-    device = torch.device(device)
+    """Prepared waveforms [T_i] -> the net's raw scores [N], batched by `plan`: `batch_size`
+    clips per forward, in length order, zero-padded with their lengths (MuQ encoders batch
+    unequal lengths exactly, so a clip scores the same alone or in any batch), on the plan's
+    device and autocast. `keys`: feature-cache keys of the clips (crop identities), for frozen
+    encoders' caches."""
     scores = np.full(len(wavs), np.nan, dtype=np.float64)
-    for idx in length_sorted_batches([len(w) for w in wavs], batch_size):
-        x, lengths = pad_waves([wavs[i] for i in idx])  # [B, T], [B]
-        x, lengths = x.to(device), lengths.to(device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+    for idx in plan.batches([len(w) for w in wavs]):
+        x, lengths = plan.collate([wavs[i] for i in idx])  # [B, T], [B]
+        with plan.autocast():
             if keys is None:
                 out = net(x, lengths)
             else:
@@ -221,6 +215,8 @@ class Scorer:
         self.bf16 = self.device.type == "cuda" if bf16 is None else bool(bf16)
         self.net, self.config = load_net(path, str(self.device))
         self.preprocess = export_preprocess(self.config).replace(**preprocess)
+        # how every route prepares and batches this scorer's clips
+        self.plan = ScoringPlan(self.preprocess, device=str(self.device), bf16=self.bf16)
         self.calibration = export_calibration(self.config)
         self.calibrated = bool(calibrated)
 
@@ -230,7 +226,7 @@ class Scorer:
 
     def prepare(self, audio: Any) -> np.ndarray:
         """A path or a waveform at `sr` -> the model input [T] (AudioError names a bad file)."""
-        return self.preprocess(audio)
+        return self.plan.prepare(audio)
 
     def score(self, inputs: Sequence[Any], batch_size: int = 8) -> np.ndarray:
         """Paths or waveforms at `sr` -> scores [N] (calibrated unless `calibrated=False`)."""
@@ -243,7 +239,7 @@ class Scorer:
 
     def raw_scores(self, wavs: Sequence[np.ndarray], batch_size: int = 8) -> np.ndarray:
         """Prepared waveforms [T_i] -> the net's raw scores [N]."""
-        return score_wavs(self.net, wavs, batch_size, self.device, self.bf16)
+        return score_wavs(self.net, wavs, self.plan.replace(batch_size=batch_size))
 
     def calibrate(self, raw: np.ndarray) -> np.ndarray:
         """Raw scores -> the label scale (unchanged when the export has no calibration)."""
@@ -261,7 +257,13 @@ def export_preprocess(config: dict) -> Preprocess:
 
 
 def load_scorer(
-    path: str | os.PathLike, device: str = "cpu", calibrated: bool = True, **preprocess: Any
+    path: str | os.PathLike,
+    device: str = "cpu",
+    calibrated: bool = True,
+    bf16: bool | None = None,
+    **preprocess: Any,
 ) -> Scorer:
-    """Load an exported scorer directory (`calibrated=False`: raw scores)."""
-    return Scorer(path, device=device, calibrated=calibrated, **preprocess)
+    """Load an exported scorer directory (`calibrated=False`: raw scores; `preprocess`:
+    `max_dur` / `crop` / `target_lufs` overriding the stored contract). The one loader: the
+    reward model `rewards.audioscore_rm.AudioscoreRewardModel` wraps what it returns."""
+    return Scorer(path, device=device, bf16=bf16, calibrated=calibrated, **preprocess)

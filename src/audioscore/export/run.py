@@ -56,6 +56,7 @@ def fit_export_calibration(net: torch.nn.Module, datamodule: Any) -> Calibration
         collate_fn=list,  # records (None = unreadable, recorded by the loader)
     )
     device = next(net.parameters()).device
+    plan = datamodule.plan.replace(device=str(device), bf16=device.type == "cuda")
     was_training = net.training
     net.eval()
     raw: list[float] = []
@@ -63,7 +64,7 @@ def fit_export_calibration(net: torch.nn.Module, datamodule: Any) -> Calibration
     for records in loader:
         ok = [r for r in records if r is not None]
         wavs, keys = [r["wav"] for r in ok], [r["key"] for r in ok]  # keys: frozen-encoder cache
-        raw.extend(score_wavs(net, wavs, len(wavs), device, device.type == "cuda", keys).tolist())
+        raw.extend(score_wavs(net, wavs, plan.replace(batch_size=len(wavs)), keys).tolist())
         labels.extend(r["score"] for r in ok)
     net.train(was_training)
     cal = fit_calibration(raw, labels, source=source)

@@ -31,7 +31,7 @@ import torch
 from tqdm import tqdm
 
 from audiobase.cache import FeatureCache
-from audioscore.models.components.muq_padded import length_sorted_batches, pad_waves
+from audiobase.plan import length_sorted_batches, pad_waves
 from rewards.base import BatchInput, RewardModel, ScoreItemError, as_input, load_waveform
 from rewards.cmi_rm.config import CMIRMConfig, find_checkpoint
 from rewards.cmi_rm.encoders import (

@@ -21,7 +21,6 @@ import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-import numpy as np
 import torch
 
 MEL_KEY = "melspec_2048"  # MuQ's one input feature
@@ -42,24 +41,6 @@ def muq_num_frames(
 def stem_strides(muq: Any) -> tuple[int, ...]:
     """Time strides of MuQ's conv stem (`muq.model.conv`), one per residual block."""
     return tuple(int(m.conv1.stride[1]) for m in muq.model.conv.conv)
-
-
-def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
-    """Index batches of `batch_size` clips in length order: similar lengths share a batch (least
-    padding), and N clips take ceil(N / batch_size) passes."""
-    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-    step = max(1, int(batch_size))
-    return [order[s : s + step] for s in range(0, len(order), step)]
-
-
-def pad_waves(wavs: Sequence[np.ndarray | torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Waveforms [T_i] -> zero-padded batch [B, max T_i] (float32) and lengths [B]."""
-    tensors = [torch.as_tensor(w, dtype=torch.float32) for w in wavs]
-    lengths = torch.tensor([t.shape[0] for t in tensors], dtype=torch.long)
-    batch = torch.zeros(len(tensors), int(lengths.max()) if tensors else 0)
-    for i, t in enumerate(tensors):
-        batch[i, : t.shape[0]] = t
-    return batch, lengths
 
 
 def zero_after(x: torch.Tensor, n_valid: torch.Tensor) -> torch.Tensor:
