@@ -34,7 +34,7 @@ from audioscore.models.components.grl import Adversary
 from audioscore.models.components.scorer import VocalScorer
 from audioscore.models.scorer_module import ScorerLitModule
 from bench.baselines import SignalStatsReward
-from rewards.base import is_reward_model
+from rewards.base import RewardModel
 from rewards.build import RESERVED, build_reward_model, compose_model_config
 
 BENCH_CONF = Path(__file__).resolve().parents[1] / "conf" / "bench"
@@ -161,7 +161,7 @@ def test_bench_model_composes(model):
 def test_bench_model_builds_offline(model, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     built, score_kwargs = build_reward_model(bench_model(model, tmp_path))
-    assert is_reward_model(built) and isinstance(score_kwargs, dict)
+    assert isinstance(built, RewardModel) and isinstance(score_kwargs, dict)
 
 
 @pytest.mark.parametrize("model", sorted(NEEDS_WEIGHTS))

@@ -41,8 +41,8 @@ def load_class(class_path: str) -> type:
             reason = f"{mod_name!r} has no attribute {attr!r}: {cause}"
         elif isinstance(cause, ModuleNotFoundError) and mod_name.startswith(str(cause.name)):
             reason = (
-                f"no module named {cause.name!r}: run from the folder that holds it, put that "
-                "folder on PYTHONPATH, or install the package"
+                f"module {mod_name!r} does not import: no module named {cause.name!r} (run from "
+                "the folder that holds it, put that folder on PYTHONPATH, or install the package)"
             )
         else:
             reason = f"module {mod_name!r} does not import: {type(cause).__name__}: {cause}"
