@@ -19,10 +19,10 @@ from helpers.legacy import original_logit, write_legacy_checkpoint
 from helpers.train import make_cfg
 
 from audiobase.audio import load_audio, save_audio
+from audiobase.muq import build_tiny_muq_dir, large_muq_config
 from audioscore.convert import main as convert_main
 from audioscore.export import load_scorer
 from audioscore.legacy import LEGACY_PREPROCESS, LegacyFormatError, read_legacy
-from audioscore.models.components.muq_encoder import build_tiny_muq_dir, large_muq_config
 from audioscore.train import adopt_init_lora, load_init_weights, train
 from rewards.audioscore_rm import load_scorer as reward_scorer
 

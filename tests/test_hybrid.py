@@ -15,11 +15,12 @@ from helpers.train import compose_tiny, compose_train
 from hydra.utils import instantiate
 from omegaconf import OmegaConf, open_dict
 
+from audiobase.muq import tiny_muq_config
+from audiobase.songeval_head import SongEvalHead
 from audioscore.export import export_scorer, read_export_config
 from audioscore.models.components.campp import CamppEncoder, save_random_campp
 from audioscore.models.components.fusion import FrameTimbre, align_frames
-from audioscore.models.components.head import SongEvalHead
-from audioscore.models.components.muq_encoder import MuQEncoder, tiny_muq_config
+from audioscore.models.components.muq_encoder import MuQEncoder
 from audioscore.models.components.scorer import VocalScorer, frozen_base_keys
 from audioscore.probe import probe
 from audioscore.train import train

@@ -16,10 +16,10 @@ from hydra.utils import instantiate
 from safetensors.torch import load_file
 
 from audiobase.audio import AudioError, save_audio
+from audiobase.muq import build_tiny_muq_dir
 from audioscore.calibrate import TanhCalibration, fit_calibration
 from audioscore.export import DEFAULT_PREPROCESS, ExportError, export_scorer
 from audioscore.export import load_scorer as export_load_scorer
-from audioscore.models.components.muq_encoder import build_tiny_muq_dir
 from rewards.audioscore_rm import AudioscoreRewardModel, load_scorer
 from rewards.base import BatchInput, is_reward_model
 

@@ -14,7 +14,7 @@ from helpers.callbacks import keys_seen
 from helpers.train import FAST, make_cfg, read_csv_rows
 from safetensors.torch import load_file
 
-from audioscore.models.components.muq_encoder import build_tiny_muq_dir
+from audiobase.muq import build_tiny_muq_dir
 from audioscore.train import build_loggers, load_init_weights, train
 from rewards.audioscore_rm import load_scorer
 

@@ -1,13 +1,16 @@
-"""MuQ backbone tapped at one hidden layer, optionally truncated, with LoRA adapters (peft).
+"""MuQ built or loaded, and tapped at one hidden layer (optionally truncated above it).
+
+Shared by the trainer (`audioscore`'s `MuQEncoder` adds LoRA and fine-tuning to `MuQTap`) and
+the reward models that run MuQ (SongEval, CMI-RM's tiny build).
 
 Real weights come through `MuQ.from_pretrained(hub id or local dir)`; tests use a tiny random
 MuQ saved with `build_tiny_muq_dir` and loaded through that same call.
 
 Clips of different lengths share one backbone pass and each gets the features it gets alone
 (`muq_padded`: padding is invisible to MuQ's front end, convolutions and attention). A frozen
-encoder (no LoRA, `train_backbone=False`) with a `cache_dir` and per-clip keys stores each clip's
-unpadded features in a `FeatureCache` namespace hashed from its weights, config and tap, so
-epochs and runs on the same crops skip the backbone.
+tap with a `cache_dir` and per-clip keys stores each clip's unpadded features in a
+`FeatureCache` namespace hashed from its weights, config and tap, so epochs and runs on the
+same crops skip the backbone.
 """
 
 from __future__ import annotations
@@ -22,17 +25,15 @@ from pathlib import Path
 from typing import Any, cast
 
 import torch
-from peft import LoraConfig, inject_adapter_in_model
 from torch import nn
 from transformers import Wav2Vec2ConformerConfig
 
 from audiobase.cache import FeatureCache
 from audiobase.files import atomic_path
+from audiobase.muq_padded import muq_num_frames, muq_padded_hidden, stem_strides
 from audiobase.weights import hf_source, hub_mixin_quiet
-from audioscore.models.components.muq_padded import muq_num_frames, muq_padded_hidden, stem_strides
 
 DEFAULT_PRETRAINED = "OpenMuQ/MuQ-large-msd-iter"
-DEFAULT_LORA_TARGETS = ("linear_q", "linear_k", "linear_v", "linear_out")
 # MuQ recipe statistics for the normalised log-mel (global scalars)
 MEL_MEAN, MEL_STD = 6.768444971712967, 18.417922652295623
 
@@ -153,8 +154,10 @@ def muq_config_dict(muq: Any) -> dict:
     return asdict(cfg) if is_dataclass(cfg) and not isinstance(cfg, type) else dict(cfg)
 
 
-class MuQEncoder(nn.Module):
+class MuQTap(nn.Module):
     """Waveform [B, T] at 24 kHz -> MuQ hidden layer `layer` [B, F, D] at 25 Hz plus frame mask.
+
+    Frozen unless a subclass trains something (`audioscore`'s `MuQEncoder`: LoRA, backbone).
 
     Args:
         pretrained: hub id or local directory for `MuQ.from_pretrained`; None = random init from
@@ -162,10 +165,8 @@ class MuQEncoder(nn.Module):
             "large" = `large_muq_config()`, MuQ-large's architecture).
         layer: hidden-state index (0 = conv stem, k = output of conformer layer k).
         truncate: drop conformer layers above `layer` (same output, less compute).
-        lora: None (frozen backbone) or dict(r, alpha, dropout, target_modules).
-        train_backbone: also fine-tune the base weights (default False: only LoRA trains).
-        cache_dir: FeatureCache root for a frozen encoder (no LoRA, no backbone training); used
-            when forward() gets `keys`. Ignored while anything in the encoder trains.
+        cache_dir: FeatureCache root for a frozen tap; used when forward() gets `keys`. Ignored
+            while anything in the tap trains.
         weights_key: the config key that sets `pretrained`, named when the weights are missing.
     """
 
@@ -174,27 +175,15 @@ class MuQEncoder(nn.Module):
         pretrained: str | None = DEFAULT_PRETRAINED,
         layer: int = 6,
         truncate: bool = True,
-        lora: dict | None = None,
         muq_config: dict | str | None = None,
         seed: int = 0,
-        train_backbone: bool = False,
         cache_dir: str | None = None,
         weights_key: str = "model.net.encoder.pretrained",
     ) -> None:
         super().__init__()
-        # what standalone_config() needs to rebuild this architecture without `pretrained`
-        self.init_args = {
-            "layer": layer,
-            "truncate": truncate,
-            "lora": None if lora is None else dict(lora),
-            "seed": seed,
-            "train_backbone": train_backbone,
-            "cache_dir": cache_dir,
-        }
         self.pretrained = pretrained
         self.cache_dir = None if cache_dir is None else str(cache_dir)
         self._cache: FeatureCache | None = None
-        self.train_backbone = train_backbone
         self.muq: Any = load_muq(pretrained, muq_config, seed, weights_key)  # muq's MuQ (untyped)
         conformer = self.muq.model.conformer
         depth = len(conformer.layers)
@@ -209,11 +198,8 @@ class MuQEncoder(nn.Module):
         else:
             self.tap = layer
         self.out_dim = int(self.muq.config.encoder_dim)
-        self.has_lora = bool(lora)
         for p in self.muq.parameters():
-            p.requires_grad_(train_backbone)
-        if lora:
-            self._inject_lora(**lora)
+            p.requires_grad_(False)
         self.muq.eval()
         # frame count = f(samples): mel hop, then the time strides of the conv stem
         self.hop_length = int(self.muq.config.hop_length)
@@ -221,60 +207,11 @@ class MuQEncoder(nn.Module):
         # new weights (an export, init_from) mean a new cache namespace
         self.register_load_state_dict_post_hook(self._reset_cache)
 
-    def _inject_lora(
-        self,
-        r: int = 16,
-        alpha: int = 32,
-        dropout: float = 0.0,
-        target_modules: list[str] | tuple[str, ...] = DEFAULT_LORA_TARGETS,
-    ) -> None:
-        cfg = LoraConfig(
-            r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(target_modules)
-        )
-        try:
-            inject_adapter_in_model(cfg, self.muq)
-        except ValueError as e:  # peft's NoMatchingPeftModuleError
-            raise ValueError(
-                f"LoRA targets {list(target_modules)} match no module of MuQ up to layer "
-                f"{self.layer}: {e}"
-            ) from e
-        for name, p in self.muq.named_parameters():
-            if "lora_" in name:
-                p.requires_grad_(self._layer_used(name))
-
-    def _layer_used(self, name: str) -> bool:
-        """LoRA above the tapped layer cannot change the output: keep it frozen (DDP-safe)."""
-        marker = "conformer.layers."
-        if marker not in name:
-            return True
-        idx = int(name.split(marker, 1)[1].split(".", 1)[0])
-        return idx < self.layer
-
-    def train(self, mode: bool = True) -> MuQEncoder:
-        # BatchNorm stats, dropout and layerdrop of the backbone stay in eval; only LoRA dropout trains
+    def train(self, mode: bool = True) -> MuQTap:
+        # BatchNorm stats, dropout and layerdrop of the backbone stay in eval
         super().train(mode)
         self.muq.eval()
-        for name, m in self.muq.named_modules():
-            if name.endswith("lora_dropout") or ".lora_dropout." in name:
-                m.train(mode)
         return self
-
-    # ---- Pretrained protocol (export) --------------------------------------------------------
-    def base_state_keys(self) -> list[str]:
-        """state_dict keys of frozen pretrained weights (not LoRA), relative to this module; none
-        for a random init (nothing could rebuild it) or a fine-tuned backbone."""
-        if self.pretrained is None or self.train_backbone:
-            return []
-        return [k for k in self.state_dict() if k.startswith("muq.") and "lora_" not in k]
-
-    def standalone_config(self) -> dict[str, Any]:
-        """This encoder rebuilt from its own MuQ config (no hub access); weights come later."""
-        return {
-            "_target_": f"{MuQEncoder.__module__}.MuQEncoder",
-            "pretrained": None,
-            "muq_config": muq_config_dict(self.muq),
-            **self.init_args,
-        }
 
     # ---- frames and masks ------------------------------------------------------------------
     def num_frames(self, n_samples: torch.Tensor | int) -> torch.Tensor | int:

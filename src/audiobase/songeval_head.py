@@ -16,7 +16,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
-from audioscore.models.components.weights import state_problems
+from audiobase.weights_listing import state_problems
 
 # SongEval's five outputs, in the order of its `fc` rows (eval.py)
 SONGEVAL_DIMENSIONS = ("coherence", "musicality", "memorability", "clarity", "naturalness")

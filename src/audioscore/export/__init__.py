@@ -23,9 +23,9 @@ from torch import nn
 
 from audiobase.audio import MUQ_MIN_SAMPLES, MUQ_SR
 from audiobase.files import atomic_path, write_text
+from audiobase.muq_padded import length_sorted_batches, pad_waves
 from audiobase.preprocess import Preprocess
 from audioscore.calibrate import Calibration, CalibrationError
-from audioscore.models.components.muq_padded import length_sorted_batches, pad_waves
 from audioscore.models.components.scorer import frozen_base_keys, pretrained_modules
 from audioscore.safe_config import (
     StoredConfigError,
