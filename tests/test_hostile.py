@@ -30,7 +30,7 @@ from omegaconf import OmegaConf as OmegaConf_1_3  # noqa: E402
 from audioscore.export import ExportError, load_scorer, read_export_config  # noqa: E402
 from audioscore.probe import export_checkpoint  # noqa: E402
 from audioscore.safe_config import StoredConfigError, UnsafeTargetError  # noqa: E402
-from audioscore.train import load_init_weights  # noqa: E402
+from audioscore.training.init_from import load_init_weights  # noqa: E402
 from bench.guard import RunRefused  # noqa: E402
 from bench.models import build_model  # noqa: E402
 from rewards.build import build_reward_model  # noqa: E402

@@ -29,7 +29,7 @@ from audioscore.safe_config import (
     iter_targets,
     resolve_stored,
 )
-from audioscore.train import load_init_weights
+from audioscore.training.init_from import load_init_weights
 from rewards.build import BENCH_CONF_DIR, MODEL_CONF_DIR, build_reward_model, compose_model_config
 from rewards.serve import load_model
 
