@@ -38,7 +38,8 @@ from audioscore.models.components.campp import (
     compute_fbank,
 )
 from audioscore.probe import fit_probe
-from audioscore.synth import SR, make_singers, plan_split, render_clip
+from audioscore.synth.corpus import plan_split
+from audioscore.synth.voices import SR, make_singers, render_clip
 
 TINY_ARCH = {"embedding_size": 32, "growth_rate": 4, "bn_size": 2, "init_channels": 16}
 

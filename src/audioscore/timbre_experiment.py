@@ -57,7 +57,8 @@ from audioscore.data.groups import read_groups
 from audioscore.metrics.ranking import group_metrics
 from audioscore.models.components.ge2e import missing_package
 from audioscore.probe import fit_probe, pooled_features, select_part
-from audioscore.synth import Singer, make_corpus, read_clips_csv, timbre_axis
+from audioscore.synth import make_corpus, read_clips_csv
+from audioscore.synth.voices import Singer, timbre_axis
 from audioscore.train import train
 
 log = logging.getLogger(__name__)
