@@ -194,7 +194,7 @@ def test_marked_factories_pass_and_unmarked_ones_do_not(monkeypatch):
     "experiment", sorted(p.stem for p in (ROOT / "conf/train/experiment").glob("*.yaml"))
 )
 def test_every_run_config_passes_the_check(experiment, tmp_path):
-    """Run configs are read back from disk (`audioscore.probe` rebuilds a net from
+    """Run configs are read back from disk (`audioscore.studies.probe` rebuilds a net from
     `<run>/.hydra/config.yaml`, saved unresolved), so what every experiment saves must pass
     the same rule, resolved once with the harmless resolvers only."""
     cfg = compose_train(f"experiment={experiment}", "debug=tiny", f"paths.data_dir={tmp_path}")
@@ -283,7 +283,7 @@ def test_a_model_yaml_path_composes_with_project_defaults(tmp_path, export):
 
 
 def test_crafted_run_config_is_refused_by_the_probe(victim, tmp_path):
-    from audioscore.probe import export_checkpoint
+    from audioscore.studies.probe import export_checkpoint
 
     run = tmp_path / "run"
     (run / ".hydra").mkdir(parents=True)
