@@ -1,5 +1,7 @@
 """SongEval-style scorer head with a padding mask: frame MLP, attention, mean+max pooling.
 
+Shared by the trainer (the scorer's head) and the SongEval reward model (SongEval's own head).
+
 The module names and shapes are SongEval's (`ASLP-lab/SongEval` `model.py` `Generator`), so its
 released head (`ckpt/model.safetensors`) loads strictly: `init="songeval:PATH[#dimension]"`.
 """
