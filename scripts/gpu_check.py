@@ -227,7 +227,7 @@ def build_cmi_rm(ctx: Ctx, out: Path) -> Path:
     from safetensors.torch import save_file
     from transformers import XLMRobertaConfig, XLMRobertaModel
 
-    from audioscore.models.components.muq_encoder import large_muq_config
+    from audiobase.muq import large_muq_config
     from rewards.cmi_rm.config import CONFIG_NAME, WEIGHTS_NAME, CMIRMConfig
     from rewards.cmi_rm.model import CMIRewardNet
     from rewards.cmi_rm.tiny import build_tiny_cmi_rm, save_tiny_tokenizer

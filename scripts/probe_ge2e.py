@@ -4,8 +4,8 @@ python scripts/probe_ge2e.py outputs/timbre_ge2e/corpora/control/val.json \
     [--campp-weights outputs/timbre_pt/campp_pretrained.bin] [--max-s 1.5 0]
 
 For each groups file and crop (`--max-s`, 0 = whole clips): the cross-validated logistic singer
-probe on each encoder's L2-normalised embeddings (`audioscore.campp_pretrain.singer_probe`: C = 1,
-5 folds x 5 repeats, margin = accuracy - chance) and the mean cosine similarity of clip pairs of
+probe on each encoder's L2-normalised embeddings
+(`audioscore.studies.campp_pretrain.singer_probe`: C = 1, 5 folds x 5 repeats, margin = accuracy - chance) and the mean cosine similarity of clip pairs of
 the same singer and of different singers.
 """
 
@@ -18,10 +18,10 @@ import numpy as np
 import torch
 
 from audiobase.audio import load_audio
-from audioscore.campp_pretrain import probe_clips
 from audioscore.data.groups import read_groups
 from audioscore.models.components.campp import CamppEncoder, build_tiny_campp_encoder
 from audioscore.models.components.ge2e import Ge2eEncoder
+from audioscore.studies.campp_pretrain import probe_clips
 
 
 def cosines(encoder, wavs: list[np.ndarray], singers: list[str]) -> tuple[float, float]:

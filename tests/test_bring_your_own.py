@@ -244,7 +244,7 @@ def test_user_encoder_yaml_replaces_the_encoder_by_command_line(user_dir):
         "hop": 480,
         "out_dim": 16,
     }
-    assert cfg.model.net.head._target_ == "audioscore.models.components.head.SongEvalHead"
+    assert cfg.model.net.head._target_ == "audiobase.songeval_head.SongEvalHead"
 
 
 def test_user_encoder_and_head_from_own_config_folder_train_and_export(trained):

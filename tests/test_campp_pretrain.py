@@ -1,4 +1,4 @@
-"""audioscore.campp_pretrain: a tiny CAM++ trained on other synthetic singers, saved as a user's
+"""audioscore.studies.campp_pretrain: a tiny CAM++ trained on other synthetic singers, saved as a user's
 weights file and loaded through the user's path."""
 
 from __future__ import annotations
@@ -11,14 +11,14 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from audiobase.audio import CAMPP_SR
-from audioscore import campp_pretrain as cp
 from audioscore.models.components.campp import (
     CamppEncoder,
     build_tiny_campp_encoder,
     load_campp_state,
     state_sha1,
 )
-from audioscore.timbre_experiment import CONF_DIR
+from audioscore.studies import campp_pretrain as cp
+from audioscore.studies.timbre_experiment import CONF_DIR
 
 SMALL = dict(singers=4, clips_per_singer=4, steps=40, batch_size=8, crop_s=0.5)
 

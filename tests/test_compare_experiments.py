@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from audioscore.compare import compare_experiments, expand_specs, mean_std
+from audioscore.studies.compare import compare_experiments, expand_specs, mean_std
 
 ROOT = Path(__file__).resolve().parents[1]
 

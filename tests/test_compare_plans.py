@@ -1,5 +1,5 @@
-"""audioscore.compare (scripts/compare_plans.py) on synthetic CSVLogger run directories, and
-the singer probe of audioscore.probe (scripts/probe_singer.py)."""
+"""audioscore.studies.compare (scripts/compare_plans.py) on synthetic CSVLogger run directories, and
+the singer probe of audioscore.studies.probe (scripts/probe_singer.py)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import yaml
 
-from audioscore import compare as compare_plans
-from audioscore import probe as probe_singer
+from audioscore.studies import compare as compare_plans
+from audioscore.studies import probe as probe_singer
 
 
 def fake_run(
@@ -78,7 +78,7 @@ def test_duplicate_labels_stay_distinct(tmp_path):
     assert [r["run"] for r in res["rows"]] == ["muq_lora", "muq_lora (seed1)"]
 
 
-# --- audioscore.probe: the probe itself on features with known singer information ---
+# --- audioscore.studies.probe: the probe itself on features with known singer information ---
 
 
 def test_probe_separates_informative_from_blind_features():

@@ -19,11 +19,12 @@ from helpers.legacy import original_logit, write_legacy_checkpoint
 from helpers.train import make_cfg
 
 from audiobase.audio import load_audio, save_audio
+from audiobase.muq import build_tiny_muq_dir, large_muq_config
 from audioscore.convert import main as convert_main
 from audioscore.export import load_scorer
 from audioscore.legacy import LEGACY_PREPROCESS, LegacyFormatError, read_legacy
-from audioscore.models.components.muq_encoder import build_tiny_muq_dir, large_muq_config
-from audioscore.train import adopt_init_lora, load_init_weights, train
+from audioscore.train import train
+from audioscore.training.init_from import adopt_init_lora, load_init_weights
 from rewards.audioscore_rm import AudioscoreRewardModel
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -145,7 +146,7 @@ def test_init_from_original_checkpoint_adopts_lora_and_fills_weights(
 ):
     ckpt = tiny_run_checkpoint(tmp_path)
     cfg = make_cfg(tmp_path / "run", synth_corpus, f"init_from={ckpt}")
-    with caplog.at_level(logging.INFO, logger="audioscore.train"):
+    with caplog.at_level(logging.INFO, logger="audioscore.training.init_from"):
         adopt_init_lora(cfg)
         assert (cfg.model.net.encoder.lora.r, cfg.model.net.encoder.lora.alpha) == (8, 12)
         net = hydra.utils.instantiate(cfg.model).net

@@ -13,10 +13,11 @@ import pytest
 import torch
 from helpers.routes import make_tiny_export
 
-from audioscore.models.components.muq_encoder import load_muq, muq_num_frames
-from audioscore.models.components.muq_padded import (
+from audiobase.muq import load_muq
+from audiobase.muq_padded import (
     MEL_KEY,
     muq_mel,
+    muq_num_frames,
     muq_padded_forward,
     muq_padded_hidden,
 )

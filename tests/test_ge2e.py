@@ -16,7 +16,7 @@ import torch
 from helpers.train import FAST, compose_train
 from omegaconf import OmegaConf, open_dict
 
-import audioscore.timbre_experiment as te
+import audioscore.studies.timbre_experiment as te
 from audioscore.models.components.ge2e import (
     INSTALL,
     Ge2eEncoder,

@@ -10,6 +10,7 @@ import pytest
 import torch
 from scipy import stats
 
+from audiobase.songeval_head import SongEvalHead
 from audioscore.losses import (
     ListMLELoss,
     PairwiseLogisticLoss,
@@ -24,7 +25,6 @@ from audioscore.metrics import (
     pairwise_accuracy,
     spearman,
 )
-from audioscore.models.components.head import SongEvalHead
 
 
 def test_head_padding_does_not_change_score():

@@ -28,9 +28,9 @@ from hypothesis import strategies as st  # noqa: E402
 from omegaconf import OmegaConf as OmegaConf_1_3  # noqa: E402
 
 from audioscore.export import ExportError, load_scorer, read_export_config  # noqa: E402
-from audioscore.probe import export_checkpoint  # noqa: E402
+from audioscore.studies.probe import export_checkpoint  # noqa: E402
 from audioscore.safe_config import StoredConfigError, UnsafeTargetError  # noqa: E402
-from audioscore.train import load_init_weights  # noqa: E402
+from audioscore.training.init_from import load_init_weights  # noqa: E402
 from bench.guard import RunRefused  # noqa: E402
 from bench.models import build_model  # noqa: E402
 from rewards.build import build_reward_model  # noqa: E402
@@ -235,7 +235,7 @@ def test_planted_interpolations_never_build_anything(
     assert victim.read_text() == "keep me" and not planted.exists()
 
 
-# the run config `audioscore.probe` rebuilds a net from
+# the run config `audioscore.studies.probe` rebuilds a net from
 
 
 def run_folder(tmp_path: Path_1_3, edit) -> Path_1_3:
@@ -255,7 +255,8 @@ def run_folder(tmp_path: Path_1_3, edit) -> Path_1_3:
 
 def test_probe_refuses_a_resolver_call_in_the_run_config(victim_1_3, tmp_path):
     """Attack: a run's .hydra/config.yaml calls `oc.create` (here from a key the net references,
-    elsewhere in the file); `audioscore.probe` refuses it naming the key, before building."""
+    elsewhere in the file); `audioscore.studies.probe` refuses it naming the key, before
+    building."""
 
     def edit(config):
         config["paths"]["evil"] = open_payload(victim_1_3)
@@ -287,7 +288,7 @@ def test_probe_resolves_the_run_config_once(victim_1_3, tmp_path):
     assert victim_1_3.read_text() == "keep me"
     groups = tmp_path / "groups.json"
     groups.write_text("[]")
-    cli = run_cli("audioscore.probe", str(ckpt), str(groups))
+    cli = run_cli("audioscore.studies.probe", str(ckpt), str(groups))
     assert cli.returncode == 2, cli.stderr
     assert "refusing model.net.head.hidden_dim" in cli.stderr and "Traceback" not in cli.stderr
     assert victim_1_3.read_text() == "keep me"

@@ -15,13 +15,14 @@ from helpers.train import compose_tiny, compose_train
 from hydra.utils import instantiate
 from omegaconf import OmegaConf, open_dict
 
+from audiobase.muq import tiny_muq_config
+from audiobase.songeval_head import SongEvalHead
 from audioscore.export import export_scorer, read_export_config
 from audioscore.models.components.campp import CamppEncoder, save_random_campp
 from audioscore.models.components.fusion import FrameTimbre, align_frames
-from audioscore.models.components.head import SongEvalHead
-from audioscore.models.components.muq_encoder import MuQEncoder, tiny_muq_config
+from audioscore.models.components.muq_encoder import MuQEncoder
 from audioscore.models.components.scorer import VocalScorer, frozen_base_keys
-from audioscore.probe import probe
+from audioscore.studies.probe import probe
 from audioscore.train import train
 from rewards.audioscore_rm import AudioscoreRewardModel
 
@@ -150,7 +151,7 @@ def test_plan_b_config_builds_and_export_round_trips(plan_b):
 
 
 def test_probe_singer_on_plan_b_export(plan_b, synth_corpus, tmp_path):
-    """audioscore.probe end to end: parts, chance level, a bad clip recorded and skipped."""
+    """audioscore.studies.probe end to end: parts, chance level, a bad clip recorded and skipped."""
     groups = json.loads(Path(synth_corpus["train"]).read_text())
     base = Path(synth_corpus["train"]).parent
     for g in groups:

@@ -6,7 +6,8 @@ import pytest
 import torch
 from muq import MuQ
 
-from audioscore.models.components.muq_encoder import MuQEncoder, build_tiny_muq_dir
+from audiobase.muq import build_tiny_muq_dir
+from audioscore.models.components.muq_encoder import MuQEncoder
 
 LORA = {"r": 4, "alpha": 8, "dropout": 0.0}
 

@@ -7,8 +7,9 @@ import functools
 import pytest
 import torch
 
-from audioscore.models.components.head import SongEvalHead
-from audioscore.models.components.muq_encoder import MuQEncoder, muq_num_frames
+from audiobase.muq_padded import muq_num_frames
+from audiobase.songeval_head import SongEvalHead
+from audioscore.models.components.muq_encoder import MuQEncoder
 from audioscore.models.components.scorer import VocalScorer
 
 pytestmark = pytest.mark.usefixtures("one_thread")

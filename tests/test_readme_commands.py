@@ -29,7 +29,7 @@ from helpers.legacy import write_legacy_checkpoint
 from helpers.routes import make_tiny_export, write_clips
 
 from audiobase.audio import save_audio
-from audioscore.models.components.muq_encoder import build_tiny_muq_dir
+from audiobase.muq import build_tiny_muq_dir
 from audioscore.synth import make_corpus
 from rewards.cmi_rm.tiny import build_tiny_cmi_rm
 from rewards.songeval import build_tiny_songeval

@@ -17,7 +17,7 @@ from helpers.train import compose_train
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-import audioscore.models.components.muq_encoder as muq_encoder
+import audiobase.muq as audiobase_muq
 from audioscore.export import ExportError, export_scorer, load_scorer, read_export_config
 from audioscore.safe_config import (
     COMPONENT_MARK,
@@ -29,7 +29,7 @@ from audioscore.safe_config import (
     iter_targets,
     resolve_stored,
 )
-from audioscore.train import load_init_weights
+from audioscore.training.init_from import load_init_weights
 from rewards.build import BENCH_CONF_DIR, MODEL_CONF_DIR, build_reward_model, compose_model_config
 from rewards.serve import load_model
 
@@ -108,9 +108,9 @@ def test_score_cli_refuses_with_exit_status_2(export, victim, tmp_path):
         ("encoder", "shutil.rmtree", "outside the component packages"),
         ("list", "os.remove", "outside the component packages"),
         ("meta", "os.system", "outside the component packages"),
-        ("encoder", "audioscore.models.components.muq_encoder.build_tiny_muq_dir", "not marked"),
+        ("encoder", "audiobase.muq.build_tiny_muq_dir", "not marked"),
         ("encoder", "audiobase.files.write_text", "not marked"),
-        ("encoder", "audioscore.models.components.muq_encoder.os.remove", "is the module 'os'"),
+        ("encoder", "audiobase.muq.os.remove", "is the module 'os'"),
         ("encoder", "audiobase.cache.FeatureCache", "neither an nn.Module nor a dataclass"),
         ("encoder", "audioscore.models.components.nothing_here.X", "does not resolve"),
     ],
@@ -152,6 +152,17 @@ def test_real_tiny_export_loads_and_scores(export, tmp_path):
     assert scores.shape == (len(clips),) and torch.isfinite(torch.from_numpy(scores)).all()
 
 
+def test_an_export_naming_the_heads_old_module_scores_the_same(export, tmp_path):
+    # exports written before the head moved to audiobase name it under audioscore.models
+    def edit(config):
+        assert config["net"]["head"]["_target_"] == "audiobase.songeval_head.SongEvalHead"
+        config["net"]["head"]["_target_"] = "audioscore.models.components.head.SongEvalHead"
+
+    old = craft(export, tmp_path / "old", edit)
+    clips = [str(p) for p in write_clips(tmp_path)]
+    assert (load_scorer(old).score(clips) == load_scorer(export).score(clips)).all()
+
+
 @pytest.mark.parametrize(
     "model", sorted(p.stem for p in (ROOT / "conf/train/model").glob("*.yaml"))
 )
@@ -167,11 +178,11 @@ def test_every_model_config_exports_loadable(model, tmp_path):
 
 
 def test_marked_factories_pass_and_unmarked_ones_do_not(monkeypatch):
-    cfg = {"net": {"_target_": "audioscore.models.components.muq_encoder.tiny_muq_config"}}
+    cfg = {"net": {"_target_": "audiobase.muq.tiny_muq_config"}}
     with pytest.raises(UnsafeTargetError, match="not marked @component") as err:
         check_targets(cfg, "x.yaml")
     assert err.value.key == "net._target_" and err.value.where == "x.yaml"
-    monkeypatch.setattr(muq_encoder.tiny_muq_config, COMPONENT_MARK, True, raising=False)
+    monkeypatch.setattr(audiobase_muq.tiny_muq_config, COMPONENT_MARK, True, raising=False)
     check_targets(cfg, "x.yaml")
     check_targets(OmegaConf.create(cfg), "x.yaml")  # OmegaConf configs too
     check_targets({"preprocess": {"_target_": "audiobase.preprocess.Preprocess", "sr": 1}}, "x")
@@ -183,7 +194,7 @@ def test_marked_factories_pass_and_unmarked_ones_do_not(monkeypatch):
     "experiment", sorted(p.stem for p in (ROOT / "conf/train/experiment").glob("*.yaml"))
 )
 def test_every_run_config_passes_the_check(experiment, tmp_path):
-    """Run configs are read back from disk (`audioscore.probe` rebuilds a net from
+    """Run configs are read back from disk (`audioscore.studies.probe` rebuilds a net from
     `<run>/.hydra/config.yaml`, saved unresolved), so what every experiment saves must pass
     the same rule, resolved once with the harmless resolvers only."""
     cfg = compose_train(f"experiment={experiment}", "debug=tiny", f"paths.data_dir={tmp_path}")
@@ -272,7 +283,7 @@ def test_a_model_yaml_path_composes_with_project_defaults(tmp_path, export):
 
 
 def test_crafted_run_config_is_refused_by_the_probe(victim, tmp_path):
-    from audioscore.probe import export_checkpoint
+    from audioscore.studies.probe import export_checkpoint
 
     run = tmp_path / "run"
     (run / ".hydra").mkdir(parents=True)

@@ -15,10 +15,10 @@ from helpers.train import net_config
 from hydra.utils import instantiate
 
 from audiobase.audio import save_audio
+from audiobase.muq import build_tiny_muq_dir
 from audioscore import score as score_cli
 from audioscore.calibrate import IsotonicCalibration, fit_calibration
 from audioscore.export import export_scorer, load_scorer
-from audioscore.models.components.muq_encoder import build_tiny_muq_dir
 
 
 @pytest.fixture(scope="module")

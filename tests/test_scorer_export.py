@@ -16,9 +16,9 @@ from hydra.utils import instantiate
 from safetensors.torch import load_file
 
 from audiobase.audio import AudioError, save_audio
+from audiobase.muq import build_tiny_muq_dir
 from audioscore.calibrate import TanhCalibration, fit_calibration
 from audioscore.export import DEFAULT_PREPROCESS, ExportError, export_scorer, load_scorer
-from audioscore.models.components.muq_encoder import build_tiny_muq_dir
 from rewards.audioscore_rm import AudioscoreRewardModel
 from rewards.base import BatchInput, RewardModel
 

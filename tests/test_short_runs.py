@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from helpers.train import make_cfg
 
-from audioscore.models.components.muq_encoder import MuQEncoder, build_tiny_muq_dir
+from audiobase.muq import build_tiny_muq_dir
+from audioscore.models.components.muq_encoder import MuQEncoder
 from audioscore.train import train
 
 pytestmark = pytest.mark.usefixtures("one_thread")

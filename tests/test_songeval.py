@@ -26,9 +26,9 @@ from omegaconf import OmegaConf
 from safetensors.torch import load_file, save_file
 
 from audiobase.audio import load_audio
+from audiobase.songeval_head import HeadInitError, SongEvalHead
 from audiobase.weights import MissingWeightsError
 from audioscore.export import export_scorer, load_net
-from audioscore.models.components.head import HeadInitError, SongEvalHead
 from bench.run import run
 from rewards.base import MUSICALITY
 from rewards.songeval import (

@@ -14,19 +14,9 @@ from scipy.stats import spearmanr
 
 from audiobase.audio import MUQ_SR, load_audio
 from audioscore.data import read_groups
-from audioscore.synth import (
-    SCORE_MAX,
-    SCORE_MIN,
-    ClipPlan,
-    draw_degradations,
-    make_corpus,
-    make_groups,
-    make_singers,
-    plan_split,
-    read_clips_csv,
-    render_clip,
-    score_clip,
-)
+from audioscore.synth.corpus import make_corpus, make_groups, plan_split, read_clips_csv
+from audioscore.synth.labels import SCORE_MAX, SCORE_MIN, ClipPlan, draw_degradations, score_clip
+from audioscore.synth.voices import make_singers, render_clip
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 import make_synthetic_corpus  # noqa: E402
@@ -250,7 +240,8 @@ def test_groups_keep_their_size_range_and_order(n):
 
 
 def _knob_plans(effect: float = 0.0, confound: float = 0.0, n: int = 800):
-    from audioscore.synth import TimbreKnobs, timbre_axis
+    from audioscore.synth.labels import TimbreKnobs
+    from audioscore.synth.voices import timbre_axis
 
     cast = make_singers(8, seed=3)
     knobs = TimbreKnobs(timbre_axis(cast), effect, confound)
@@ -269,7 +260,7 @@ def _tau_slope(plans, tau) -> float:
 
 
 def test_timbre_axis_spans_minus_one_to_one_by_formant_scale():
-    from audioscore.synth import timbre_axis
+    from audioscore.synth.voices import timbre_axis
 
     cast = make_singers(8, seed=0)
     tau = timbre_axis(cast)
@@ -343,9 +334,9 @@ DEFAULT_CORPUS_SHA256 = {
 def test_defaults_keep_the_corpus_byte_identical(tmp_path, monkeypatch):
     import hashlib
 
-    from audioscore import synth
+    from audioscore.synth import corpus
 
-    monkeypatch.setattr(synth, "render_all", lambda *a, **k: None)  # plans and labels only
-    paths = synth.make_corpus(tmp_path / "c", timbre_effect=0.0, timbre_confound=0.0)
+    monkeypatch.setattr(corpus, "render_all", lambda *a, **k: None)  # plans and labels only
+    paths = corpus.make_corpus(tmp_path / "c", timbre_effect=0.0, timbre_confound=0.0)
     got = {k: hashlib.sha256(paths[k].read_bytes()).hexdigest() for k in DEFAULT_CORPUS_SHA256}
     assert got == DEFAULT_CORPUS_SHA256

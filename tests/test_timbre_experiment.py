@@ -1,5 +1,5 @@
-"""audioscore.timbre_experiment (scripts/timbre_experiment.py): the timbre-weight measure, the
-report and plot, and a micro grid end to end."""
+"""audioscore.studies.timbre_experiment (scripts/timbre_experiment.py): the timbre-weight
+measure, the report and plot (timbre_report), and a micro grid end to end."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from audioscore import timbre_experiment as te
+from audioscore.studies import timbre_experiment as te
+from audioscore.studies import timbre_report as tr
 
 
 def test_timbre_weight_reads_points_per_unit_tau_beyond_quality():
@@ -41,17 +42,17 @@ def fake_rows() -> list[dict]:
 def test_report_tables_losses_recoveries_and_plot(tmp_path):
     grid = te.load_grid(["experiments=[muq_lora,muq_lora_grl,hybrid_campp,hybrid_campp_grl]"])
     rows = fake_rows()
-    te.write_cells(tmp_path / "cells.csv", rows)
-    again = te.read_cells(tmp_path / "cells.csv")
+    tr.write_cells(tmp_path / "cells.csv", rows)
+    again = tr.read_cells(tmp_path / "cells.csv")
     assert again[5]["val_srcc"] == pytest.approx(rows[5]["val_srcc"])
-    md = te.write_report(again, grid, tmp_path).read_text()
+    md = tr.write_report(again, grid, tmp_path).read_text()
     assert "| spurious | muq_lora | 2 | 0.755 ± 0.007 |" in md
     assert "| control | muq_lora | 2 | 0.855 ± 0.007 | 4.00 ± 0.00 | 1.0 ± 0.0 |" in md
     # spurious plan A: loses 0.10 against control, its GRL gets back 0.11 of it
     assert "- spurious, muq_lora: loss against control +0.100" in md
     assert "muq_lora_grl minus muq_lora: +0.110 (per seed +0.110, +0.110), recovering 110%" in md
     assert "- genuine: plan B minus plan A: +0.030" in md
-    assert te.plot(again, grid, tmp_path).stat().st_size > 1000
+    assert tr.plot(again, grid, tmp_path).stat().st_size > 1000
 
 
 def test_grid_overrides_and_unknown_regime(tmp_path):
@@ -73,7 +74,7 @@ def test_micro_grid_end_to_end(tmp_path):
          "trainer.num_sanity_val_steps=0,++trainer.enable_checkpointing=false,"
          "trainer.enable_progress_bar=false]"]
     )  # fmt: skip
-    rows = te.read_cells(tmp_path / "cells.csv")
+    rows = tr.read_cells(tmp_path / "cells.csv")
     assert [(r["regime"], r["experiment"]) for r in rows] == [
         ("control", "muq_lora"),
         ("spurious", "muq_lora"),
@@ -128,7 +129,7 @@ def test_campp_weights_pretrains_once_per_folder(tmp_path, monkeypatch):
 
 def test_reuse_cells_takes_plan_a_rows_only(tmp_path):
     src = tmp_path / "old.csv"
-    te.write_cells(src, fake_rows())
+    tr.write_cells(src, fake_rows())
     grid = te.load_grid([f"reuse_cells={src}", "seeds=[0]", "experiments=[muq_lora,hybrid_campp]"])
     rows = te.reuse_cells(grid, [])
     assert {(r["experiment"], int(r["seed"])) for r in rows} == {("muq_lora", 0)}
@@ -154,5 +155,5 @@ def test_micro_grid_with_pretrained_campp(tmp_path):
     weights = tmp_path / "campp_pretrained.bin"
     namespace = "campp-" + CamppEncoder(str(weights)).config_hash()[:16]
     assert [p.name for p in (tmp_path / "corpora" / "feature_cache").iterdir()] == [namespace]
-    (row,) = te.read_cells(tmp_path / "cells.csv")
+    (row,) = tr.read_cells(tmp_path / "cells.csv")
     assert not np.isnan(row["probe_timbre_c1"])

@@ -14,8 +14,10 @@ from helpers.callbacks import keys_seen
 from helpers.train import FAST, make_cfg, read_csv_rows
 from safetensors.torch import load_file
 
-from audioscore.models.components.muq_encoder import build_tiny_muq_dir
-from audioscore.train import build_loggers, load_init_weights, train
+from audiobase.muq import build_tiny_muq_dir
+from audioscore.train import train
+from audioscore.training.init_from import load_init_weights
+from audioscore.training.loggers import build_loggers
 from rewards.audioscore_rm import AudioscoreRewardModel
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from hydra.utils import instantiate
 
+from audiobase.muq import DEFAULT_PRETRAINED
 from audiobase.weights import MissingWeightsError, find_user_error
 from audioscore.export import export_scorer
 from audioscore.legacy import (
@@ -27,7 +28,6 @@ from audioscore.legacy import (
     LegacyFormatError,
     read_legacy,
 )
-from audioscore.models.components.muq_encoder import DEFAULT_PRETRAINED
 
 log = logging.getLogger(__name__)
 

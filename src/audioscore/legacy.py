@@ -25,10 +25,11 @@ from typing import Any
 import torch
 
 from audiobase.audio import MUQ_MIN_SAMPLES, MUQ_SR
+from audiobase.muq import DEFAULT_PRETRAINED
 from audiobase.preprocess import Preprocess
+from audiobase.songeval_head import SongEvalHead
 from audioscore.calibrate import TanhCalibration
-from audioscore.models.components.head import SongEvalHead
-from audioscore.models.components.muq_encoder import DEFAULT_PRETRAINED, MuQEncoder
+from audioscore.models.components.muq_encoder import MuQEncoder
 from audioscore.models.components.scorer import VocalScorer
 
 log = logging.getLogger(__name__)

@@ -2,9 +2,9 @@
 
 SongEval = MuQ-large (`OpenMuQ/MuQ-large-msd-iter`) hidden state 6 -> its `Generator` head ->
 five scores in (1, 5): coherence, musicality, memorability, clarity, naturalness. Here MuQ is
-audioscore's `MuQEncoder` (layer 6, truncated above it: the same hidden state) and the head is
-audioscore's `SongEvalHead` with five outputs, loaded strictly from SongEval's released
-`ckpt/model.safetensors`. Its `config.yaml` (`generator:` section) gives the head's sizes; it is
+`audiobase.muq.MuQTap` (layer 6, truncated above it: the same hidden state) and the head is
+`audiobase.songeval_head.SongEvalHead` (also the scorer's head) with five outputs, loaded
+strictly from SongEval's released `ckpt/model.safetensors`. Its `config.yaml` (`generator:` section) gives the head's sizes; it is
 read as data, never instantiated.
 
 As SongEval's `eval.py`: the whole clip (no crop, no loudness normalisation), mono at 24 kHz,
@@ -33,10 +33,10 @@ from safetensors.torch import save_file
 
 from audiobase.audio import MUQ_MIN_SAMPLES, MUQ_SR
 from audiobase.files import atomic_path, write_text
+from audiobase.muq import DEFAULT_PRETRAINED, MuQTap, build_tiny_muq_dir
 from audiobase.plan import length_sorted_batches, pad_waves
 from audiobase.preprocess import Preprocess
-from audiobase.weights import MissingWeightsError
-from audioscore.models.components.head import (
+from audiobase.songeval_head import (
     SONGEVAL_DIMENSIONS,
     SONGEVAL_HEADS,
     SONGEVAL_WEIGHTS,
@@ -46,11 +46,7 @@ from audioscore.models.components.head import (
     load_songeval_head,
     songeval_weights,
 )
-from audioscore.models.components.muq_encoder import (
-    DEFAULT_PRETRAINED,
-    MuQEncoder,
-    build_tiny_muq_dir,
-)
+from audiobase.weights import MissingWeightsError
 from rewards.base import MUSICALITY, BatchInput, RewardModel, ScoreItemError, as_input
 
 SONGEVAL_LAYER = 6  # eval.py: output["hidden_states"][6]
@@ -202,7 +198,7 @@ class SongEvalRewardModel(RewardModel):
             muq = str(Path(checkpoint) / "muq") if tiny else DEFAULT_PRETRAINED
         weights, cfg_path = find_songeval(checkpoint)
         head_cfg = read_head_config(cfg_path)
-        self.encoder = MuQEncoder(
+        self.encoder = MuQTap(
             pretrained=str(muq),
             layer=SONGEVAL_LAYER,
             truncate=True,
@@ -256,7 +252,7 @@ class SongEvalRewardModel(RewardModel):
                 raise ScoreItemError(i, item, f"{type(e).__name__}: {e}") from e
         n_dims = len(SONGEVAL_DIMENSIONS)
         out = np.full((len(wavs), 2 + n_dims), np.nan, dtype=np.float64)
-        # similar lengths share a batch; MuQEncoder batches unequal lengths exactly
+        # similar lengths share a batch; MuQTap batches unequal lengths exactly
         for idx in length_sorted_batches([w.shape[0] for w in wavs], batch_size):
             out[idx, 2:] = self._score([wavs[i] for i in idx]).numpy()
         out[:, MUSICALITY] = out[:, 2 + SONGEVAL_DIMENSIONS.index("musicality")]

@@ -73,7 +73,7 @@ def net_config(pretrained: str | None) -> dict:
             "lora": {"r": 4, "alpha": 8},
         },
         "head": {
-            "_target_": "audioscore.models.components.head.SongEvalHead",
+            "_target_": "audiobase.songeval_head.SongEvalHead",
             "_partial_": True,
             "hidden_dim": 32,
             "attn_layers": 1,

@@ -10,15 +10,18 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
 
+from audiobase.preprocess import Preprocess
 from audioscore.calibrate import Calibration, fit_calibration
 from audioscore.data.datamodule import GroupsDataModule, ValItems
 from audioscore.export import ExportError, export_scorer, score_wavs
+from audioscore.losses import ScoreRegressionLoss
 from audioscore.models.components.scorer import frozen_base_keys
 from audioscore.safe_config import UntrustedInputError, read_yaml, resolve_stored
 
@@ -74,6 +77,33 @@ def fit_export_calibration(net: torch.nn.Module, datamodule: Any) -> Calibration
             "calibration: %d %s clips, %d knots, in-sample MAE %.3f", cal.n, source, len(cal.x), mae
         )
     return cal
+
+
+def export_best(
+    model: Any, ckpt_path: str | None, cfg: DictConfig, out_dir: Path, preprocess: Preprocess
+) -> Path:
+    """Export the best checkpoint (or the final weights) as a self-contained scorer dir, with
+    the run's resolved net config (what `load_net` instantiates) and a calibration of its raw
+    scores onto the label scale (`fit_export_calibration`; none when no clip has a score)."""
+    if ckpt_path and Path(ckpt_path).is_file():
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        state = {k[4:]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
+        model.net.load_state_dict(state, strict=bool(cfg.save_full_encoder))
+    meta = {"experiment": cfg.get("experiment_name"), "plan": cfg.get("plan"), "ckpt": ckpt_path}
+    if isinstance(model.loss_fn, ScoreRegressionLoss):  # score = (raw - mean) / std
+        meta["score_mean"], meta["score_std"] = float(model.loss_fn.mean), float(model.loss_fn.std)
+    trainer = getattr(model, "_trainer", None)  # None when exported outside a fit
+    datamodule = getattr(trainer, "datamodule", None)
+    calibration = fit_export_calibration(model.net, datamodule) if datamodule else None
+    return export_scorer(
+        model.net,
+        out_dir / "export",
+        net_config=cast(dict, OmegaConf.to_container(cfg.model.net, resolve=True)),
+        save_full_encoder=bool(cfg.save_full_encoder),
+        preprocess=preprocess,
+        meta=meta,
+        calibration=calibration,
+    )
 
 
 CKPT_CHOICES = ("best", "last")

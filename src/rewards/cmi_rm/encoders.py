@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from audioscore.models.components.muq_padded import muq_padded_hidden
+from audiobase.muq_padded import muq_padded_hidden
 
 _TOKENIZER_LOCK = threading.Lock()
 

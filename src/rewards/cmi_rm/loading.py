@@ -9,7 +9,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from audioscore.models.components.weights import listing, state_problems
+from audiobase.weights_listing import listing, state_problems
 from rewards.cmi_rm.config import CheckpointError
 from rewards.cmi_rm.model import ENCODER_PREFIXES, CMIRewardNet
 

@@ -8,7 +8,7 @@ Modes (as the official `baselines/inference.py`):
 
 By default a clip's score does not depend on its batch-mates: chunks (of evaluated clips and
 references alike) are encoded `batch_size` per MuQ pass in length order, padded but exact (MuQ
-never sees the padding: `audioscore.models.components.muq_padded`), downsamplers run on each
+never sees the padding: `audiobase.muq_padded`), downsamplers run on each
 item's own frames, and a clip without reference audio gets an empty reference. What clips of one
 call share is encoded once per call: each distinct text or lyrics string, and each distinct
 reference waveform (the same tensor, or equal samples: both sides of a benchmark pair carry the

@@ -27,7 +27,7 @@ from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processor
 from transformers import PreTrainedTokenizerFast, XLMRobertaConfig, XLMRobertaModel
 
 from audiobase.files import atomic_path
-from audioscore.models.components.muq_encoder import build_tiny_muq_dir
+from audiobase.muq import build_tiny_muq_dir
 from rewards.cmi_rm.config import CONFIG_NAME, WEIGHTS_NAME, CMIRMConfig
 from rewards.cmi_rm.model import CMIRewardNet
 

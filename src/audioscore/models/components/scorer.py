@@ -7,8 +7,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
+from audiobase.songeval_head import SongEvalHead
 from audioscore.models.components.fusion import FrameTimbre
-from audioscore.models.components.head import SongEvalHead
 from audioscore.models.components.protocols import ClipEncoder, Encoder, Pretrained
 
 

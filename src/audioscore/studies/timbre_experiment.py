@@ -16,14 +16,14 @@ every training seed, with the same optimizer steps. Each cell trains in this pro
 - `timbre_weight`: score points per unit of the singer's timbre tau that the scorer adds beyond
   quality: the tau coefficient over the quality coefficient of a least-squares fit of its raw
   validation scores on (quality, tau); truth: the corpus's timbre effect X (0 unless genuine);
-- `probe_c1`, `probe_c1e4`: singer-probe margin above chance (`audioscore.probe.fit_probe`,
+- `probe_c1`, `probe_c1e4`: singer-probe margin above chance (`audioscore.studies.probe.fit_probe`,
   logistic C = 1 and C = 1e4) on the part of the pooled vector the adversary sees (MuQ; plan B's
   CAM++ dims excluded); `probe_all_c1`: the whole pooled vector, timbre dims included;
   `probe_timbre_c1`: plan B's timbre dims alone.
 
 `campp.kind=pretrained`: plan B's tiny CAM++ is first trained to identify other synthetic singers
-(`audioscore.campp_pretrain`), once per output folder, and every plan B cell loads that file as a
-user loads a released checkpoint. `campp.kind=ge2e`: plan B's timbre encoder is the pretrained
+(`audioscore.studies.campp_pretrain`), once per output folder, and every plan B cell loads that
+file as a user loads a released checkpoint. `campp.kind=ge2e`: plan B's timbre encoder is the pretrained
 GE2E voice encoder (`campp@<node>=ge2e`, `audioscore.models.components.ge2e`). `reuse_cells`
 takes over plan A cells from an earlier run.
 
@@ -35,8 +35,6 @@ Writes `<out>/cells.csv` (one row per cell; finished cells are kept and skipped 
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import logging
 import sys
@@ -52,36 +50,25 @@ from scipy.stats import spearmanr
 
 from audiobase.files import write_text
 from audioscore.calibrate import cross_fitted_mae
-from audioscore.campp_pretrain import pretrain_campp
 from audioscore.config import load_config
 from audioscore.data.groups import read_groups
 from audioscore.metrics.ranking import group_metrics
 from audioscore.models.components.ge2e import missing_package
-from audioscore.probe import fit_probe, pooled_features, select_part
-from audioscore.synth import Singer, make_corpus, read_clips_csv, timbre_axis
+from audioscore.studies.campp_pretrain import pretrain_campp
+from audioscore.studies.probe import fit_probe, pooled_features, select_part
+from audioscore.studies.timbre_report import plot, read_cells, write_cells, write_report
+from audioscore.synth import make_corpus, read_clips_csv
+from audioscore.synth.voices import Singer, timbre_axis
 from audioscore.train import train
 
 log = logging.getLogger(__name__)
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+CONF_DIR = Path(__file__).resolve().parents[3] / "conf"
 CAMPP_TARGET = "audioscore.models.components.campp.build_campp_encoder"
 GE2E_TARGET = "audioscore.models.components.ge2e.Ge2eEncoder"
 TIMBRE_TARGETS = (CAMPP_TARGET, GE2E_TARGET)
 CAMPP_KINDS = ("random", "pretrained", "ge2e")
 GRID_FILE = CONF_DIR / "timbre" / "timbre.yaml"
-FIELDS = [
-    "regime", "experiment", "seed", "val_srcc", "val_srcc_pooled", "val_mae", "timbre_weight",
-    "probe_c1", "probe_c1e4", "probe_all_c1", "probe_timbre_c1", "train_s",
-]  # fmt: skip
-SHOWN = {  # table columns: key -> (title, digits)
-    "val_srcc": ("val SRCC", 3),
-    "val_mae": ("MAE", 2),
-    "timbre_weight": ("timbre weight", 1),
-    "probe_c1": ("probe C=1", 3),
-    "probe_c1e4": ("probe C=1e4", 3),
-    "probe_all_c1": ("probe C=1, all", 3),
-    "probe_timbre_c1": ("probe C=1, timbre", 3),
-}
 
 
 def load_grid(overrides: list[str] | None = None) -> DictConfig:
@@ -177,8 +164,9 @@ def uses_campp(grid: DictConfig, experiment: str) -> bool:
 def campp_weights(grid: DictConfig, out: Path) -> Path | None:
     """Plan B's CAM++ weights file under `grid.campp.kind`: None (random: the tiny random CAM++
     of `debug=tiny`; ge2e: GE2E's packaged weights) or `<out>/campp_pretrained.bin`, trained once
-    by `audioscore.campp_pretrain.pretrain_campp` and kept while its settings are unchanged. One
-    output folder holds one kind: cells of several kinds would share their labels."""
+    by `audioscore.studies.campp_pretrain.pretrain_campp` and kept while its settings are
+    unchanged. One output folder holds one kind: cells of several kinds would share their
+    labels."""
     kind = str(grid.campp.kind)
     if kind not in CAMPP_KINDS:
         raise ValueError(f"{GRID_FILE}: campp.kind must be one of {CAMPP_KINDS}, got {kind!r}")
@@ -296,180 +284,6 @@ def run_cell(
     train_s = time.monotonic() - t0
     res = evaluate_cell(objects["model"], objects["datamodule"], corpus, grid)
     return {"regime": regime, "experiment": experiment, "seed": seed, **res, "train_s": train_s}
-
-
-def read_cells(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    text = {"regime", "experiment"}
-    return [{k: (v if k in text else float(v)) for k, v in r.items()} for r in rows]
-
-
-def write_cells(path: Path, rows: list[dict[str, Any]]) -> None:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, FIELDS, extrasaction="ignore")
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
-    write_text(path, buf.getvalue())
-
-
-def cell_stats(rows: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, tuple]]:
-    """(regime, experiment) -> metric -> (mean, std over seeds, n)."""
-    out: dict[tuple[str, str], dict[str, tuple]] = {}
-    for r in rows:
-        out.setdefault((r["regime"], r["experiment"]), {})
-    for key in out:
-        sel = [r for r in rows if (r["regime"], r["experiment"]) == key]
-        out[key] = {}
-        for m in FIELDS[3:]:
-            v = np.array([float(r[m]) for r in sel], dtype=float)
-            v = v[~np.isnan(v)]
-            out[key][m] = (
-                (float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0, len(v))
-                if len(v)
-                else (float("nan"), float("nan"), 0)
-            )
-    return out
-
-
-def fmt(stat: tuple, digits: int) -> str:
-    mean, std, n = stat
-    if not n:
-        return "-"
-    return f"{mean:.{digits}f} ± {std:.{digits}f}" if n > 1 else f"{mean:.{digits}f}"
-
-
-def effects(rows: list[dict[str, Any]], grid: DictConfig) -> list[str]:
-    """Per-seed differences: each regime's loss of val SRCC against control, the GRL's recovery
-    of it, and plan B minus plan A; as markdown lines."""
-    by = {(r["regime"], r["experiment"], int(r["seed"])): float(r["val_srcc"]) for r in rows}
-    seeds = sorted({int(r["seed"]) for r in rows})
-    lines = []
-
-    def diffs(a: tuple[str, str], b: tuple[str, str]) -> np.ndarray:
-        return np.array(
-            [by[(*a, s)] - by[(*b, s)] for s in seeds if (*a, s) in by and (*b, s) in by]
-        )
-
-    def say(v: np.ndarray) -> str:
-        if not len(v):
-            return "-"
-        return f"{v.mean():+.3f} (per seed {', '.join(f'{x:+.3f}' for x in v)})"
-
-    confounded = [str(k) for k in grid.use_regimes if grid.regimes[k].timbre_confound]
-    fixes: dict[str, list[str]] = {
-        "muq_lora": ["muq_lora_grl"],
-        "hybrid_campp": ["hybrid_campp_grl"],
-    }
-    for label, variant in (grid.get("variants") or {}).items():  # GRL variants of either plan
-        base = str(variant.experiment).removesuffix("_grl")
-        if base in fixes:
-            fixes[base].append(str(label))
-    fixes["hybrid_campp"].append("hybrid_campp_proj_grl")
-    for exp, grls in fixes.items():
-        for regime in confounded:
-            loss = diffs(("control", exp), (regime, exp))
-            if not len(loss):
-                continue
-            lines.append(f"- {regime}, {exp}: loss against control {say(loss)}")
-            for grl_exp in grls:
-                grl = diffs((regime, grl_exp), (regime, exp))
-                if len(grl):
-                    rec = grl.mean() / loss.mean() if abs(loss.mean()) > 1e-9 else np.nan
-                    lines.append(
-                        f"  - {grl_exp} minus {exp}: {say(grl)}, recovering {rec:.0%} of the loss"
-                    )
-    for regime in [str(k) for k in grid.use_regimes]:
-        for suffix in ("", "_grl"):
-            d = diffs((regime, f"hybrid_campp{suffix}"), (regime, f"muq_lora{suffix}"))
-            if len(d):
-                lines.append(f"- {regime}: plan B{suffix.replace('_grl', ' + GRL')} minus "
-                             f"plan A{suffix.replace('_grl', ' + GRL')}: {say(d)}")  # fmt: skip
-    return lines
-
-
-def write_report(rows: list[dict[str, Any]], grid: DictConfig, out: Path) -> Path:
-    stats = cell_stats(rows)
-    cols = ["regime", "experiment", "seeds"] + [t for t, _ in SHOWN.values()]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for regime in grid.use_regimes:
-        for exp in grid.experiments:
-            st = stats.get((str(regime), str(exp)))
-            if st is None:
-                continue
-            cells = [fmt(st[m], d) for m, (_, d) in SHOWN.items()]
-            lines.append(f"| {regime} | {exp} | {st['val_srcc'][2]} | " + " | ".join(cells) + " |")
-    knobs = ", ".join(
-        f"{k}: X={grid.regimes[k].timbre_effect:g}, Y={grid.regimes[k].timbre_confound:g}"
-        for k in grid.use_regimes
-    )
-    secs = [float(r["train_s"]) for r in rows]
-    text = "\n".join(
-        [
-            "# Timbre experiment",
-            "",
-            f"Regimes ({knobs}); mean ± std over seeds; {len(rows)} cells, training "
-            f"{np.sum(secs):.0f} s in all ({np.mean(secs):.1f} s per cell).",
-            "",
-            *lines,
-            "",
-            "val SRCC within validation groups; MAE of calibrated scores (label points); timbre "
-            "weight = score points per unit tau the scorer adds beyond quality (truth: X); probe = "
-            "singer-probe margin above chance (logistic, C=1 or 1e4) on the MuQ part of the "
-            "pooled vector, on all of it (all: + plan B's timbre dims) or on the timbre dims "
-            "alone.",
-            "",
-            "Per-seed differences of val SRCC:",
-            "",
-            *effects(rows, grid),
-            "",
-        ]
-    )
-    return write_text(out / "timbre.md", text)
-
-
-def plot(rows: list[dict[str, Any]], grid: DictConfig, out: Path) -> Path:
-    import matplotlib  # heavy: only when plotting
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    regimes, exps = [str(r) for r in grid.use_regimes], [str(e) for e in grid.experiments]
-    metrics = ["val_srcc", "val_mae", "timbre_weight", "probe_c1", "probe_c1e4"]
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 4.2))
-    width = 0.8 / len(exps)
-    for ax, m in zip(axes, metrics, strict=True):
-        for j, exp in enumerate(exps):
-            for i, regime in enumerate(regimes):
-                v = [float(r[m]) for r in rows if (r["regime"], r["experiment"]) == (regime, exp)]
-                v = [x for x in v if not np.isnan(x)]
-                if not v:
-                    continue
-                x = i + (j - (len(exps) - 1) / 2) * width
-                ax.bar(
-                    x, np.mean(v), width, color=f"C{j}", alpha=0.6, label=exp if i == 0 else None
-                )
-                ax.plot([x] * len(v), v, "k.", ms=4)
-        if m == "timbre_weight":  # the truth: the corpus's timbre effect X
-            for i, regime in enumerate(regimes):
-                x_true = float(grid.regimes[regime].timbre_effect)
-                ax.plot([i - 0.45, i + 0.45], [x_true, x_true], "k--", lw=1)
-        ax.set_xticks(range(len(regimes)), regimes)
-        ax.set_title(SHOWN[m][0])
-        ax.grid(axis="y", alpha=0.3)
-        if m == "val_srcc":
-            lo = min(float(r[m]) for r in rows)
-            ax.set_ylim(max(0.0, lo - 0.05), 1.0)
-    handles, names = axes[0].get_legend_handles_labels()
-    fig.legend(handles, names, loc="lower center", ncol=min(len(exps), 4), fontsize=8)
-    fig.tight_layout(rect=(0, 0.07 * ((len(exps) + 3) // 4), 1, 1))
-    path = out / "timbre.png"
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
 
 
 def run_grid(grid: DictConfig, out: Path) -> dict[str, Any]:

@@ -10,10 +10,11 @@ released checkpoints. A user loads it like a released model: `source=<file>`
 (`model.net.timbre.source=<file> model.net.timbre.tiny=false`).
 
 `singer_probe` measures an encoder's singer identification on a corpus's held-out clips
-(cross-validated logistic regression, `audioscore.probe.fit_probe`):
+(cross-validated logistic regression, `audioscore.studies.probe.fit_probe`):
 
-    python -m audioscore.campp_pretrain --out campp.bin --probe outputs/timbre/corpora/control/val.json
-    python -m audioscore.campp_pretrain --weights campp.bin --probe <groups.json>   # no training
+    python -m audioscore.studies.campp_pretrain --out campp.bin \
+        --probe outputs/timbre/corpora/control/val.json
+    python -m audioscore.studies.campp_pretrain --weights campp.bin --probe <groups.json>  # no training
 """
 
 from __future__ import annotations
@@ -37,8 +38,9 @@ from audioscore.models.components.campp import (
     build_tiny_campp_encoder,
     compute_fbank,
 )
-from audioscore.probe import fit_probe
-from audioscore.synth import SR, make_singers, plan_split, render_clip
+from audioscore.studies.probe import fit_probe
+from audioscore.synth.corpus import plan_split
+from audioscore.synth.voices import SR, make_singers, render_clip
 
 TINY_ARCH = {"embedding_size": 32, "growth_rate": 4, "bn_size": 2, "init_channels": 16}
 

@@ -28,7 +28,7 @@ from typing import Any
 import yaml
 
 from audiobase.files import atomic_path, write_text
-from audioscore.probe import probe
+from audioscore.studies.probe import probe
 
 METRICS = {
     "val/srcc": "validation SRCC",
