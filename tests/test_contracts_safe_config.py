@@ -279,14 +279,19 @@ def test_resolve_stored_resolves_each_key_once_and_returns_it_by_its_dotted_name
 def test_resolve_stored_refuses_what_is_not_a_mapping():
     with pytest.raises(StoredConfigError) as err:
         resolve_stored([1], "c.yaml", ["a"])
-    assert (err.value.key, err.value.reason) == ("the file", "is not a mapping")
+    assert (err.value.where, err.value.key, err.value.reason) == (
+        "c.yaml",
+        "the file",
+        "is not a mapping",
+    )
 
 
 def test_resolve_stored_checks_every_string_not_only_the_selected_keys():
     raw = {"a": 1, "other": "${oc.create:{}}"}
     with pytest.raises(StoredConfigError) as err:
         resolve_stored(raw, "c.yaml", ["a"])
-    assert err.value.key == "other" and "'oc.create'" in err.value.reason
+    assert (err.value.where, err.value.key) == ("c.yaml", "other")
+    assert "'oc.create'" in err.value.reason
 
 
 def test_resolve_stored_takes_the_allowed_resolvers_from_the_caller():
@@ -299,13 +304,14 @@ def test_resolve_stored_refuses_a_config_omegaconf_cannot_hold():
     raw = {"a": datetime.date(2020, 1, 1)}
     with pytest.raises(StoredConfigError) as err:
         resolve_stored(raw, "c.yaml", ["a"])
-    assert err.value.key == "the file" and err.value.reason.startswith("is not a valid config (")
+    assert (err.value.where, err.value.key) == ("c.yaml", "the file")
+    assert err.value.reason.startswith("is not a valid config (")
 
 
 def test_a_missing_key_is_refused_as_missing():
     with pytest.raises(StoredConfigError) as err:
         resolve_stored({"a": {"b": 1}}, "c.yaml", ["a.c"])
-    assert (err.value.key, err.value.reason) == ("a.c", "is missing")
+    assert (err.value.where, err.value.key, err.value.reason) == ("c.yaml", "a.c", "is missing")
     with pytest.raises(StoredConfigError, match="refusing x: is missing"):
         resolve_stored({"x": None}, "c.yaml", ["x"])
 
@@ -314,7 +320,8 @@ def test_a_key_that_cannot_be_resolved_is_refused_naming_it():
     for raw, key in (({"a": "???"}, "a"), ({"a": {"b": "???"}}, "a"), ({"a": "${nope}"}, "a")):
         with pytest.raises(StoredConfigError) as err:
             resolve_stored(raw, "c.yaml", [key])
-        assert err.value.key == key and err.value.reason.startswith("cannot be resolved (")
+        assert (err.value.where, err.value.key) == ("c.yaml", key)
+        assert err.value.reason.startswith("cannot be resolved (")
 
 
 def test_an_escaped_interpolation_left_after_resolving_is_refused():
@@ -327,7 +334,11 @@ def test_the_selected_keys_targets_are_checked_at_their_dotted_place():
     raw = {"m": {"net": {"_target_": "os.system"}}, "unused": {"_target_": "os.remove"}}
     with pytest.raises(UnsafeTargetError) as err:
         resolve_stored(raw, "c.yaml", ["m.net"])
-    assert (err.value.key, err.value.target) == ("m.net._target_", "os.system")
+    assert (err.value.where, err.value.key, err.value.target) == (
+        "c.yaml",
+        "m.net._target_",
+        "os.system",
+    )
 
 
 def test_an_unselected_key_is_not_target_checked():
@@ -495,6 +506,20 @@ def test_a_package_that_does_not_exist_does_not_resolve():
     )
 
 
+def test_a_dotted_package_that_does_not_exist_is_named_whole():
+    reason = refusal("audioscore.ct_nothing.X", ("audioscore.ct_nothing",))
+    assert reason == (
+        "does not resolve inside the project (ImportError: no module 'audioscore.ct_nothing')"
+    )
+
+
+def test_a_selected_key_with_a_space_keeps_it_in_the_key_path():
+    raw = {"a b": {"net": {"_target_": "os.system"}}}
+    with pytest.raises(UnsafeTargetError) as err:
+        resolve_stored(raw, "c.yaml", ["a b.net"])
+    assert err.value.key == "a b.net._target_"
+
+
 def test_a_dotted_user_package_starts_resolving_at_its_own_depth(user_pkg):
     reason = refusal(f"{user_pkg}.broken.X", (f"{user_pkg}.broken",))
     assert "ct_no_such_dependency_xyz" in reason
@@ -537,6 +562,10 @@ def test_a_bad_package_environment_refuses_every_target(monkeypatch):
     monkeypatch.setenv(USER_PACKAGES_ENV, "bad-name")
     with pytest.raises(UnsafeTargetError) as err:
         check_targets({"n": {"_target_": "audiobase.preprocess.Preprocess"}}, "c.yaml")
-    assert (err.value.key, err.value.target) == (f"${USER_PACKAGES_ENV}", "bad-name")
+    assert (err.value.where, err.value.key, err.value.target) == (
+        "c.yaml",
+        f"${USER_PACKAGES_ENV}",
+        "bad-name",
+    )
     assert err.value.reason.startswith("'bad-name' is not a dotted package name")
     assert isinstance(err.value.__cause__, ComponentPackagesError)
