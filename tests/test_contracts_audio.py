@@ -589,6 +589,9 @@ def test_float64_stays_float64_and_other_dtypes_become_float32():
     assert resample(np.zeros(100, np.float32), SR, 4000).dtype == np.float32
     out = resample(np.full(100, 1000, np.int16), SR, 4000)
     assert out.dtype == np.float32 and out.shape == (50,)
+    out = resample(np.full((2, 100), 1000, np.int16), SR, 4000)
+    assert out.dtype == np.float32 and out.shape == (2, 50)
+    assert resample(np.zeros((2, 100), np.float64), SR, 4000).dtype == np.float64
 
 
 def test_every_leading_axis_is_resampled_as_its_own_signal():
