@@ -545,7 +545,7 @@ def id3(size: int, flags: int = 0) -> bytes:
 def test_an_id3_tag_is_skipped_by_its_syncsafe_size(tmp_path):
     size = 0x81 + 0x100  # spans two syncsafe bytes
     decoy = frame(LAYER2, 32)  # a Layer II header inside the tag: found only if it is not skipped
-    data = id3(size) + decoy + bytes(size - len(decoy)) + frame(FRAME_STEREO, 32)
+    data = id3(size) + bytes(100) + decoy + bytes(size - 100 - len(decoy)) + frame(FRAME_STEREO, 32)
     assert _mpeg_declares_frames(mp3(tmp_path, data))
 
 
@@ -727,3 +727,16 @@ def test_an_undeclared_length_is_refused_where_decoding_passed_the_limit(tmp_pat
     prefix = f"{path}: longer than the limit of max_seconds=0.5 s (decoding passed "
     assert text.startswith(prefix) and text.endswith(" s); raise max_seconds to read it")
     assert 0.5 <= float(text[len(prefix) :].split(" ")[0]) < 0.7
+
+
+def test_no_limit_reads_a_pyav_file_whole(tmp_path):
+    path = save_audio(tmp_path / "a.m4a", tone(1.0), SR)
+    assert load_audio(path, SR, max_seconds=None).shape == (SR,)
+
+
+def test_a_window_past_the_end_of_an_uncounted_mp3_returns_the_rest(tmp_path):
+    data = save_audio(tmp_path / "a.mp3", tone(1.0), SR).read_bytes()
+    path = tmp_path / "nocount.mp3"  # no Info header: no declared length to check against
+    path.write_bytes(data.replace(b"Info", b"\0\0\0\0", 1))
+    whole = load_audio(path, SR)
+    np.testing.assert_array_equal(load_audio(path, SR, duration=5.0), whole)
