@@ -176,6 +176,8 @@ def load_audio(
     wav = resample(wav, native_sr, sr)
     if duration is not None:
         wav = wav[: int(round(duration * sr))]
+    if wav.size == 0:  # fewer than one sample at `sr` (a tiny clip or window, a low rate)
+        raise AudioTooShortError(path, f"0 samples at {sr} Hz, shorter than one sample period")
     if float(np.max(np.abs(wav))) < SILENCE_PEAK:
         if reject_silent:
             raise AudioSilentError(path, "all samples are silent (peak below -80 dBFS)")
