@@ -268,7 +268,7 @@ def test_timbre_grid_keys_are_read(tmp_path, monkeypatch):
     every other key is read while the grid's corpora, CAM++ weights and every cell's training
     config are prepared (corpus rendering and pretraining faked). `probe` is read by
     evaluate_cell on trained weights (the slow micro-grid tests run it)."""
-    from audioscore import timbre_experiment as te
+    from audioscore.studies import timbre_experiment as te
     from audioscore.studies.campp_pretrain import pretrain_campp
     from audioscore.synth import make_corpus
 

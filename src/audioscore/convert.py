@@ -20,7 +20,7 @@ from pathlib import Path
 from hydra.utils import instantiate
 
 from audiobase.muq import DEFAULT_PRETRAINED
-from audiobase.weights import MissingWeightsError, find_user_error
+from audiobase.weights import MissingWeightsError, find_user_error, looks_like_hub_id
 from audioscore.export import export_scorer
 from audioscore.legacy import (
     LEGACY_CALIBRATION,
@@ -71,10 +71,14 @@ def convert_legacy(
         cause = e.__cause__ or e
         missing = find_user_error(e)
         if isinstance(missing, MissingWeightsError):  # the CLI's key for them is --muq
+            how = (
+                f"download with `huggingface-cli download {muq}`, or pass --muq DIR"
+                if looks_like_hub_id(str(muq))
+                else "pass --muq with a folder holding config.json + model.safetensors, or a hub id"
+            )
             raise ConvertError(
-                f"MuQ weights {missing.model_id} not found (offline and not in the cache): "
-                f"download with `huggingface-cli download {missing.model_id}`, or pass "
-                "--muq /path/to/local/folder"
+                f"cannot build the original's net on MuQ {muq!r}: its weights are not here "
+                f"(offline and not in the cache, or no such folder): {how}"
             ) from e
         raise ConvertError(
             f"cannot build the original's net on MuQ {muq or muq_config!r} (a hub id needs the "
