@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -39,13 +39,11 @@ from bench.models import (
     to_dict,
     weight_files,
 )
+from bench.plan import RunPlan
 from bench.plot_process import PlotProcess
 from bench.resume import set_aside
 from bench.score import Prefetch, ScoreJob, prefetch, score_rows
 from bench.store import ResultsStore
-
-if TYPE_CHECKING:
-    from bench.run import RunPlan
 
 log = logging.getLogger(__name__)
 
