@@ -143,6 +143,7 @@ def score_and_evaluate(
             planned = plan_decoding(plan, data, store)
         model, scoring_model, score_kwargs = prepare_model(cfg, model, score_kwargs)
     t_model = time.perf_counter()
+    plan.log_selection(data)
     pre = model_preprocess(model, cfg.max_dur, cfg.get("max_seconds"))
     fp = run_fingerprint(cfg, pre, planned)
     if not reading_only and (planned is None or fp != planned.fp):

@@ -90,7 +90,7 @@ class RunPlan:
             for p in [self.out / RESULTS, *part_files(self.out)]:
                 p.unlink(missing_ok=True)
 
-    def read_dataset(self, quiet: bool = False) -> Selection:
+    def read_dataset(self) -> Selection:
         """The dataset file, read once: every benchmark row and the selection. An empty
         selection is refused (`RunRefused`): it is a wrong split, subset or slice, not a
         result."""
@@ -104,17 +104,6 @@ class RunPlan:
             end_idx=cfg.get("end_idx"),
         )
         counts = data.counts
-        dropped = {
-            k.removeprefix("dropped_"): n for k, n in counts.items() if k.startswith("dropped")
-        }
-        if not quiet:
-            log.info(
-                "%s: %d of %d lines selected; dropped by %s",
-                ds.jsonl,
-                counts["selected"],
-                counts["lines"],
-                ", ".join(f"{k}: {n}" for k, n in dropped.items()),
-            )
         if not data.rows:
             raise RunRefused(
                 f"{ds.jsonl}: no rows selected: {counts['lines']} lines, "
@@ -125,6 +114,20 @@ class RunPlan:
                 f"end_idx={cfg.get('end_idx')}"
             )
         return data
+
+    def log_selection(self, data: Selection) -> None:
+        """Log what was selected and what each filter dropped."""
+        counts = data.counts
+        dropped = {
+            k.removeprefix("dropped_"): n for k, n in counts.items() if k.startswith("dropped")
+        }
+        log.info(
+            "%s: %d of %d lines selected; dropped by %s",
+            self.cfg.dataset.jsonl,
+            counts["selected"],
+            counts["lines"],
+            ", ".join(f"{k}: {n}" for k, n in dropped.items()),
+        )
 
     def outcome(
         self, rows: list[dict[str, Any]], scored_keys: list[str], run_info: dict[str, Any]

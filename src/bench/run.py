@@ -143,8 +143,8 @@ def run_cli(cfg: DictConfig) -> int:
         err = find_user_error(e)
         if err is None:
             raise
-        if isinstance(err, ImportError):  # rewards.optional.MissingPackageError: the fix
-            log.error("%s", err)
+        if err is e and isinstance(e, ImportError):  # rewards.optional.MissingPackageError
+            log.error("%s", e)
         else:
             print(f"error: {err}", file=sys.stderr, flush=True)
         return 2
