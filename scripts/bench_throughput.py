@@ -56,6 +56,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shlex
 import shutil
 import statistics
@@ -225,12 +226,16 @@ def run_once(side: dict[str, Any], keep: bool) -> dict[str, Any]:
     env = {**os.environ, **{k: expand(v, out) for k, v in side["env"].items()}}
     cmd = expand(side["cmd"], out)
     load = os.getloadavg()[0]
+    cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     p = subprocess.run(
         cmd, shell=True, cwd=side["cwd"], env=env, capture_output=True, text=True, check=False
     )
     wall = time.perf_counter() - t0
+    cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
     rec: dict[str, Any] = {"side": side["name"], "wall_s": wall, "rc": p.returncode}
+    rec["cpu_s"] = cpu  # user + system seconds of the command and every process it waited for
     rec["load_average_1m"] = load
     rec.update(read_scoring(out))
     if p.returncode != 0:
@@ -272,6 +277,7 @@ def summarize(runs: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
             "runs": len(mine),
             "failed_runs": sum(r["side"] == n and r["rc"] != 0 for r in runs),
             "wall_s": spread([r["wall_s"] for r in mine]),
+            "cpu_s": spread([r["cpu_s"] for r in mine if "cpu_s" in r]),
             "e2e_audio_s_per_s": spread(e2e),
             "scoring_audio_s_per_s": spread(aps),
             "scoring_from": sorted({r["scoring_from"] for r in mine if "scoring_from" in r}),
@@ -287,11 +293,13 @@ def summarize(runs: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
         if ra["rc"] == 0 and rb["rc"] == 0
     ]
     wa, wb = per_side[a]["wall_s"], per_side[b]["wall_s"]
+    ca, cb = per_side[a]["cpu_s"], per_side[b]["cpu_s"]
     sa, sb = per_side[a]["scoring_audio_s_per_s"], per_side[b]["scoring_audio_s_per_s"]
     return {
         "sides": per_side,
         "speedup_e2e": wb["median"] / wa["median"] if wa and wb else None,
         "speedup_e2e_per_pair": pairs,
+        "cpu_ratio": ca["median"] / cb["median"] if ca and cb and cb["median"] else None,
         "speedup_scoring": sa["median"] / sb["median"] if sa and sb else None,
     }
 
@@ -378,6 +386,8 @@ def compare_main(argv: list[str]) -> int:
         print(f"{name:8s} {m['runs']:4d} {wt:>28s} {st:>26s}")
     if r["speedup_e2e"]:
         print(f"end to end: ours is {r['speedup_e2e']:.2f}x theirs (median wall time ratio)")
+    if r.get("cpu_ratio"):
+        print(f"CPU seconds: ours uses {r['cpu_ratio']:.2f}x theirs (median ratio)")
     if r["speedup_scoring"]:
         print(f"scoring phase: ours is {r['speedup_scoring']:.2f}x theirs (median audio-s/s)")
     print(f"wrote {args.out}")

@@ -113,7 +113,7 @@ def test_plot_process_unused_is_stopped():
 
 def test_collection_paused_freezes_then_run_restores():
     from bench.infer import worker_start
-    from bench.run import collection_paused
+    from bench.pipeline import collection_paused
 
     assert gc.isenabled()
     try:

@@ -81,3 +81,26 @@ def test_a_failing_command_is_reported(tmp_path):
     assert p.returncode == 1
     r = json.loads((tmp_path / "cmp.json").read_text())
     assert r["sides"]["theirs"]["failed_runs"] == 1 and r["runs"][1]["rc"] == 7
+
+
+def test_upstream_comparison_skips_without_a_checkout(tmp_path):
+    script = SCRIPT.parent / "bench_vs_upstream.py"
+    env = {k: v for k, v in ENV.items() if k != "CMI_REWARDBENCH"}
+    p = subprocess.run(
+        [sys.executable, str(script), "--upstream", str(tmp_path / "none"), "--out", str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert p.returncode == 0
+    assert "skipped: upstream CMI-RewardBench not found" in p.stderr
+    assert list(tmp_path.iterdir()) == []  # nothing built or run
+
+
+def test_compare_records_cpu_seconds_per_run(tmp_path):
+    p = compare(tmp_path, repeats=1)
+    assert p.returncode == 0, p.stderr[-2000:]
+    report = json.loads((tmp_path / "cmp.json").read_text())
+    assert all(r["cpu_s"] > 0 for r in report["runs"])  # each fake run starts an interpreter
+    assert report["cpu_ratio"] > 0

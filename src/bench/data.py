@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from audiobase.audio import audio_duration
+from audiobase.schemas import AUDIO_A, AUDIO_B, LYRICS, PROMPT, REF_AUDIO, SOURCE, SPLIT
 from audiobase.weights import DEMO_CORPUS, UserError
 
 SUBSETS = ("PAM", "MusicEval", "MusicArena", "CMI-Pref")
@@ -50,7 +51,7 @@ class BenchRow:
     @property
     def sides(self) -> list[str]:
         """Sides to score: "a" always (a missing path becomes a recorded error), "b" for pairs."""
-        return ["a", "b"] if self.raw.get("audio2") else ["a"]
+        return ["a", "b"] if self.raw.get(AUDIO_B) else ["a"]
 
     def side_path(self, side: str) -> str | None:
         return self.audio_a if side == "a" else self.audio_b
@@ -162,36 +163,75 @@ def read_bench_counted(
     """`read_bench` plus what each filter dropped: {"lines", "dropped_split",
     "dropped_source" (not a benchmark subset), "dropped_subsets" (not in `subsets`),
     "dropped_slice", "selected"}."""
+    sel = read_selection(
+        path, root, split=split, subsets=subsets, start_idx=start_idx, end_idx=end_idx
+    )
+    return sel.rows, sel.counts
+
+
+@dataclass
+class Selection:
+    """A benchmark file read once: every benchmark row (split and source filters applied),
+    the selected ones (subsets and slice too), and what each filter dropped."""
+
+    every: list[BenchRow]
+    rows: list[BenchRow]
+    counts: dict[str, int]
+
+    @property
+    def keys(self) -> set[str]:
+        """Row keys of every benchmark row, selected or not (compaction keeps their records)."""
+        return {r.key for r in self.every}
+
+    def todo(self, done: set[str]) -> list[BenchRow]:
+        """The selected rows whose key is not in `done`."""
+        return [r for r in self.rows if r.key not in done]
+
+
+def read_selection(
+    path: str | Path,
+    root: str | Path,
+    *,
+    split: str | None = "test",
+    subsets: Sequence[str] | None = None,
+    start_idx: int = 0,
+    end_idx: int | None = None,
+) -> Selection:
+    """Read `path` once: its benchmark rows in file order, the selection (`subsets`, then the
+    slice [start_idx:end_idx], which applies after filtering as seed 004's
+    `--start_idx/--end_idx` do) and the counts of `read_bench_counted`."""
     unknown = set(subsets or ()) - set(SUBSETS)
     if unknown:
         raise BenchDataError(path, f"unknown subsets {sorted(unknown)}; choose from {SUBSETS}")
     raws = read_jsonl(path)
     counts = dict.fromkeys(("dropped_split", "dropped_source", "dropped_subsets"), 0)
-    rows: list[BenchRow] = []
+    every: list[BenchRow] = []
     for i, raw in enumerate(raws):
-        if split is not None and str(raw.get("split")) != str(split):
+        if split is not None and str(raw.get(SPLIT)) != str(split):
             counts["dropped_split"] += 1  # CMI-RewardBench drops rows without a matching `split`
             continue
-        subset = subset_of(raw.get("source"))
-        if subset is None or (subsets and subset not in subsets):
-            counts["dropped_source" if subset is None else "dropped_subsets"] += 1
+        subset = subset_of(raw.get(SOURCE))
+        if subset is None:
+            counts["dropped_source"] += 1
             continue
-        rows.append(
+        every.append(
             BenchRow(
                 index=i,
                 key=make_row_key(i, raw),
                 subset=subset,
                 raw=raw,
-                audio_a=resolve_path(raw.get("audio-path"), root),
-                audio_b=resolve_path(raw.get("audio2"), root),
-                ref_audio=resolve_path(raw.get("ref-audio-path"), root),
-                text=raw.get("prompt") or "",
-                lyrics=raw.get("lyrics") or "",
+                audio_a=resolve_path(raw.get(AUDIO_A), root),
+                audio_b=resolve_path(raw.get(AUDIO_B), root),
+                ref_audio=resolve_path(raw.get(REF_AUDIO), root),
+                text=raw.get(PROMPT) or "",
+                lyrics=raw.get(LYRICS) or "",
             )
         )
+    rows = [r for r in every if not subsets or r.subset in subsets]
+    counts["dropped_subsets"] = len(every) - len(rows)
     kept = rows[start_idx:end_idx]
     counts = {"lines": len(raws), **counts, "dropped_slice": len(rows) - len(kept)}
-    return kept, counts | {"selected": len(kept)}
+    return Selection(every, kept, counts | {"selected": len(kept)})
 
 
 def probe_duration(path: str | None) -> float:

@@ -113,7 +113,7 @@ class BatchDecodeDataset(Dataset):
 
 def worker_start(_worker_id: int, nice: int = 0) -> None:
     """Decoding workers collect garbage as usual (they may be forked while the runner has
-    Python's GC paused: bench.run.collection_paused) and run `nice` steps below the model, so
+    Python's GC paused: bench.pipeline.collection_paused) and run `nice` steps below the model, so
     they take the cores the model leaves idle instead of slowing every one of its threads."""
     gc.enable()
     if nice > 0:

@@ -15,13 +15,14 @@ from typing import Any
 
 import numpy as np
 
+from audiobase import schemas as S
 from bench.data import BenchRow
 
 SideScore = dict[str, Any]
 # {"alignment", "musicality", "valid", "error", "extra"?, "details"?, "nan"?: NaN dimensions}
 NONFINITE = "NonFiniteScore"  # the error kind of a NaN or infinite score (statistics, summary)
-DIMENSIONS = {"alignment": "predicted_text-music alignment", "musicality": "predicted_musicality"}
-NAN_FIELD = "bench_nan_scores"  # the record's fields a model returned NaN for
+DIMENSIONS = {"alignment": S.PRED_ALIGNMENT, "musicality": S.PRED_MUSICALITY}
+NAN_FIELD = S.NAN_SCORES  # the record's fields a model returned NaN for
 
 
 def pair_pref_label(a: float | None, b: float | None) -> str | None:
@@ -80,36 +81,34 @@ def make_result(
     pa = sides.get("a", {})
     pb = sides.get("b", {})
     res = dict(row.raw)
-    res["benchmark_dataset"] = row.subset
-    res["predicted_text-music alignment"] = pa.get("alignment")
-    res["predicted_musicality"] = pa.get("musicality")
+    res[S.SUBSET] = row.subset
+    res[S.PRED_ALIGNMENT] = pa.get("alignment")
+    res[S.PRED_MUSICALITY] = pa.get("musicality")
     if "b" in sides:
-        res["predicted_text-music alignment_b"] = pb.get("alignment")
-        res["predicted_musicality_b"] = pb.get("musicality")
+        res[S.PRED_ALIGNMENT + S.SIDE_B] = pb.get("alignment")
+        res[S.PRED_MUSICALITY + S.SIDE_B] = pb.get("musicality")
         mus = pair_pref_label(pa.get("musicality"), pb.get("musicality"))
         # Music Arena is decided on musicality only (upstream 326f8ac)
-        res["predicted_preference"] = mus
-        res["predicted_preference-musicality"] = mus
-        res["predicted_preference-alignment"] = pair_pref_label(
-            pa.get("alignment"), pb.get("alignment")
-        )
+        res[S.PRED_PREFERENCE] = mus
+        res[S.PRED_PREF_MUSICALITY] = mus
+        res[S.PRED_PREF_ALIGNMENT] = pair_pref_label(pa.get("alignment"), pb.get("alignment"))
     for n in extra_names:  # a failed side: None, as its other scores
-        res[f"predicted_{n}"] = pa.get("extra", {}).get(n)
+        res[f"{S.PREDICTED}{n}"] = pa.get("extra", {}).get(n)
         if "b" in sides:
-            res[f"predicted_{n}_b"] = pb.get("extra", {}).get(n)
+            res[f"{S.PREDICTED}{n}{S.SIDE_B}"] = pb.get("extra", {}).get(n)
     nan = [DIMENSIONS[d] for d in pa.get("nan") or []]
     nan += [DIMENSIONS[d] + "_b" for d in pb.get("nan") or []] if "b" in sides else []
     if nan:
         res[NAN_FIELD] = nan
-    res["inference_valid_a"] = bool(pa.get("valid", False))
+    res[S.VALID_A] = bool(pa.get("valid", False))
     if "b" in sides:
-        res["inference_valid_b"] = bool(pb.get("valid", False))
+        res[S.VALID_B] = bool(pb.get("valid", False))
     errs = [f"{s}: {sc['error']}" for s, sc in sorted(sides.items()) if sc.get("error")]
-    res["inference_error"] = " | ".join(notes + errs)
-    res["status"] = "ok" if all(sc.get("valid") for sc in sides.values()) else "error"
-    res["bench_row_index"] = row.index
-    res["bench_row_key"] = row.key
-    res["bench_model"] = model_name
+    res[S.ERROR] = " | ".join(notes + errs)
+    res[S.STATUS] = "ok" if all(sc.get("valid") for sc in sides.values()) else "error"
+    res[S.ROW_INDEX] = row.index
+    res[S.ROW_KEY] = row.key
+    res[S.MODEL] = model_name
     add_details(res, sides, model_name)
     return res
 

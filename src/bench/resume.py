@@ -14,19 +14,14 @@ import logging
 import os
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 from audiobase.files import write_text
+from audiobase.schemas import FINGERPRINT as FINGERPRINT_FIELD
 from bench.guard import RunRefused, inside
-from bench.store import FINGERPRINT, iter_records
+from bench.store import FINGERPRINT, RESULTS, ResultsStore, iter_records, part_files
 
 log = logging.getLogger(__name__)
-
-RESULTS = "results.jsonl"
-
-
-def part_files(out: Path) -> list[Path]:
-    """Per-rank journals left by a sharded run (merged into results.jsonl at the end)."""
-    return sorted(out.glob("results.rank*.jsonl"))
 
 
 def aside_path(out: Path, fp: str) -> Path:
@@ -48,17 +43,17 @@ def append_lines(path: Path, lines: list[str]) -> None:
     write_text(path, old + "".join(line + "\n" for line in lines))
 
 
-def set_aside(out: Path, fp: str) -> list[Path]:
+def set_aside(out: Path | ResultsStore, fp: str) -> list[Path]:
     """Make results.jsonl (and rank parts) hold only fingerprint `fp`'s records; returns the
-    files that received other fingerprints' records. Logs every move."""
+    files that received other fingerprints' records. Logs every move. `out`: the run's folder,
+    or its `ResultsStore` (read once; its records are updated to what the files now hold)."""
+    store = out if isinstance(out, ResultsStore) else ResultsStore.open(out)
+    out = store.out
     results = out / RESULTS
     parts = part_files(out)
-    by_fp: dict[str, list[str]] = defaultdict(list)
-    for p in [results, *parts]:
-        for rec in iter_records(p):
-            by_fp[str(rec.get("bench_fingerprint") or "")].append(
-                json.dumps(rec, ensure_ascii=False)
-            )
+    by_fp: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for rec in store.records:
+        by_fp[str(rec.get(FINGERPRINT_FIELD) or "")].append(rec)
     others = sorted(set(by_fp) - {fp})
     moved: list[Path] = []
     if others:
@@ -68,10 +63,11 @@ def set_aside(out: Path, fp: str) -> list[Path]:
         else:
             for other in others:
                 moved.append(aside_path(out, other))
-                append_lines(moved[-1], by_fp[other])
-            write_text(results, "".join(line + "\n" for line in by_fp.get(fp, [])))
+                append_lines(moved[-1], [dump(rec) for rec in by_fp[other]])
+            write_text(results, "".join(dump(rec) + "\n" for rec in by_fp.get(fp, [])))
             for p in parts:
                 p.unlink()
+        store.records = by_fp.get(fp, [])
         log.warning(
             "%s: the model, its code, weights, preprocessing or batching changed (fingerprint "
             "%s); earlier scores moved to %s, scoring starts afresh in %s",
@@ -82,8 +78,15 @@ def set_aside(out: Path, fp: str) -> list[Path]:
         )
     kept = aside_path(out, fp)
     if kept.is_file():
+        back = list(iter_records(kept))
         current = results.read_text(encoding="utf-8") if results.is_file() else ""
         append_lines(kept, [line for line in current.splitlines() if line.strip()])
         os.replace(kept, results)
+        store.records = back + store.records
         log.warning("%s: resuming the scores of fingerprint %s kept in %s", out, fp, kept.name)
     return moved
+
+
+def dump(rec: dict[str, Any]) -> str:
+    """A record as one line of a set-aside file."""
+    return json.dumps(rec, ensure_ascii=False)

@@ -12,7 +12,6 @@ from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
@@ -30,7 +29,7 @@ from bench.models import (
     score_streams,
     torch_threads,
 )
-from bench.store import ResultWriter
+from bench.store import ResultsStore, ResultWriter
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +47,20 @@ class Prefetch:
     def discard(self) -> None:
         """Drop the started decoding (its workers exit with their iterator)."""
         self.decoded = iter(())
+
+
+@dataclass
+class ScoreJob:
+    """What the scoring stage needs, decided once per run: the settings, the model (None: each
+    rank of a sharded run builds its own), its score kwargs, the input it gets, the resume
+    fingerprint and the results folder read once (`ResultsStore`, which gets what is written)."""
+
+    cfg: DictConfig
+    model: Any
+    score_kwargs: dict[str, Any]
+    pre: Preprocess
+    fp: str
+    store: ResultsStore
 
 
 def open_batches(
@@ -91,19 +104,16 @@ def batch_rows(cfg: DictConfig, rows: list[BenchRow], pre: Preprocess) -> list[l
 
 
 def score_local(
-    cfg: DictConfig,
-    model: Any,
-    score_kwargs: dict[str, Any],
+    job: ScoreJob,
     batches: list[list[BenchRow]],
-    pre: Preprocess,
     writer: ResultWriter,
-    fp: str = "",
     started: Iterator[list[dict[str, Any]]] | None = None,
     streams: int = 1,
 ) -> dict[str, Any]:
     """One process: workers decode ahead (`started`: decoding already under way), the model
     scores `streams` batches at once (threads; `bench.models.score_streams`), and each batch
     is appended durably in batch order."""
+    cfg, model, pre = job.cfg, job.model, job.pre
     device = resolve_device(cfg.get("device", "auto"))
     loader = started if started is not None else open_batches(cfg, batches, pre)
     grad = model_grad(cfg)
@@ -121,10 +131,10 @@ def score_local(
             model,
             decoded,
             pre.max_dur,
-            score_kwargs,
+            job.score_kwargs,
             str(cfg.model.name),
             autocast=lambda: autocast_for(device, bool(cfg.get("bf16", True))),
-            extra={"bench_fingerprint": fp},
+            extra={"bench_fingerprint": job.fp},
             per_side=cfg.get("batching") == "upstream",
             grad=grad,
         )
@@ -156,39 +166,38 @@ def score_local(
 
 
 def score_rows(
-    cfg: DictConfig,
-    model: Any,
-    score_kwargs: dict[str, Any],
-    rows: list[BenchRow],
-    pre: Preprocess,
-    out: Path,
-    fp: str,
-    early: Prefetch | None = None,
+    job: ScoreJob, rows: list[BenchRow], early: Prefetch | None = None
 ) -> dict[str, Any]:
-    """Score `rows` and append their records under `out`; returns the pass's counts.
+    """Score `rows` and append their records to the job's results folder; returns the
+    pass's counts.
 
-    `model=None` with `trainer.devices > 1`: every rank builds its own from `cfg.model`.
+    `job.model=None` with `trainer.devices > 1`: every rank builds its own from `cfg.model`.
     Under plain ddp every rank runs this; the counts of a non-zero rank say
     `is_global_zero: False` and that rank stops after scoring. `early`: decoding started
     before the model was built, used when it was planned for this fingerprint and these rows.
     """
+    cfg = job.cfg
     decoded = None
-    if early is not None and early.fp == fp and early.keys == [r.key for r in rows]:
+    if early is not None and early.fp == job.fp and early.keys == [r.key for r in rows]:
         batches, decoded = early.batches, early.decoded
     else:
         if early is not None:
             early.discard()
             log.debug("the built model differs from what its config said; decoding restarts")
-        batches = batch_rows(cfg, rows, pre)
+        batches = batch_rows(cfg, rows, job.pre)
     if not batches:
         return new_counts()
     if n_devices(cfg) > 1:
         # here on purpose: Lightning takes seconds to import and only sharded runs need it
         from bench.sharded import score_sharded
 
-        counts = score_sharded(cfg, model, score_kwargs, batches, out, fp)
+        out = job.store.out
+        counts = score_sharded(cfg, job.model, job.score_kwargs, batches, out, job.fp)
         return counts | {"batches": len(batches)}
-    streams = score_streams(cfg, model)
+    streams = score_streams(cfg, job.model)
     threads = pick_threads(cfg, streams=streams)
-    with ResultWriter(out / "results.jsonl") as writer, torch_threads(threads):
-        return score_local(cfg, model, score_kwargs, batches, pre, writer, fp, decoded, streams)
+    with job.store.writer() as writer, torch_threads(threads):
+        try:
+            return score_local(job, batches, writer, decoded, streams)
+        finally:
+            job.store.add(writer.written)

@@ -16,10 +16,14 @@ from pathlib import Path
 from typing import IO, Any
 
 from audiobase.files import write_text
+from audiobase.schemas import FINGERPRINT as FINGERPRINT_FIELD
+from audiobase.schemas import ROW_INDEX, ROW_KEY, STATUS
 from bench.guard import RunRefused, check_free_space
 from bench.records import flag_nan_scores, to_json_line
 
 log = logging.getLogger(__name__)
+
+RESULTS = "results.jsonl"
 
 
 class ResultWriter:
@@ -29,6 +33,7 @@ class ResultWriter:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._f: IO[str] | None = None
+        self.written: list[dict[str, Any]] = []  # each record as reading the file gives it
 
     def write(self, rows: Iterable[dict[str, Any]]) -> None:
         if self._f is None:
@@ -37,9 +42,11 @@ class ResultWriter:
                 self._f.seek(self._f.tell() - 1)
                 if self._f.read(1) != "\n":
                     self._f.write("\n")
-        self._f.write("".join(to_json_line(r) for r in rows))
+        lines = [to_json_line(r) for r in rows]
+        self._f.write("".join(lines))
         self._f.flush()
         os.fsync(self._f.fileno())  # a kill after this loses nothing already written
+        self.written += [json.loads(line) for line in lines]
 
     def close(self) -> None:
         if self._f is not None:
@@ -167,9 +174,80 @@ def compact(
     # the rewrite goes next to the old file before replacing it: about its size again
     need = sum(p.stat().st_size for p in [results, *part_paths] if p.is_file())
     check_free_space(results.parent, need, f"compacting {results}")
-    latest = [r for r in read_latest([results, *part_paths]).values() if keep is None or keep(r)]
-    rows = sorted(latest, key=lambda r: (r.get("bench_row_index", 0), r["bench_row_key"]))
-    write_text(results, "".join(to_json_line(r) for r in rows))
+    rows = write_compacted(results, read_latest([results, *part_paths]).values(), keep)
     for p in part_paths:
         p.unlink(missing_ok=True)
+    return rows
+
+
+class ResultsStore:
+    """A run's results folder read once: the records of results.jsonl and any rank part files
+    (`records`, file order), kept in memory while the run sets other fingerprints aside
+    (bench.resume.set_aside), looks up what is done, appends (`ResultWriter`) and compacts.
+    Only the part files a sharded run writes are read again, at compaction."""
+
+    def __init__(self, out: Path, records: list[dict[str, Any]]):
+        self.out = out
+        self.records = records
+
+    @classmethod
+    def open(cls, out: str | Path) -> ResultsStore:
+        out = Path(out)
+        return cls(out, [rec for p in [out / RESULTS, *part_files(out)] for rec in iter_records(p)])
+
+    @property
+    def results(self) -> Path:
+        return self.out / RESULTS
+
+    def latest(self) -> dict[str, dict[str, Any]]:
+        """`read_latest` of the files as they are now: key -> last record (shallow copies, so
+        flagging NaN scores never changes `records`)."""
+        latest = {rec[ROW_KEY]: dict(rec) for rec in self.records}
+        flag_nan_scores(list(latest.values()))
+        return latest
+
+    def done(self, fp: str) -> set[str]:
+        """Keys of rows scored ok under fingerprint `fp`."""
+        return {
+            k
+            for k, r in self.latest().items()
+            if r.get(STATUS) == "ok" and r.get(FINGERPRINT_FIELD) == fp
+        }
+
+    def writer(self) -> ResultWriter:
+        """An appender to results.jsonl; `add` its records once it is closed."""
+        return ResultWriter(self.results)
+
+    def add(self, records: Iterable[dict[str, Any]]) -> None:
+        """Records appended to results.jsonl by this process (ResultWriter.written)."""
+        self.records += list(records)
+
+    def compact(self, keep: Callable[[dict[str, Any]], bool] | None = None) -> list[dict[str, Any]]:
+        """`compact` without reading results.jsonl again: one record per row (those `keep`
+        accepts) in row order; rank part files (a sharded run) are merged in and removed."""
+        parts = part_files(self.out)
+        need = sum(p.stat().st_size for p in [self.results, *parts] if p.is_file())
+        check_free_space(self.out, need, f"compacting {self.results}")
+        self.records += [rec for p in parts for rec in iter_records(p)]
+        rows = write_compacted(self.results, self.latest().values(), keep)
+        for p in parts:
+            p.unlink(missing_ok=True)
+        self.records = list(rows)
+        return rows
+
+
+def part_files(out: Path) -> list[Path]:
+    """Per-rank journals left by a sharded run (merged into results.jsonl at the end)."""
+    return sorted(out.glob("results.rank*.jsonl"))
+
+
+def write_compacted(
+    results: Path,
+    latest: Iterable[dict[str, Any]],
+    keep: Callable[[dict[str, Any]], bool] | None = None,
+) -> list[dict[str, Any]]:
+    """Rewrite `results` atomically with the `latest` records `keep` accepts, in row order."""
+    kept = [r for r in latest if keep is None or keep(r)]
+    rows = sorted(kept, key=lambda r: (r.get(ROW_INDEX, 0), r[ROW_KEY]))
+    write_text(results, "".join(to_json_line(r) for r in rows))
     return rows

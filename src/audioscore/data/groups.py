@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from audiobase.schemas import AUDIO_FILE, SCORE, SINGER
 from audiobase.weights import DEMO_CORPUS, MissingDataError
 
 log = logging.getLogger(__name__)
@@ -153,14 +154,14 @@ def _parse_item(path: Path, g: int, i: int, item: Any, base: Path, prefix_map: d
     where = f"{path}: group {g}, item {i}"
     if not isinstance(item, dict):
         raise GroupsFormatError(f"{where}: must be an object, got {_kind(item)}")
-    audio = item.get("audio_file")
+    audio = item.get(AUDIO_FILE)
     if not isinstance(audio, str) or not audio.strip():
-        raise GroupsFormatError(f"{where}: needs a non-empty string 'audio_file'")
+        raise GroupsFormatError(f"{where}: needs a non-empty string {AUDIO_FILE!r}")
     out = dict(item)
-    out["audio_file"] = _resolve(audio.strip(), base, prefix_map)
-    out["score"] = _parse_score(where, item.get("score"))
-    singer = item.get("singer")
-    out["singer"] = None if singer is None or singer == "" else str(singer)
+    out[AUDIO_FILE] = _resolve(audio.strip(), base, prefix_map)
+    out[SCORE] = _parse_score(where, item.get(SCORE))
+    singer = item.get(SINGER)
+    out[SINGER] = None if singer is None or singer == "" else str(singer)
     return out
 
 

@@ -25,6 +25,12 @@ from audiobase.audio import MUQ_MIN_SAMPLES, MUQ_SR
 from audiobase.files import atomic_path, write_text
 from audiobase.plan import ScoringPlan
 from audiobase.preprocess import Preprocess
+from audiobase.schemas import (
+    EXPORT_CONFIG_NAME,
+    EXPORT_FORMAT,
+    EXPORT_VERSION,
+    EXPORT_WEIGHTS_NAME,
+)
 from audioscore.calibrate import Calibration, CalibrationError
 from audioscore.models.components.scorer import frozen_base_keys, pretrained_modules
 from audioscore.safe_config import (
@@ -36,9 +42,8 @@ from audioscore.safe_config import (
 
 log = logging.getLogger(__name__)
 
-FORMAT = "audioscore-scorer"
-VERSION = 1
-CONFIG_NAME, WEIGHTS_NAME = "config.yaml", "model.safetensors"
+FORMAT, VERSION = EXPORT_FORMAT, EXPORT_VERSION  # the file schema: audiobase.schemas
+CONFIG_NAME, WEIGHTS_NAME = EXPORT_CONFIG_NAME, EXPORT_WEIGHTS_NAME
 # the scorer's validation contract: the centre 30 s at -12 LUFS
 DEFAULT_PREPROCESS = Preprocess(
     sr=MUQ_SR, max_dur=30.0, crop="center", target_lufs=-12.0, min_samples=MUQ_MIN_SAMPLES
