@@ -27,6 +27,7 @@ import dataclasses
 import importlib
 import inspect
 import os
+import sys
 from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -35,7 +36,6 @@ import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf, grammar_parser
 from omegaconf.errors import GrammarParseError, OmegaConfBaseException
 from omegaconf.grammar.gen.OmegaConfGrammarParser import OmegaConfGrammarParser
-from torch import nn
 
 from audiobase.weights import UserError
 
@@ -274,7 +274,11 @@ def _refusal(target: str, packages: tuple[str, ...]) -> str | None:
             return None
         return "not marked @component (a user's component must carry the mark itself)"
     if inspect.isclass(obj):
-        if issubclass(obj, nn.Module) or dataclasses.is_dataclass(obj):
+        # an nn.Module subclass has imported torch: reading it from sys.modules keeps configs
+        # (bench.run, --help) from importing torch for a check that needs none
+        torch_nn = sys.modules.get("torch.nn")
+        is_module = torch_nn is not None and issubclass(obj, torch_nn.Module)
+        if is_module or dataclasses.is_dataclass(obj):
             return None
         return "a class that is neither an nn.Module nor a dataclass"
     if inspect.isfunction(obj):
