@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from audiobase.audio import save_audio
 from audiobase.files import atomic_path, write_text
@@ -177,12 +178,17 @@ def render_all(out: Path, plans: list[ClipPlan], cast: list[Singer], workers: in
     by_name = {s.name: s for s in cast}
     jobs = [(out / p.audio_file, p, by_name[p.singer]) for p in plans]
     workers = min(2, os.cpu_count() or 1) if workers is None else workers
-    if workers <= 1:
-        for job in jobs:
-            _render_job(job)
-        return
-    with ProcessPoolExecutor(workers) as pool:
-        list(pool.map(_render_job, jobs, chunksize=4))
+    # a bar on a terminal only (disable=None): logs and tests stay clean
+    bar = tqdm(total=len(jobs), desc="rendering clips", unit="clip", disable=None)
+    with bar:
+        if workers <= 1:
+            for job in jobs:
+                _render_job(job)
+                bar.update()
+            return
+        with ProcessPoolExecutor(workers) as pool:
+            for _ in pool.map(_render_job, jobs, chunksize=4):
+                bar.update()
 
 
 def _render_job(job: tuple[Path, ClipPlan, Singer]) -> None:
