@@ -19,13 +19,14 @@ HEAVY = ("torch", "lightning", "transformers", "peft", "sklearn")
 
 PROBE = """
 import json, runpy, sys
+HEAVY = set(json.loads(sys.argv[2]))
 sys.argv = [sys.argv[1], "--help"]
 code = 0
 try:
     runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
 except SystemExit as e:
     code = e.code or 0
-heavy = sorted({m.split(".")[0] for m in sys.modules} & set(json.loads(sys.argv[-1])))
+heavy = sorted({m.split(".")[0] for m in sys.modules} & HEAVY)
 print("\\n@@", json.dumps({"code": code, "heavy": heavy}))
 """
 

@@ -269,7 +269,7 @@ def test_timbre_grid_keys_are_read(tmp_path, monkeypatch):
     config are prepared (corpus rendering and pretraining faked). `probe` is read by
     evaluate_cell on trained weights (the slow micro-grid tests run it)."""
     from audioscore.studies import timbre_experiment as te
-    from audioscore.studies.campp_pretrain import pretrain_campp
+    from audioscore.studies.campp_speaker import pretrain_campp
     from audioscore.synth import make_corpus
 
     old_cells = tmp_path / "old_cells.csv"  # a finished grid to take plan A cells from
