@@ -123,7 +123,8 @@ def test_adversary_group_builds_with_the_data_sizes(kind, tmp_path):
 def test_training_run_reads_every_setting(tmp_path, synth_corpus, monkeypatch):
     """A tiny plan B + GRL run reads every key of train.yaml and paths/ (the wandb logger's
     tags and data name from the default logger group), and the keys TRAIN_READS names."""
-    from audioscore.train import build_loggers, train
+    from audioscore.train import train
+    from audioscore.training.loggers import build_loggers
 
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     cache = f"paths.root_dir={tmp_path}"  # data_dir (the CAM++ feature cache) out of the checkout
