@@ -5,7 +5,7 @@ python scripts/probe_ge2e.py outputs/timbre_ge2e/corpora/control/val.json \
 
 For each groups file and crop (`--max-s`, 0 = whole clips): the cross-validated logistic singer
 probe on each encoder's L2-normalised embeddings
-(`audioscore.studies.campp_pretrain.singer_probe`: C = 1, 5 folds x 5 repeats, margin = accuracy - chance) and the mean cosine similarity of clip pairs of
+(`audioscore.studies.campp_speaker.singer_probe`: C = 1, 5 folds x 5 repeats, margin = accuracy - chance) and the mean cosine similarity of clip pairs of
 the same singer and of different singers.
 """
 
@@ -21,7 +21,7 @@ from audiobase.audio import load_audio
 from audioscore.data.groups import read_groups
 from audioscore.models.components.campp import CamppEncoder, build_tiny_campp_encoder
 from audioscore.models.components.ge2e import Ge2eEncoder
-from audioscore.studies.campp_pretrain import probe_clips
+from audioscore.studies.campp_speaker import probe_clips
 
 
 def cosines(encoder, wavs: list[np.ndarray], singers: list[str]) -> tuple[float, float]:

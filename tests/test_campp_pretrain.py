@@ -1,4 +1,4 @@
-"""audioscore.studies.campp_pretrain: a tiny CAM++ trained on other synthetic singers, saved as a user's
+"""audioscore.studies.campp_speaker: a tiny CAM++ trained on other synthetic singers, saved as a user's
 weights file and loaded through the user's path."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from audioscore.models.components.campp import (
     load_campp_state,
     state_sha1,
 )
-from audioscore.studies import campp_pretrain as cp
+from audioscore.studies import campp_speaker as cp
 from audioscore.studies.timbre_experiment import CONF_DIR
 
 SMALL = dict(singers=4, clips_per_singer=4, steps=40, batch_size=8, crop_s=0.5)

@@ -123,7 +123,8 @@ def test_adversary_group_builds_with_the_data_sizes(kind, tmp_path):
 def test_training_run_reads_every_setting(tmp_path, synth_corpus, monkeypatch):
     """A tiny plan B + GRL run reads every key of train.yaml and paths/ (the wandb logger's
     tags and data name from the default logger group), and the keys TRAIN_READS names."""
-    from audioscore.train import build_loggers, train
+    from audioscore.train import train
+    from audioscore.training.loggers import build_loggers
 
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     cache = f"paths.root_dir={tmp_path}"  # data_dir (the CAM++ feature cache) out of the checkout
@@ -269,7 +270,7 @@ def test_timbre_grid_keys_are_read(tmp_path, monkeypatch):
     config are prepared (corpus rendering and pretraining faked). `probe` is read by
     evaluate_cell on trained weights (the slow micro-grid tests run it)."""
     from audioscore.studies import timbre_experiment as te
-    from audioscore.studies.campp_pretrain import pretrain_campp
+    from audioscore.studies.campp_speaker import pretrain_campp
     from audioscore.synth import make_corpus
 
     old_cells = tmp_path / "old_cells.csv"  # a finished grid to take plan A cells from

@@ -9,8 +9,8 @@ import pytest
 import yaml
 from helpers.train import make_cfg
 
+from audioscore.export import cli as export_cli
 from audioscore.export import load_scorer
-from audioscore.export import run as export_cli
 from audioscore.train import train
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -36,7 +36,7 @@ from bench.models import build_model  # noqa: E402
 from rewards.build import build_reward_model  # noqa: E402
 from rewards.cmi_rm import CheckpointError, CMIRewardModel  # noqa: E402
 from rewards.cmi_rm.tiny import build_tiny_cmi_rm  # noqa: E402
-from rewards.serve import load_model as serve_load_model  # noqa: E402
+from rewards.server import load_model as serve_load_model  # noqa: E402
 
 ROOT_1_3 = Path_1_3(__file__).resolve().parents[1]
 AUDIOSCORE_RM = "rewards.audioscore_rm.AudioscoreRewardModel"

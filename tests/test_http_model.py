@@ -17,7 +17,7 @@ from audiobase.preprocess import Preprocess
 from rewards import transport
 from rewards.base import BatchInput, RewardModel, ScoreItemError
 from rewards.http import HTTPRewardModel, HTTPScoreError, encode_wav_base64
-from rewards.serve import ScoreHandler, make_server
+from rewards.server import ScoreHandler, make_server
 
 SR = 24000
 

@@ -22,7 +22,7 @@ from bench.infer import model_preprocess
 from bench.run import run
 from rewards.audioscore_rm import AudioscoreRewardModel
 from rewards.http import HTTPRewardModel
-from rewards.serve import make_server
+from rewards.server import make_server
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf" / "bench")
 CONTRACT = Preprocess(

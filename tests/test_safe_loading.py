@@ -31,7 +31,7 @@ from audioscore.safe_config import (
 )
 from audioscore.training.init_from import load_init_weights
 from rewards.build import BENCH_CONF_DIR, MODEL_CONF_DIR, build_reward_model, compose_model_config
-from rewards.serve import load_model
+from rewards.server import load_model
 
 ROOT = Path(__file__).resolve().parents[1]
 

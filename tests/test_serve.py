@@ -24,7 +24,7 @@ from helpers.raw_http import (
 
 from rewards.base import RewardModel
 from rewards.http import encode_wav_base64
-from rewards.serve import json_depth, make_server
+from rewards.server import json_depth, make_server
 
 SR = 16_000
 

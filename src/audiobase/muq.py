@@ -31,9 +31,8 @@ from transformers import Wav2Vec2ConformerConfig
 from audiobase.cache import FeatureCache
 from audiobase.files import atomic_path
 from audiobase.muq_padded import muq_num_frames, muq_padded_hidden, stem_strides
-from audiobase.weights import hf_source, hub_mixin_quiet
+from audiobase.weights import DEFAULT_PRETRAINED, hf_source, hub_mixin_quiet
 
-DEFAULT_PRETRAINED = "OpenMuQ/MuQ-large-msd-iter"
 # MuQ recipe statistics for the normalised log-mel (global scalars)
 MEL_MEAN, MEL_STD = 6.768444971712967, 18.417922652295623
 

@@ -13,6 +13,9 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+# MuQ's default weights (`audiobase.muq`), here so that a CLI prints it without importing torch
+DEFAULT_PRETRAINED = "OpenMuQ/MuQ-large-msd-iter"
+
 
 class UserError(Exception):
     """An input the user must fix (missing weights, missing data): CLIs print the message as

@@ -27,8 +27,6 @@ from typing import Any, ClassVar
 
 import numpy as np
 from numpy.typing import ArrayLike
-from sklearn.isotonic import IsotonicRegression
-from sklearn.model_selection import KFold
 
 
 class CalibrationError(ValueError):
@@ -221,6 +219,9 @@ def fit_calibration(
     rise with the labels at all (one block) the map is that level plus a tiny ramp, which keeps
     the order. `tail_frac`: the tails' scale as a share of the label range.
     """
+    # scikit-learn: ~0.8 s of import that scoring (applying stored knots) does not need
+    from sklearn.isotonic import IsotonicRegression
+
     r, t = labelled(raw, labels)
     if len(r) == 0:
         return None
@@ -253,6 +254,8 @@ def fit_calibration(
 def cross_fitted_mae(raw: ArrayLike, labels: ArrayLike, folds: int = 5, seed: int = 0) -> float:
     """Mean absolute error of calibrated scores, each clip calibrated by a fit on the other
     folds (out of sample, unlike the MAE of a fit on all clips); NaN with < 4 labelled clips."""
+    from sklearn.model_selection import KFold  # ~0.8 s of import, as in fit_calibration
+
     r, t = labelled(raw, labels)
     if len(r) < 4:
         return float("nan")

@@ -10,7 +10,7 @@ table to `--out` when given. `score` is on the label scale when the export store
 are decoded ahead in DataLoader worker processes, at most a few batches of audio in memory; a
 bad file gets a row with its error (and a line on stderr), the others still score, and the exit
 status is 1 if any file failed (2 if the export cannot be loaded). A progress bar goes to
-stderr on long lists. No Lightning import here.
+stderr on long lists. No Lightning import here, and no torch before the arguments are parsed.
 """
 
 from __future__ import annotations
@@ -20,16 +20,17 @@ import csv
 import io
 import os
 import sys
-from collections.abc import Iterator
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
-from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from audiobase.audio import AudioError
 from audiobase.files import walk_files, write_text
 from audiobase.preprocess import Preprocess
-from audioscore.export import ExportError, load_scorer
+
+if TYPE_CHECKING:
+    from torch.utils.data import Dataset
 
 # what a folder is searched for (PyAV + soundfile decode these)
 AUDIO_EXTENSIONS = frozenset(
@@ -38,6 +39,7 @@ AUDIO_EXTENSIONS = frozenset(
 COLUMNS = ("path", "score", "raw_score", "error")
 PROGRESS_MIN_FILES = 50  # shorter lists print no progress bar
 SHOWN_BROKEN = 3  # broken links a warning names (the error rows name them all)
+Item = tuple[str, np.ndarray | None, str | None]  # path, model input [T], error
 
 
 def expand_inputs(inputs: list[str]) -> tuple[list[str], list[str]]:
@@ -64,8 +66,9 @@ def broken_links_warning(broken: list[str]) -> str:
     )
 
 
-class PreparedFiles(Dataset):
-    """Index -> (path, model input [T] or None, error or None), decoded in worker processes."""
+class PreparedFiles:
+    """Index -> (path, model input [T] or None, error or None), decoded in worker processes
+    (a map-style dataset: what a DataLoader needs is `__len__` and `__getitem__`)."""
 
     def __init__(self, paths: list[str], preprocess: Preprocess) -> None:
         self.paths, self.preprocess = paths, preprocess
@@ -73,26 +76,12 @@ class PreparedFiles(Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, i: int) -> tuple[str, np.ndarray | None, str | None]:
+    def __getitem__(self, i: int) -> Item:
         path = self.paths[i]
         try:
             return path, self.preprocess(path), None
         except (AudioError, OSError, ValueError) as e:
             return path, None, str(e) or type(e).__name__
-
-
-def prepared_batches(
-    paths: list[str], preprocess: Preprocess, batch_size: int, workers: int
-) -> Iterator[list[tuple[str, np.ndarray | None, str | None]]]:
-    """Batches of decoded files in input order; workers keep 2 batches each ready ahead."""
-    loader = DataLoader(
-        PreparedFiles(paths, preprocess),
-        batch_size=batch_size,
-        num_workers=workers,
-        collate_fn=list,
-        prefetch_factor=2 if workers > 0 else None,
-    )
-    yield from loader
 
 
 def format_row(row: dict[str, str]) -> str:
@@ -131,6 +120,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.max_seconds is not None and not args.max_seconds > 0:
         print(f"error: --max-seconds must be > 0, got {args.max_seconds}", file=sys.stderr)
         return 2
+    # torch and the scorer: ~2 s of import on 2 cores; --help and bad arguments answer without
+    from torch.utils.data import DataLoader
+
+    from audioscore.export.scorer import ExportError, load_scorer
+
     try:
         model = load_scorer(
             args.ckpt_dir, device=args.device, max_dur=args.max_dur, max_seconds=args.max_seconds
@@ -151,7 +145,16 @@ def main(argv: list[str] | None = None) -> int:
     with tqdm(
         total=len(paths), unit="file", file=sys.stderr, disable=len(paths) < PROGRESS_MIN_FILES
     ) as bar:
-        for batch in prepared_batches(paths, model.plan.preprocess, batch_size, args.workers):
+        # decoded files in input order, in batches; workers keep 2 batches each ready ahead
+        files = cast("Dataset[Item]", PreparedFiles(paths, model.plan.preprocess))
+        loader: DataLoader[Item] = DataLoader(
+            files,
+            batch_size=batch_size,
+            num_workers=args.workers,
+            collate_fn=list,
+            prefetch_factor=2 if args.workers > 0 else None,
+        )
+        for batch in loader:
             ok = [(i, wav) for i, (_, wav, _) in enumerate(batch) if wav is not None]
             raw = np.full(len(batch), np.nan)
             if ok:

@@ -13,20 +13,24 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-import lightning as L
 from omegaconf import DictConfig
 
 from audiobase.weights import find_user_error
-from audioscore.export.run import export_best
 from audioscore.noise import quiet_third_party
-from audioscore.training.build import build_modules, check_data_keys, save_run_config
-from audioscore.training.fit import fit
-from audioscore.training.init_from import adopt_init_lora
-from audioscore.training.loggers import build_loggers
 
 
 def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     """Fit the scorer described by `cfg`; returns (metrics, objects)."""
+    # the jobs: torch, Lightning, transformers, peft, ~15 s of import on 2 cores; imported here
+    # so that `--help` (and Hydra's config errors) answer without them
+    import lightning as L
+
+    from audioscore.export.run import export_best
+    from audioscore.training.build import build_modules, check_data_keys, save_run_config
+    from audioscore.training.fit import fit
+    from audioscore.training.init_from import adopt_init_lora
+    from audioscore.training.loggers import build_loggers
+
     check_data_keys(cfg)
     quiet_third_party()
     if cfg.get("seed") is not None:

@@ -21,7 +21,7 @@ from omegaconf import OmegaConf
 
 from audiobase.audio import save_audio
 from bench.baselines import SignalStatsReward
-from rewards.serve import ScoreHandler, make_server
+from rewards.server import ScoreHandler, make_server
 
 SR = 16_000
 MONTHS = ("01-2025JULAUG", "02-2025SEP")

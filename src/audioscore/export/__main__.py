@@ -2,6 +2,6 @@
 
 import sys
 
-from audioscore.export.run import main
+from audioscore.export.cli import main
 
 sys.exit(main())

@@ -1,14 +1,12 @@
 """Export a finished training run: its calibration fitted on the run's clips, any checkpoint
-(`python -m audioscore.export RUN_DIR [--ckpt best|last|PATH]`). Apart from the scoring path
-(`audioscore.export`) because it needs the DataModule, which imports Lightning (seconds of
+(`python -m audioscore.export RUN_DIR [--ckpt best|last|PATH]`, `audioscore.export.cli`). Apart from the scoring path
+(`audioscore.export.scorer`) because it needs the DataModule, which imports Lightning (seconds of
 start-up a scoring command does not pay)."""
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
-import sys
 from pathlib import Path
 from typing import Any, cast
 
@@ -20,10 +18,10 @@ from omegaconf import DictConfig, OmegaConf
 from audiobase.preprocess import Preprocess
 from audioscore.calibrate import Calibration, fit_calibration
 from audioscore.data.datamodule import GroupsDataModule, ValItems
-from audioscore.export import ExportError, export_scorer, score_wavs
+from audioscore.export.scorer import ExportError, export_scorer, score_wavs
 from audioscore.losses import ScoreRegressionLoss
 from audioscore.models.components.scorer import frozen_base_keys
-from audioscore.safe_config import UntrustedInputError, read_yaml, resolve_stored
+from audioscore.safe_config import read_yaml, resolve_stored
 
 log = logging.getLogger(__name__)
 
@@ -187,22 +185,3 @@ def export_run(
         meta={"ckpt": str(path)},
         calibration=calibration,
     )
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(
-        prog="python -m audioscore.export",
-        description="Export a finished training run's checkpoint as a scorer folder "
-        "(python -m audioscore.export RUN_DIR [--ckpt best|last|PATH] [--out DIR])",
-    )
-    ap.add_argument("run_dir", help="a training run folder (holds .hydra/ and checkpoints/)")
-    ap.add_argument("--ckpt", default="best", help="best (default), last, or a .ckpt path")
-    ap.add_argument("--out", default=None, help="default: RUN_DIR/export_<checkpoint name>")
-    args = ap.parse_args(argv)
-    try:
-        dest = export_run(args.run_dir, args.ckpt, args.out)
-    except UntrustedInputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"exported scorer: {dest}")
-    return 0

@@ -54,7 +54,7 @@ from audioscore.config import load_config
 from audioscore.data.groups import read_groups
 from audioscore.metrics.ranking import group_metrics
 from audioscore.models.components.ge2e import missing_package
-from audioscore.studies.campp_pretrain import pretrain_campp
+from audioscore.studies.campp_speaker import pretrain_campp
 from audioscore.studies.probe import fit_probe, pooled_features, select_part
 from audioscore.studies.timbre_report import plot, read_cells, write_cells, write_report
 from audioscore.synth import make_corpus, read_clips_csv
@@ -164,7 +164,7 @@ def uses_campp(grid: DictConfig, experiment: str) -> bool:
 def campp_weights(grid: DictConfig, out: Path) -> Path | None:
     """Plan B's CAM++ weights file under `grid.campp.kind`: None (random: the tiny random CAM++
     of `debug=tiny`; ge2e: GE2E's packaged weights) or `<out>/campp_pretrained.bin`, trained once
-    by `audioscore.studies.campp_pretrain.pretrain_campp` and kept while its settings are
+    by `audioscore.studies.campp_speaker.pretrain_campp` and kept while its settings are
     unchanged. One output folder holds one kind: cells of several kinds would share their
     labels."""
     kind = str(grid.campp.kind)
