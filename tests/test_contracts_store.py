@@ -14,6 +14,7 @@ from bench.guard import DiskSpaceError, RunRefused
 from bench.resume import RESULTS, append_lines, aside_path, part_files, set_aside
 from bench.store import (
     ResultsFileError,
+    ResultsStore,
     ResultWriter,
     check_record,
     compact,
@@ -485,3 +486,130 @@ def test_set_aside_logs_every_file_that_received_records(tmp_path, caplog):
             f"afresh in {RESULTS}"
         )
     )
+
+
+# ------------------------------------------------------------------------ ResultsStore
+
+
+def ok(key: str, index: int = 0, fp: str | None = FP_A, **more) -> dict:
+    return rec(key, index, fp, status="ok", predicted_musicality=1.0, **more)
+
+
+def test_store_opens_results_and_rank_parts_in_file_order(tmp_path):
+    (tmp_path / RESULTS).write_text(jsonl(ok("k1"), ok("k2")))
+    (tmp_path / "results.rank1.jsonl").write_text(jsonl(ok("k4")))
+    (tmp_path / "results.rank0.jsonl").write_text(jsonl(ok("k3")))
+    store = ResultsStore.open(tmp_path)
+    assert keys(store.records) == ["k1", "k2", "k3", "k4"]
+    assert store.results == tmp_path / RESULTS
+
+
+def test_store_of_an_empty_folder_holds_nothing(tmp_path):
+    store = ResultsStore.open(tmp_path)
+    assert store.records == [] and store.latest() == {} and store.done(FP_A) == set()
+
+
+def test_latest_keeps_the_last_record_of_each_key_as_a_copy(tmp_path):
+    first, last = ok("k1", note="first"), ok("k1", note="last")
+    store = ResultsStore(tmp_path, [first, ok("k2"), last])
+    latest = store.latest()
+    assert sorted(latest) == ["k1", "k2"] and latest["k1"]["note"] == "last"
+    latest["k1"]["note"] = "changed"
+    assert last["note"] == "last"  # the store's records are not the copies
+
+
+def test_latest_turns_a_nan_score_into_an_error_without_touching_the_records(tmp_path):
+    good = ok("k1")
+    nan = rec(
+        "k2", status="ok", predicted_musicality=None, bench_nan_scores=["predicted_musicality"]
+    )
+    store = ResultsStore(tmp_path, [good, nan])
+    latest = store.latest()
+    assert latest["k2"]["status"] != "ok" and "NonFiniteScore" in latest["k2"]["inference_error"]
+    assert nan["status"] == "ok" and "inference_error" not in nan
+
+
+def test_done_is_the_ok_rows_of_that_fingerprint_by_their_last_record(tmp_path):
+    records = [
+        ok("k1"),
+        ok("k2", fp=FP_B),
+        ok("k3"),
+        rec("k3", status="error", inference_error="boom"),  # retried later: not done
+        rec("k4", status="error"),
+        ok("k5", fp=None),
+    ]
+    store = ResultsStore(tmp_path, records)
+    assert store.done(FP_A) == {"k1"}
+    assert store.done(FP_B) == {"k2"}
+
+
+def test_writer_appends_to_the_results_file_and_add_records_what_it_wrote(tmp_path):
+    (tmp_path / RESULTS).write_text(jsonl(ok("k1")))
+    store = ResultsStore.open(tmp_path)
+    w = store.writer()
+    w.write([ok("k2", 1)])
+    w.close()
+    assert keys(iter_records(tmp_path / RESULTS)) == ["k1", "k2"]
+    assert keys(store.records) == ["k1"]  # the writer does not change the store by itself
+    store.add([ok("k2", 1)])
+    assert keys(store.records) == ["k1", "k2"] and store.done(FP_A) == {"k1", "k2"}
+
+
+def test_store_compact_merges_parts_keeps_the_last_record_in_row_order(tmp_path):
+    (tmp_path / RESULTS).write_text(jsonl(ok("k2", 2), rec("k1", 1, status="error")))
+    (tmp_path / "results.rank0.jsonl").write_text(jsonl(ok("k1", 1, note="retried")))
+    (tmp_path / "results.rank1.jsonl").write_text(jsonl(ok("k0", 0)))
+    store = ResultsStore.open(tmp_path)
+    rows = store.compact()
+    assert keys(rows) == ["k0", "k1", "k2"] and rows[1]["note"] == "retried"
+    assert keys(iter_records(tmp_path / RESULTS)) == ["k0", "k1", "k2"]
+    assert part_files(tmp_path) == []
+    assert store.records == rows  # later lookups see the compacted file
+
+
+def test_store_compact_drops_what_keep_refuses(tmp_path):
+    (tmp_path / RESULTS).write_text(jsonl(ok("k1", 1), ok("k2", 2, fp=FP_B)))
+    store = ResultsStore.open(tmp_path)
+    rows = store.compact(keep=lambda r: r["bench_fingerprint"] == FP_A)
+    assert keys(rows) == ["k1"] and keys(iter_records(tmp_path / RESULTS)) == ["k1"]
+
+
+def test_store_compact_refuses_up_front_when_the_disk_is_short(tmp_path, monkeypatch):
+    (tmp_path / RESULTS).write_text(jsonl(ok("k1", 1), ok("k2", 2)))
+    (tmp_path / "results.rank0.jsonl").write_text(jsonl(ok("k3", 3)))
+    before = (tmp_path / RESULTS).read_text()
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda _p: usage(10**9, 10**9 - 10, 10))
+    store = ResultsStore.open(tmp_path)
+    with pytest.raises(DiskSpaceError):
+        store.compact()
+    assert (tmp_path / RESULTS).read_text() == before and part_files(tmp_path)
+
+
+def test_set_aside_on_a_store_updates_its_records(tmp_path):
+    (tmp_path / RESULTS).write_text(jsonl(ok("k1", fp=FP_B), ok("k2", fp=FP_A)))
+    store = ResultsStore.open(tmp_path)
+    moved = set_aside(store, FP_A)
+    assert moved == [aside_path(tmp_path, FP_B)]
+    assert keys(store.records) == ["k2"] and store.done(FP_A) == {"k2"}
+    assert keys(iter_records(tmp_path / RESULTS)) == ["k2"]
+    assert keys(iter_records(moved[0])) == ["k1"]
+
+
+def test_set_aside_renames_a_file_of_one_other_fingerprint_whole(tmp_path):
+    body = jsonl(ok("k1", fp=FP_B), ok("k2", fp=FP_B))
+    (tmp_path / RESULTS).write_text(body)
+    store = ResultsStore.open(tmp_path)
+    assert set_aside(store, FP_A) == [aside_path(tmp_path, FP_B)]
+    assert aside_path(tmp_path, FP_B).read_text() == body
+    assert store.records == [] and not (tmp_path / RESULTS).exists()
+
+
+def test_set_aside_brings_back_the_kept_records_of_the_fingerprint_before_the_new_ones(tmp_path):
+    aside_path(tmp_path, FP_A).write_text(jsonl(ok("k1", fp=FP_A)))
+    (tmp_path / RESULTS).write_text(jsonl(ok("k2", fp=FP_A)))
+    store = ResultsStore.open(tmp_path)
+    assert set_aside(store, FP_A) == []
+    assert keys(store.records) == ["k1", "k2"]
+    assert keys(iter_records(tmp_path / RESULTS)) == ["k1", "k2"]
+    assert not aside_path(tmp_path, FP_A).exists()
