@@ -581,7 +581,7 @@ def test_store_compact_refuses_up_front_when_the_disk_is_short(tmp_path, monkeyp
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr(shutil, "disk_usage", lambda _p: usage(10**9, 10**9 - 10, 10))
     store = ResultsStore.open(tmp_path)
-    with pytest.raises(DiskSpaceError):
+    with pytest.raises(DiskSpaceError, match=f"compacting {tmp_path / RESULTS}"):
         store.compact()
     assert (tmp_path / RESULTS).read_text() == before and part_files(tmp_path)
 
@@ -613,3 +613,11 @@ def test_set_aside_brings_back_the_kept_records_of_the_fingerprint_before_the_ne
     assert keys(store.records) == ["k1", "k2"]
     assert keys(iter_records(tmp_path / RESULTS)) == ["k1", "k2"]
     assert not aside_path(tmp_path, FP_A).exists()
+
+
+def test_writer_written_holds_every_batch_it_wrote(tmp_path):
+    w = ResultWriter(tmp_path / RESULTS)
+    w.write([rec("k1")])
+    w.write([rec("k2"), rec("k3")])
+    w.close()
+    assert keys(w.written) == ["k1", "k2", "k3"]
