@@ -3,8 +3,8 @@
     python -m audioscore.convert legacy SRC OUT [--muq ID_OR_DIR] [--scale raw|legacy] [--full-encoder]
 
 `legacy`: the original scorer's checkpoint directory (`type.txt`, `weights.pt`, `muq_lora.pt`;
-see `audioscore.legacy`, whose `convert_legacy` does the work) -> an export directory that
-`load_scorer`, `python -m audioscore.score`, `bench.run model=audioscore` and `init_from=` accept.
+read by `audioscore.legacy`, exported by `audioscore.legacy_export.convert_legacy`) -> an export
+directory that `load_scorer`, `python -m audioscore.score`, `bench.run model=audioscore` and `init_from=` accept.
 The score is higher-is-better (minus the original's musicality logit); `--scale legacy` also
 stores the display transform that prints the original's numbers (`5 - (2 tanh(l) + 3)`).
 """
@@ -17,7 +17,7 @@ import sys
 
 from audiobase.weights import DEFAULT_PRETRAINED
 
-SCALES = ("raw", "legacy")  # as `audioscore.legacy.SCALES`, which needs torch to import
+SCALES = ("raw", "legacy")  # as `audioscore.legacy_export.SCALES`, which needs torch to import
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     # the original's nets (torch, transformers, peft, MuQ): ~8 s of import on 2 cores, which
     # --help and bad arguments answer without
-    from audioscore.legacy import ConvertError, LegacyFormatError, convert_legacy
+    from audioscore.legacy import LegacyFormatError
+    from audioscore.legacy_export import ConvertError, convert_legacy
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
