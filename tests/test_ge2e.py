@@ -17,11 +17,11 @@ from helpers.train import FAST, compose_train
 from omegaconf import OmegaConf, open_dict
 
 import audioscore.studies.timbre_experiment as te
+from audiobase.weights import MissingPackageError
 from audioscore.models.components.ge2e import (
     INSTALL,
     Ge2eEncoder,
     Ge2eLoadError,
-    MissingPackageError,
     package_weights,
 )
 from audioscore.train import train

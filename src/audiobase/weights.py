@@ -22,6 +22,13 @@ class UserError(Exception):
     one line and exit 2, without a traceback."""
 
 
+class MissingPackageError(UserError, ImportError):
+    """An optional package a component or reward model needs is not installed; the message
+    names it and the install command."""
+
+    exit_code = 2
+
+
 class MissingDataError(UserError, FileNotFoundError):
     """Training or benchmark data that is not set or not there."""
 

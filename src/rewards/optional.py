@@ -10,13 +10,9 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-from audiobase.weights import UserError
+from audiobase.weights import MissingPackageError
 
-
-class MissingPackageError(UserError, ImportError):
-    """An optional package a model needs is not installed; the message is the fix."""
-
-    exit_code = 2
+__all__ = ["MissingPackageError", "require"]
 
 
 def require(module: str, model: str, install: str) -> ModuleType:

@@ -49,11 +49,11 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from scipy.stats import spearmanr
 
 from audiobase.files import write_text
+from audiobase.weights import find_user_error
 from audioscore.calibrate import cross_fitted_mae
 from audioscore.config import load_config
 from audioscore.data.groups import read_groups
 from audioscore.metrics.ranking import group_metrics
-from audioscore.models.components.ge2e import missing_package
 from audioscore.studies.campp_speaker import pretrain_campp
 from audioscore.studies.probe import fit_probe, pooled_features, select_part
 from audioscore.studies.timbre_report import plot, read_cells, write_cells, write_report
@@ -333,11 +333,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     try:
         res = run_grid(load_grid(args.overrides), Path(args.out))
     except Exception as e:
-        if (missing := missing_package(e)) is None:
+        if (err := find_user_error(e)) is None:
             raise
-        print(
-            f"error: {missing}", file=sys.stderr
-        )  # campp.kind=ge2e without resemblyzer: one line, exit 2
+        print(f"error: {err}", file=sys.stderr)  # e.g. campp.kind=ge2e without resemblyzer
         raise SystemExit(2) from None
     print(Path(res["table"]).read_text())
     print(f"plot: {res['plot']}  ({time.monotonic() - t0:.0f} s)")

@@ -40,7 +40,7 @@ from torch import nn
 
 from audiobase.audio import MUQ_SR
 from audiobase.cache import FeatureCache
-from audiobase.weights import UserError
+from audiobase.weights import MissingPackageError
 from audioscore.models.components.campp import state_sha1
 
 log = logging.getLogger(__name__)
@@ -64,27 +64,6 @@ STATE_KEYS = {
 }  # fmt: skip
 
 
-class MissingPackageError(UserError, ImportError):
-    """An optional package that a component needs is not installed; one line with the command."""
-
-    def __init__(self, package: str, what: str, install: str) -> None:
-        super().__init__(f"{what} needs the {package} package, which is not installed: {install}")
-        self.package, self.install = package, install
-
-
-def missing_package(exc: BaseException) -> MissingPackageError | None:
-    """The `MissingPackageError` behind an exception (Hydra wraps errors raised while it
-    instantiates a config in its own type), or None."""
-    seen: set[int] = set()
-    cur: BaseException | None = exc
-    while cur is not None and id(cur) not in seen:
-        if isinstance(cur, MissingPackageError):
-            return cur
-        seen.add(id(cur))
-        cur = cur.__cause__ or cur.__context__
-    return None
-
-
 class Ge2eLoadError(RuntimeError):
     """GE2E weights could not be found or do not fit the network; names the source."""
 
@@ -97,7 +76,10 @@ def package_weights() -> Path:
     """`pretrained.pt` inside the installed resemblyzer package (the package is not imported)."""
     spec = importlib.util.find_spec(PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise MissingPackageError(PACKAGE, "the GE2E voice encoder (campp=ge2e)", INSTALL)
+        raise MissingPackageError(
+            f"the GE2E voice encoder (campp=ge2e) needs the {PACKAGE} package, which is not "
+            f"installed: {INSTALL}"
+        )
     path = Path(next(iter(spec.submodule_search_locations))) / "pretrained.pt"
     if not path.is_file():
         raise Ge2eLoadError(str(path), "the resemblyzer package has no pretrained.pt; reinstall it")
