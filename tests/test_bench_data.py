@@ -13,7 +13,7 @@ from bench.data import (
     fill_durations,
     make_batches,
     read_bench,
-    read_bench_counted,
+    read_selection,
     resolve_path,
     subset_of,
 )
@@ -146,7 +146,8 @@ def test_utf8_bom_is_accepted(tmp_path):
 
 def test_selection_counts_what_each_filter_dropped(tmp_path):
     path = make_toy_bench(tmp_path)
-    rows, counts = read_bench_counted(path, tmp_path, subsets=["PAM"], start_idx=2, end_idx=5)
+    sel = read_selection(path, tmp_path, subsets=["PAM"], start_idx=2, end_idx=5)
+    rows, counts = sel.rows, sel.counts
     assert len(rows) == 3
     assert counts == {
         "lines": 35,

@@ -146,27 +146,10 @@ def read_bench(
 
     The slice applies after filtering, as seed 004's `--start_idx/--end_idx` do on the data list.
     """
-    return read_bench_counted(
-        path, root, split=split, subsets=subsets, start_idx=start_idx, end_idx=end_idx
-    )[0]
-
-
-def read_bench_counted(
-    path: str | Path,
-    root: str | Path,
-    *,
-    split: str | None = "test",
-    subsets: Sequence[str] | None = None,
-    start_idx: int = 0,
-    end_idx: int | None = None,
-) -> tuple[list[BenchRow], dict[str, int]]:
-    """`read_bench` plus what each filter dropped: {"lines", "dropped_split",
-    "dropped_source" (not a benchmark subset), "dropped_subsets" (not in `subsets`),
-    "dropped_slice", "selected"}."""
     sel = read_selection(
         path, root, split=split, subsets=subsets, start_idx=start_idx, end_idx=end_idx
     )
-    return sel.rows, sel.counts
+    return sel.rows
 
 
 @dataclass
@@ -199,7 +182,9 @@ def read_selection(
 ) -> Selection:
     """Read `path` once: its benchmark rows in file order, the selection (`subsets`, then the
     slice [start_idx:end_idx], which applies after filtering as seed 004's
-    `--start_idx/--end_idx` do) and the counts of `read_bench_counted`."""
+    `--start_idx/--end_idx` do) and what each filter dropped (`counts`: "lines",
+    "dropped_split", "dropped_source" (not a benchmark subset), "dropped_subsets" (not in
+    `subsets`), "dropped_slice", "selected")."""
     unknown = set(subsets or ()) - set(SUBSETS)
     if unknown:
         raise BenchDataError(path, f"unknown subsets {sorted(unknown)}; choose from {SUBSETS}")
