@@ -184,21 +184,13 @@ def compare_experiments(
             stats[(exp, key)] = (mean, std)
             row[key] = f"{mean:.3f} ± {std:.3f}" if n else "-"
         rows.append(row)
-    cols = list(rows[0])
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(r[c] for c in cols) + " |" for r in rows]
     note = (
-        "\n\nmean ± sample std over the runs of each experiment. val/srcc: best validation "
+        "mean ± sample std over the runs of each experiment. val/srcc: best validation "
         "SRCC of the run (its exported checkpoint); val/mae: calibrated-score MAE at that "
         "validation; probe margin: singer-probe accuracy above chance on the run's export "
-        "(lower = less singer identity left).\n"
+        "(lower = less singer identity left)."
     )
-    table = write_text(out / "experiments.md", "# Experiments\n\n" + "\n".join(lines) + note)
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=cols)
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text(out / "experiments.csv", buf.getvalue())
+    table = write_table(rows, out / "experiments", "Experiments", note)
     plot = plot_experiments(sorted(per_exp), keys, stats, out / "experiments.png")
     return {"table": table, "plot": plot, "rows": rows}
 
@@ -243,22 +235,18 @@ def summarise(run: Run) -> dict[str, str]:
     return row
 
 
-def write_table(rows: list[dict[str, str]], out: Path) -> Path:
+def write_table(rows: list[dict[str, str]], stem: Path, title: str, note: str) -> Path:
+    """`stem`.md (a markdown table under `title`, then `note`) and `stem`.csv of `rows` (the
+    first row's keys are the columns; a missing cell reads "-"); returns the .md path."""
     cols = list(rows[0])
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(r.get(c, "-") for c in cols) + " |" for r in rows]
-    note = (
-        "\n\nbest = max over validation epochs (min for mae, and for adv_acc: lower = less "
-        "singer information left); final = last validation epoch; steps = last optimizer step "
-        "logged. mae: calibrated scores vs labels, each validation clip calibrated by a fit on "
-        "the other validation folds.\n"
-    )
-    md = write_text(out / "plans.md", "# Plan comparison\n\n" + "\n".join(lines) + note)
+    md = write_text(stem.with_suffix(".md"), f"# {title}\n\n" + "\n".join(lines) + f"\n\n{note}\n")
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=cols)
     w.writeheader()
     w.writerows(rows)
-    write_text(out / "plans.csv", buf.getvalue())
+    write_text(stem.with_suffix(".csv"), buf.getvalue())
     return md
 
 
@@ -309,7 +297,13 @@ def compare(specs: list[str], out: str | Path) -> dict[str, Any]:
         if seen[r.label] > 1:
             r.label = f"{r.label} ({Path(r.name).name})"
     rows = [summarise(r) for r in runs]
-    table = write_table(rows, out)
+    note = (
+        "best = max over validation epochs (min for mae, and for adv_acc: lower = less "
+        "singer information left); final = last validation epoch; steps = last optimizer step "
+        "logged. mae: calibrated scores vs labels, each validation clip calibrated by a fit on "
+        "the other validation folds."
+    )
+    table = write_table(rows, out / "plans", "Plan comparison", note)
     plots = plot_metrics(runs, out)
     return {"table": table, "plots": plots, "rows": rows, "failed": failed}
 
