@@ -141,10 +141,14 @@ class TextTower(TextTransformerPretrained):
 
 
 class TrustingAudioTower(AudioTower):
+    """Built only through TrustingMuQMuLan, when the model config sets `trust_remote_code: true`."""
+
     trust_remote_code = True
 
 
 class TrustingTextTower(TextTower):
+    """Built only through TrustingMuQMuLan, when the model config sets `trust_remote_code: true`."""
+
     trust_remote_code = True
 
 
