@@ -48,6 +48,19 @@ def test_runner_import_skips_loudness_and_plotting_libraries():
     assert "scipy.stats" not in loaded  # bench.evaluate: imported when the metrics are computed
 
 
+def test_scoring_pipeline_starts_decoding_before_importing_the_metrics():
+    # bench.pipeline forks the decoding workers (plan_decoding) before the model is built;
+    # importing bench.evaluate (scipy.stats, 0.6 s) first would hold them back
+    code = "import sys, json, bench.pipeline; print(json.dumps(sorted(sys.modules)))"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    loaded = set(json.loads(out))
+    assert "torch" in loaded  # the decoding workers are DataLoader processes
+    assert "bench.evaluate" not in loaded
+    assert "scipy.stats" not in loaded
+
+
 @pytest.mark.parametrize("children", [1, 2])
 def test_plot_process_writes_what_make_plots_writes(tmp_path, children):
     rows = pam_rows()

@@ -23,7 +23,6 @@ from omegaconf import DictConfig, OmegaConf
 from audiobase.files import write_json
 from audiobase.preprocess import Preprocess
 from bench.data import Selection
-from bench.evaluate import evaluate_rows
 from bench.infer import model_preprocess
 from bench.models import (
     build_model,
@@ -143,6 +142,10 @@ def score_and_evaluate(
             planned = plan_decoding(plan, data, store)
         model, scoring_model, score_kwargs = prepare_model(cfg, model, score_kwargs)
     t_model = time.perf_counter()
+    # here, not at the top: scipy (0.6 s) would hold back the decoding workers started above;
+    # the model's libraries import most of it anyway (transformers -> sklearn -> scipy.stats)
+    from bench.evaluate import evaluate_rows
+
     plan.log_selection(data)
     pre = model_preprocess(model, cfg.max_dur, cfg.get("max_seconds"))
     fp = run_fingerprint(cfg, pre, planned)
