@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from audiobase import schemas as S
 from audiobase.files import write_json, write_text
 from bench.data import SUBSETS
 from bench.guard import OutputLock, RunRefused, print_waiting
@@ -90,16 +91,16 @@ def compute_statistics(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     per_subset: dict[str, Counter] = {}
     reasons: Counter = Counter()
     for r in rows:
-        c = per_subset.setdefault(str(r.get("benchmark_dataset", "Unknown")), Counter())
-        valid = bool(r.get("inference_valid_a")) and bool(r.get("inference_valid_b", True))
-        status = str(r.get("status") or ("ok" if valid else "error"))  # upstream's: no status
+        c = per_subset.setdefault(str(r.get(S.SUBSET, "Unknown")), Counter())
+        valid = bool(r.get(S.VALID_A)) and bool(r.get(S.VALID_B, True))
+        status = str(r.get(S.STATUS) or ("ok" if valid else "error"))  # upstream's: no status
         c["rows"] += 1
         c[status] += 1
-        c["valid_a"] += bool(r.get("inference_valid_a"))
-        if "inference_valid_b" in r:
-            c["valid_b"] += bool(r["inference_valid_b"])
+        c["valid_a"] += bool(r.get(S.VALID_A))
+        if S.VALID_B in r:
+            c["valid_b"] += bool(r[S.VALID_B])
         if status == "error":
-            reasons[error_kind(r.get("inference_error", ""))] += 1
+            reasons[error_kind(r.get(S.ERROR, ""))] += 1
     n_err = sum(c["error"] for c in per_subset.values())
     return {
         "total_rows": len(rows),
@@ -309,7 +310,7 @@ def usable(rows: Sequence[dict[str, Any]], split: str | None) -> list[dict[str, 
     return [
         r
         for r in select_rows(rows, split)
-        if r["benchmark_dataset"] in SUBSETS and any(k.startswith("predicted_") for k in r)
+        if r[S.SUBSET] in SUBSETS and any(k.startswith(S.PREDICTED) for k in r)
     ]
 
 
@@ -320,7 +321,7 @@ def no_usable_rows(path: Path, rows: Sequence[dict[str, Any]], split: str | None
         why = "no JSON object on any line" if lines else "the file is empty"
         return f"{path}: no usable result rows: {why}"
     kept = select_rows(rows, split)
-    known = [r for r in kept if r["benchmark_dataset"] in SUBSETS]
+    known = [r for r in kept if r[S.SUBSET] in SUBSETS]
     why = (
         f"{len(rows)} rows, {len(rows) - len(kept)} dropped by split={split!r}, "
         f"{len(kept) - len(known)} outside the four subsets (by source)"

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from audiobase import schemas as S
 from audiobase.preprocess import Preprocess
 from bench.data import BenchRow
 from bench.pairwise import is_pair, score_with_pairwise, wants_pairwise
@@ -60,7 +61,7 @@ def row_inputs(row: BenchRow, ref: Any, load: Callable[[str], Any]) -> dict[str,
     for side in row.sides:
         path = row.side_path(side)
         if not path:
-            field = "audio-path" if side == "a" else "audio2"
+            field = S.AUDIO_A if side == "a" else S.AUDIO_B
             sides[side] = (
                 f"AudioMissingError: row {row.index}: empty {field!r} in the benchmark file"
             )
@@ -360,9 +361,7 @@ def score_batch_rows(
     out = []
     for d, sides in zip(decoded, scored, strict=True):
         res = make_result(d["row"], sides, d["notes"], model_name, extra_columns(model))
-        res["bench_audio_seconds"] = audio_seconds(
-            d, float(model.capabilities.sr), max_dur
-        )  # cropped
+        res[S.AUDIO_SECONDS] = audio_seconds(d, float(model.capabilities.sr), max_dur)  # cropped
         res.update(extra or {})
         out.append(res)
     return out

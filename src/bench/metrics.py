@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from audiobase import schemas as S
 from bench.data import SUBSETS, subset_of
 
 Row = dict[str, Any]
@@ -31,21 +32,21 @@ NO_REF_MODALITIES = ("text", "text+lyrics")
 REF_MODALITIES = ("text+ref", "text+lyrics+ref")
 CORR_TASKS = {  # subset -> [(task, truth column, prediction column)]
     "PAM": [
-        ("musicality", "musicality", "predicted_musicality"),
-        ("alignment", "text-music alignment", "predicted_text-music alignment"),
+        ("musicality", S.MUSICALITY, S.PRED_MUSICALITY),
+        ("alignment", S.ALIGNMENT, S.PRED_ALIGNMENT),
     ],
-    "MusicEval": [("musicality", "musicality", "predicted_musicality")],
+    "MusicEval": [("musicality", S.MUSICALITY, S.PRED_MUSICALITY)],
 }
 ACC_TASKS = {
-    "MusicArena": [("preference", "preference", "predicted_preference")],
+    "MusicArena": [("preference", S.PREFERENCE, S.PRED_PREFERENCE)],
     "CMI-Pref": [
-        ("alignment", "preference-alignment", "predicted_preference-alignment"),
-        ("musicality", "preference-musicality", "predicted_preference-musicality"),
+        ("alignment", S.PREF_ALIGNMENT, S.PRED_PREF_ALIGNMENT),
+        ("musicality", S.PREF_MUSICALITY, S.PRED_PREF_MUSICALITY),
     ],
 }
 CONFIDENCE_COLS = {
-    "alignment": "confidence_preference-alignment",
-    "musicality": "confidence_preference-musicality",
+    "alignment": S.CONFIDENCE + S.PREF_ALIGNMENT,
+    "musicality": S.CONFIDENCE + S.PREF_MUSICALITY,
 }
 
 
@@ -86,29 +87,29 @@ def month_of_path(path: Any) -> str:
 
 
 def month_of(row: Row) -> str:
-    m = month_of_path(row.get("audio-path"))
-    return m if m != "unknown" else month_of_path(row.get("audio2"))
+    m = month_of_path(row.get(S.AUDIO_A))
+    return m if m != "unknown" else month_of_path(row.get(S.AUDIO_B))
 
 
 def subset_of_result(row: Row) -> str:
     """Upstream `_infer_benchmark_dataset`: the loader's rules, then a Music Arena month path,
     then an existing valid `benchmark_dataset`."""
-    subset = subset_of(row.get("source", ""))
+    subset = subset_of(row.get(S.SOURCE, ""))
     if subset is not None:
         return subset
     if month_of(row) != "unknown":
         return "MusicArena"
-    existing = str(row.get("benchmark_dataset", "")).strip()
+    existing = str(row.get(S.SUBSET, "")).strip()
     return existing if existing in SUBSETS else "Unknown"
 
 
 def modality_of(row: Row) -> str:
     """The `modality` field, else inferred from non-empty `lyrics` / `ref-audio-path`."""
-    m = row.get("modality")
+    m = row.get(S.MODALITY)
     if m is not None and not (isinstance(m, float) and math.isnan(m)) and str(m).strip():
         return str(m).strip()
-    lyr = bool(str(row.get("lyrics", "") or "").strip())
-    ref = bool(str(row.get("ref-audio-path", "") or "").strip())
+    lyr = bool(str(row.get(S.LYRICS, "") or "").strip())
+    ref = bool(str(row.get(S.REF_AUDIO, "") or "").strip())
     return {
         (True, True): "text+lyrics+ref",
         (True, False): "text+lyrics",
@@ -125,10 +126,10 @@ def confidence_group(v: Any) -> str | None:
 
 def system_of(row: Row) -> str:
     """Generating system: a `system` field, else the clip's parent directory (PAM layout)."""
-    s = row.get("system")
+    s = row.get(S.SYSTEM)
     if s is not None and str(s).strip():
         return str(s).strip()
-    p = str(row.get("audio-path", "") or "")
+    p = str(row.get(S.AUDIO_A, "") or "")
     return Path(p).parent.name or "unknown"
 
 
@@ -275,12 +276,12 @@ def mean_ci(s: np.ndarray, n_boot: int, seed: int) -> tuple[float | None, float 
 # ---- tables ------------------------------------------------------------------------------
 def select_rows(rows: Sequence[Row], split: str | None = "test") -> list[Row]:
     """Upstream filter: when any row has `split`, keep str(split) == target; add subset info."""
-    if split is not None and any("split" in r for r in rows):
-        rows = [r for r in rows if str(r.get("split")) == str(split)]
+    if split is not None and any(S.SPLIT in r for r in rows):
+        rows = [r for r in rows if str(r.get(S.SPLIT)) == str(split)]
     out = []
     for r in rows:
         r = dict(r)
-        r["benchmark_dataset"] = subset_of_result(r)
+        r[S.SUBSET] = subset_of_result(r)
         r["month"] = month_of(r)
         r["modality_group"] = modality_of(r)
         out.append(r)
@@ -290,7 +291,7 @@ def select_rows(rows: Sequence[Row], split: str | None = "test") -> list[Row]:
 def by_subset(rows: Sequence[Row]) -> dict[str, list[Row]]:
     groups: dict[str, list[Row]] = defaultdict(list)
     for r in rows:
-        groups[r["benchmark_dataset"]].append(r)
+        groups[r[S.SUBSET]].append(r)
     return groups
 
 
@@ -343,7 +344,7 @@ def detail_rows(rows: Sequence[Row], columns: set[str] | None = None) -> list[Ro
     ma = groups.get("MusicArena", [])
     for month in sorted({r["month"] for r in ma}):
         g = [r for r in ma if r["month"] == month]
-        a = accuracy(g, "preference", "predicted_preference")
+        a = accuracy(g, S.PREFERENCE, S.PRED_PREFERENCE)
         out.append(detail("MusicArena", "preference", "month", month, a))
     cmi = groups.get("CMI-Pref", [])
     if not cmi:

@@ -16,13 +16,11 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
+from audiobase import schemas as S
 from bench.records import SideScore, make_result
 from rewards.base import BatchInput, PairwiseJudge, RewardModel
 
-PREF_FIELDS = {
-    "musicality": "predicted_preference-musicality",
-    "alignment": "predicted_preference-alignment",
-}
+PREF_FIELDS = {"musicality": S.PRED_PREF_MUSICALITY, "alignment": S.PRED_PREF_ALIGNMENT}
 
 
 def wants_pairwise(model: RewardModel) -> bool:
@@ -66,9 +64,7 @@ def compare_rows(
     records = []
     for i, d in enumerate(decoded):
         rec = pair_record(d, outcomes.get(i), model_name)
-        rec["bench_audio_seconds"] = (
-            seconds or partial(waveform_seconds, sr=model.capabilities.sr)
-        )(d)
+        rec[S.AUDIO_SECONDS] = (seconds or partial(waveform_seconds, sr=model.capabilities.sr))(d)
         rec.update(extra or {})
         records.append(rec)
     return records
@@ -112,7 +108,7 @@ def pair_record(
     if not error:  # None where the judge was not asked (no prompt to align to, dimension off)
         for dim, field in PREF_FIELDS.items():
             rec[field] = outcome.get(dim)
-        rec["predicted_preference"] = outcome.get("musicality")  # Music Arena: musicality only
+        rec[S.PRED_PREFERENCE] = outcome.get("musicality")  # Music Arena: musicality only
     return rec
 
 

@@ -20,6 +20,7 @@ matplotlib.use("Agg")  # headless: never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from audiobase import schemas as S  # noqa: E402
 from audiobase.files import atomic_path  # noqa: E402
 from bench.metrics import CORR_TASKS, by_subset, norm_pref, numeric_pairs, to_num  # noqa: E402
 
@@ -56,10 +57,11 @@ def plot_pair_distribution(
     rows: Sequence[dict], subset: str, task: str, gt: str, out: Path
 ) -> Path | None:
     """Histogram of score(A) - score(B), split by the human preference label."""
-    suffix = "musicality" if task in ("musicality", "preference") else "text-music alignment"
+    suffix = S.MUSICALITY if task in ("musicality", "preference") else S.ALIGNMENT
+    pred = S.PREDICTED + suffix
     groups: dict[str, list[float]] = {"model_a": [], "model_b": [], "both": []}
     for r in rows:
-        a, b = to_num(r.get(f"predicted_{suffix}")), to_num(r.get(f"predicted_{suffix}_b"))
+        a, b = to_num(r.get(pred)), to_num(r.get(pred + S.SIDE_B))
         label = norm_pref(r.get(gt))
         if label is not None and not (np.isnan(a) or np.isnan(b)):
             groups[label].append(a - b)
@@ -79,8 +81,8 @@ def plot_pair_distribution(
 def plot_score_hist(rows: Sequence[dict], subset: str, out: Path) -> Path | None:
     """Distribution of every predicted score (both sides) per dimension."""
     cols = {
-        "musicality": ("predicted_musicality", "predicted_musicality_b"),
-        "alignment": ("predicted_text-music alignment", "predicted_text-music alignment_b"),
+        "musicality": (S.PRED_MUSICALITY, S.PRED_MUSICALITY + S.SIDE_B),
+        "alignment": (S.PRED_ALIGNMENT, S.PRED_ALIGNMENT + S.SIDE_B),
     }
     vals = {k: [to_num(r.get(c)) for r in rows for c in cs] for k, cs in cols.items()}
     vals = {k: [v for v in vs if not np.isnan(v)] for k, vs in vals.items()}
@@ -113,9 +115,9 @@ def draw(
             rs = groups.get(subset, [])
             jobs.append(partial(plot_scatter, rs, subset, task, gt, pred, out))
     pair_tasks = [
-        ("MusicArena", "preference", "preference"),
-        ("CMI-Pref", "musicality", "preference-musicality"),
-        ("CMI-Pref", "alignment", "preference-alignment"),
+        ("MusicArena", "preference", S.PREFERENCE),
+        ("CMI-Pref", "musicality", S.PREF_MUSICALITY),
+        ("CMI-Pref", "alignment", S.PREF_ALIGNMENT),
     ]
     for subset, task, gt in pair_tasks:
         jobs.append(partial(plot_pair_distribution, groups.get(subset, []), subset, task, gt, out))

@@ -17,6 +17,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DistributedSampler
 
+from audiobase import schemas as S
 from bench.data import BenchRow
 from bench.infer import autocast_for, make_loader, model_preprocess, score_batch_rows
 from bench.models import (
@@ -141,7 +142,7 @@ class BenchPredictModule(L.LightningModule):
             self.score_kwargs,
             self.model_name,
             autocast=lambda: autocast_for(self.device, self.bf16),
-            extra={"bench_fingerprint": self.fp},
+            extra={S.FINGERPRINT: self.fp},
             per_side=self.per_side,
             grad=self.grad,
         )
@@ -210,7 +211,7 @@ def score_sharded(
         for j, rec in enumerate(iter_records(p)):
             if j < before.get(p, 0):
                 continue
-            stats[rec.get("status", "error")] += 1
-            stats["scored_keys"].append(rec["bench_row_key"])
-            stats["audio_seconds"] += float(rec.get("bench_audio_seconds") or 0.0)
+            stats[rec.get(S.STATUS, "error")] += 1
+            stats["scored_keys"].append(rec[S.ROW_KEY])
+            stats["audio_seconds"] += float(rec.get(S.AUDIO_SECONDS) or 0.0)
     return stats

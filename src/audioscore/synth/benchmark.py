@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from audiobase import schemas as S
 from audioscore.synth.labels import (
     NO_TIMBRE,
     SCORE_MAX,
@@ -117,13 +118,13 @@ class BenchPlanner:
         system = systems[k % len(systems)]
         path = f"human_eval/music/{system}/{youtube_id(self.rng)}.wav"
         _, lab = self.clip(path, PAM_SYSTEMS[system], tempo, voice)
-        return {"source": "PAM (music)", "split": "test", "audio-path": path, "prompt": text, **lab}
+        return {S.SOURCE: "PAM (music)", S.SPLIT: "test", S.AUDIO_A: path, S.PROMPT: text, **lab}
 
     def musiceval_row(self, k: int) -> dict:
         text, tempo, voice = self.prompt()
         path = f"MusicEval_data/test_audio/{k}.wav"
         _, lab = self.clip(path, self.severity(), tempo, voice)
-        return {"source": "MusicEval", "split": "test", "audio-path": path, "prompt": text, **lab}
+        return {S.SOURCE: "MusicEval", S.SPLIT: "test", S.AUDIO_A: path, S.PROMPT: text, **lab}
 
     def arena_row(self, k: int) -> dict:
         """Music Arena pair: "A" if A's musicality MOS is higher (no ties)."""
@@ -132,14 +133,14 @@ class BenchPlanner:
         stem = f"MusicArena_data/audio_files/{month}/prebaked-{self.rng.bytes(6).hex()}"
         pa, la = self.clip(f"{stem}-a.mp3", self.severity(), tempo, voice)
         pb, lb = self.clip(f"{stem}-b.mp3", self.severity(), tempo, voice)
-        better_a = (la["musicality"], pa.score) >= (lb["musicality"], pb.score)
+        better_a = (la[S.MUSICALITY], pa.score) >= (lb[S.MUSICALITY], pb.score)
         return {
-            "source": f"Music Arena ['{month}']",
-            "split": "test",
-            "audio-path": pa.audio_file,
-            "audio2": pb.audio_file,
-            "prompt": text,
-            "preference": "A" if better_a else "B",
+            S.SOURCE: f"Music Arena ['{month}']",
+            S.SPLIT: "test",
+            S.AUDIO_A: pa.audio_file,
+            S.AUDIO_B: pb.audio_file,
+            S.PROMPT: text,
+            S.PREFERENCE: "A" if better_a else "B",
         }
 
     def cmi_row(self, k: int) -> dict:
@@ -157,27 +158,26 @@ class BenchPlanner:
             path = f"cmi-pref/gen-audio/{self.rng.bytes(6).hex()}.mp3"
             plan, lab = self.clip(path, self.severity(), tempo, voice, singer=ref_singer)
             if ref_singer is not None and plan.singer != ref_singer.name:
-                lab["text-music alignment"] = max(1.0, lab["text-music alignment"] - 1.0)
+                lab[S.ALIGNMENT] = max(1.0, lab[S.ALIGNMENT] - 1.0)
             sides.append((plan, lab))
         (pa, la), (pb, lb) = sides
         a_sys, b_sys = self.rng.choice(len(CMI_SYSTEMS), 2, replace=False)
         row = {
-            "source": "cmi-arena-annotation",
-            "split": "test",
-            "audio-path": pa.audio_file,
-            "audio2": pb.audio_file,
-            "prompt": text,
-            "lyrics": lyrics_line(self.rng) if with_lyrics else "",
-            "ref-audio-path": ref_path,
+            S.SOURCE: "cmi-arena-annotation",
+            S.SPLIT: "test",
+            S.AUDIO_A: pa.audio_file,
+            S.AUDIO_B: pb.audio_file,
+            S.PROMPT: text,
+            S.LYRICS: lyrics_line(self.rng) if with_lyrics else "",
+            S.REF_AUDIO: ref_path,
+            # upstream CMI-Pref columns that no reader here needs (not in audiobase.schemas)
             "model_a": CMI_SYSTEMS[a_sys],
             "model_b": CMI_SYSTEMS[b_sys],
             "prompt id": f"p{k:04d}",
             "user id": f"u{k % 5}",
         }
-        for dim, key in (("musicality", "musicality"), ("alignment", "text-music alignment")):
-            row[f"preference-{dim}"], row[f"confidence_preference-{dim}"] = preference(
-                la[key] - lb[key]
-            )
+        for pref, key in ((S.PREF_MUSICALITY, S.MUSICALITY), (S.PREF_ALIGNMENT, S.ALIGNMENT)):
+            row[pref], row[S.CONFIDENCE + pref] = preference(la[key] - lb[key])
         return row
 
 
@@ -186,8 +186,8 @@ def labels(plan: ClipPlan, match: dict[str, bool], rng: np.random.Generator) -> 
     mus = 1.0 + 4.0 * (plan.score - SCORE_MIN) / (SCORE_MAX - SCORE_MIN) + rng.normal(0, 0.15)
     ali = 1.5 + 3.0 * sum(match.values()) / len(match) + rng.normal(0, 0.2)
     return {
-        "musicality": round(float(np.clip(mus, 1, 5)), 2),
-        "text-music alignment": round(float(np.clip(ali, 1, 5)), 2),
+        S.MUSICALITY: round(float(np.clip(mus, 1, 5)), 2),
+        S.ALIGNMENT: round(float(np.clip(ali, 1, 5)), 2),
     }
 
 

@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from audiobase.audio import save_audio
 from audiobase.files import atomic_path, write_text
+from audiobase.schemas import AUDIO_FILE, SCORE, SINGER
 from audioscore.synth.benchmark import PAM_SYSTEMS, plan_bench
 from audioscore.synth.labels import (
     MAX_BREATH,
@@ -169,7 +170,7 @@ def make_groups(
         order = order[n:]
         members.sort(key=lambda p: -p.score)
         groups.append(
-            [{"audio_file": p.audio_file, "score": p.score, "singer": p.singer} for p in members]
+            [{AUDIO_FILE: p.audio_file, SCORE: p.score, SINGER: p.singer} for p in members]
         )
     return groups
 
