@@ -140,7 +140,7 @@ MODULES = (
     ),
     Module(
         "metrics",
-        ("bench/metrics.py",),
+        ("bench/metrics.py", "bench/columns.py"),
         ("tests/test_contracts_metrics.py", "tests/test_bench_metrics.py"),
     ),
 )

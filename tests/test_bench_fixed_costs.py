@@ -61,6 +61,19 @@ def test_scoring_pipeline_starts_decoding_before_importing_the_metrics():
     assert "scipy.stats" not in loaded
 
 
+def test_plot_child_imports_no_statistics_library():
+    # the plot child (python -m bench.plots) imports while the runner imports torch; it reads
+    # rows through bench.columns, so scipy.stats (0.6 s, bench.metrics) stays out of it
+    code = "import sys, json, bench.plots; print(json.dumps(sorted(sys.modules)))"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    loaded = set(json.loads(out))
+    assert "matplotlib" in loaded
+    assert "bench.metrics" not in loaded
+    assert "scipy" not in loaded
+
+
 @pytest.mark.parametrize("children", [1, 2])
 def test_plot_process_writes_what_make_plots_writes(tmp_path, children):
     rows = pam_rows()

@@ -9,18 +9,20 @@ import pytest
 from scipy import stats
 
 from bench import metrics
-from bench.evaluate import main as evaluate_main
-from bench.metrics import (
-    compute_metrics,
+from bench.columns import (
     confidence_group,
-    corr_ci,
-    correlate,
-    mean_ci,
     modality_of,
     month_of,
     norm_pref,
-    resampled_corr,
     subset_of_result,
+)
+from bench.evaluate import main as evaluate_main
+from bench.metrics import (
+    compute_metrics,
+    corr_ci,
+    correlate,
+    mean_ci,
+    resampled_corr,
 )
 
 

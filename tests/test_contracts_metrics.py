@@ -9,6 +9,15 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from bench.columns import (
+    modality_of,
+    month_of_path,
+    norm_pref,
+    numeric_pairs,
+    subset_of_result,
+    system_of,
+    to_num,
+)
 from bench.metrics import (
     bootstrap_ci,
     ci_rows,
@@ -16,19 +25,12 @@ from bench.metrics import (
     correlate,
     detail_rows,
     finite,
-    modality_of,
-    month_of_path,
-    norm_pref,
-    numeric_pairs,
     pearson,
     resampled_corr,
     rowwise_pearson,
     select_rows,
-    subset_of_result,
     summary_rows,
-    system_of,
     system_rows,
-    to_num,
     upstream_config,
 )
 

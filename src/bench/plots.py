@@ -22,7 +22,7 @@ import numpy as np  # noqa: E402
 
 from audiobase import schemas as S  # noqa: E402
 from audiobase.files import atomic_path  # noqa: E402
-from bench.metrics import CORR_TASKS, by_subset, norm_pref, numeric_pairs, to_num  # noqa: E402
+from bench.columns import CORR_TASKS, by_subset, norm_pref, numeric_pairs, to_num  # noqa: E402
 
 
 def save(fig: plt.Figure, path: Path) -> Path:
