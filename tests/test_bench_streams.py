@@ -18,7 +18,13 @@ from omegaconf import OmegaConf
 from audiobase.preprocess import Preprocess
 from bench.data import BenchRow
 from bench.infer import prefetch_depth
-from bench.models import MAX_STREAMS, pick_threads, score_streams
+from bench.models import (
+    MAX_DECODE_WORKERS,
+    MAX_STREAMS,
+    decode_workers,
+    pick_threads,
+    score_streams,
+)
 from bench.plot_process import NICE, PlotProcess
 from bench.run import run
 from rewards.cmi_rm.tiny import build_tiny_cmi_rm
@@ -66,6 +72,18 @@ def test_stream_and_thread_counts(monkeypatch):
     assert score_streams(OmegaConf.merge(cfg, {"score_streams": 3}), safe) == 3
     assert score_streams(OmegaConf.merge(cfg, {"device": "cuda"}), safe) == 1
     assert pick_threads(OmegaConf.merge(cfg, {"device": "cuda"})) is None
+
+
+@pytest.mark.parametrize(
+    ("cores", "processes", "want"),
+    [(2, 1, 1), (1, 1, 1), (4, 1, 3), (64, 1, MAX_DECODE_WORKERS), (16, 4, 3), (4, 4, 1)],
+)
+def test_auto_decoding_workers_leave_a_core_to_each_model(monkeypatch, cores, processes, want):
+    monkeypatch.setattr(os, "cpu_count", lambda: cores)
+    auto = OmegaConf.create({"num_workers": "auto"})
+    assert decode_workers(auto, processes) == want
+    assert decode_workers(OmegaConf.create({"num_workers": 0}), processes) == 0  # as set
+    assert decode_workers(OmegaConf.create({"num_workers": 5}), processes) == 5
 
 
 def test_cmi_rm_streams_equal_one_thread_bit_for_bit(bench_root, tmp_path):

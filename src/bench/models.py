@@ -280,6 +280,22 @@ def cores_per(cfg: DictConfig, share: int) -> int | None:
     return max(1, (os.cpu_count() or 1) // max(share, 1))
 
 
+MAX_DECODE_WORKERS = 8  # `num_workers: auto`'s cap
+
+
+def decode_workers(cfg: DictConfig, processes: int = 1) -> int:
+    """Decoding processes per scoring process (`num_workers`; `auto`: each of `processes`
+    ranks' share of the cores less the one its model runs on, at least 1, at most
+    MAX_DECODE_WORKERS). On the 2-core machine one worker decodes the 800-row synthetic set
+    while the model loads and leaves both cores to scoring: 5 % faster end to end than two
+    (median of 4 interleaved pairs)."""
+    want = cfg.get("num_workers", "auto")
+    if want != "auto":
+        return max(0, int(want))
+    share = (os.cpu_count() or 1) // max(processes, 1)
+    return max(1, min(MAX_DECODE_WORKERS, share - 1))
+
+
 def score_streams(cfg: DictConfig, model: RewardModel, processes: int = 1) -> int:
     """Batches scored at once on CPU, each on its own thread (`score_streams: auto`: each of
     `processes` ranks' share of the cores, at most MAX_STREAMS batches in memory). Only for a

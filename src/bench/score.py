@@ -21,6 +21,7 @@ from audiobase.preprocess import Preprocess
 from bench.data import BenchRow, fill_durations, make_batches
 from bench.infer import autocast_for, make_loader, score_batch_rows
 from bench.models import (
+    decode_workers,
     model_grad,
     model_inputs,
     n_devices,
@@ -71,7 +72,7 @@ def open_batches(
     loader = make_loader(
         batches,
         None if model_inputs(cfg) == "paths" else pre,
-        int(cfg.num_workers),
+        decode_workers(cfg),
         ahead_mb=cfg.get("decode_ahead_mb"),
         nice=int(cfg.get("decode_nice", 0) or 0),
     )

@@ -21,6 +21,7 @@ from audiobase import schemas as S
 from bench.data import BenchRow
 from bench.infer import autocast_for, make_loader, model_preprocess, score_batch_rows
 from bench.models import (
+    decode_workers,
     extra_score_kwargs,
     model_grad,
     model_inputs,
@@ -195,7 +196,7 @@ def score_sharded(
     dm = BenchDataModule(
         batches,
         float(cfg.max_dur),
-        int(cfg.num_workers),
+        decode_workers(cfg, n_devices(cfg)),
         paths,
         ahead_mb=ahead / n_devices(cfg) if ahead else None,  # the machine's budget, shared
         nice=int(cfg.get("decode_nice", 0) or 0),
