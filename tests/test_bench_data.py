@@ -90,6 +90,43 @@ def test_fill_durations_reads_metadata(tmp_path):
     assert missing.durations == [0.0]
 
 
+def test_worker_batches_travel_as_one_tensor_with_the_same_values(tmp_path):
+    import torch
+
+    from audiobase.preprocess import Preprocess
+    from bench.infer import decode_row, make_loader, pack_audio
+
+    make_toy_bench(tmp_path)
+    rows = read_bench(tmp_path / "bench.jsonl", tmp_path)
+    pre = Preprocess(sr=8000, max_dur=0.3)
+    batch = [r for r in rows if r.raw.get("ref-audio-path")] + rows[:3]
+    alone = [decode_row(r, pre) for r in batch]
+    packed = pack_audio([decode_row(r, pre) for r in batch])
+
+    def waves(decoded):
+        return [
+            (x.audio, x.ref_audio)
+            for d in decoded
+            for x in d["sides"].values()
+            if not isinstance(x, str)
+        ]
+
+    storages = set()
+    for (a, ra), (b, rb) in zip(waves(alone), waves(packed), strict=True):
+        assert torch.equal(a, b) and (ra is None) == (rb is None)
+        if ra is not None:
+            assert torch.equal(ra, rb)
+        storages |= {t.untyped_storage().data_ptr() for t in (b, rb) if t is not None}
+    assert len(storages) == 1  # every waveform of the batch is a view of one tensor
+    pair = next(d for d in packed if len(d["sides"]) == 2 and d["row"].ref_audio)
+    a, b = pair["sides"]["a"], pair["sides"]["b"]
+    assert a.ref_audio is b.ref_audio  # the ref both sides share stays one tensor
+    # through a DataLoader worker: the same values as decoding in this process
+    (got,) = list(make_loader([batch], pre, num_workers=1))
+    for (a, ra), (b, rb) in zip(waves(alone), waves(got), strict=True):
+        assert torch.equal(a, b) and (ra is None or torch.equal(ra, rb))
+
+
 def test_decode_row_reports_each_side(tmp_path):
     from audiobase.preprocess import Preprocess
     from bench.infer import decode_row

@@ -20,12 +20,13 @@ import gc
 import math
 import os
 from collections.abc import Callable
+from dataclasses import replace
 from functools import partial
 from typing import Any, cast
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from audiobase import schemas as S
 from audiobase.preprocess import Preprocess
@@ -109,7 +110,40 @@ class BatchDecodeDataset(Dataset):
         return len(self.batches)
 
     def __getitem__(self, i: int) -> list[dict[str, Any]]:
-        return [decode_row(r, self.pre) for r in self.batches[i]]
+        decoded = [decode_row(r, self.pre) for r in self.batches[i]]
+        return pack_audio(decoded) if get_worker_info() is not None else decoded
+
+
+def pack_audio(decoded: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A worker's decoded batch with every waveform a view of one tensor: the batch then goes
+    to the runner as one shared-memory segment instead of one per clip (each costs the runner
+    a file-descriptor hand-over, about 1 s of its time over 1,200 clips). Values unchanged."""
+    clips: dict[int, torch.Tensor] = {}  # id -> waveform; a ref shared by two sides counts once
+    for d in decoded:
+        for inp in d["sides"].values():
+            if isinstance(inp, BatchInput):
+                for x in (inp.audio, inp.ref_audio):
+                    if isinstance(x, torch.Tensor):
+                        clips.setdefault(id(x), x)
+    if len(clips) < 2:
+        return decoded
+    flat = torch.cat([x.reshape(-1) for x in clips.values()])  # [sum T]
+    views, at = {}, 0
+    for key, x in clips.items():
+        views[key] = flat[at : at + x.numel()].view_as(x)
+        at += x.numel()
+
+    def view(x: Any) -> Any:
+        return views[id(x)] if isinstance(x, torch.Tensor) else x
+
+    for d in decoded:
+        d["sides"] = {
+            s: replace(inp, audio=view(inp.audio), ref_audio=view(inp.ref_audio))
+            if isinstance(inp, BatchInput)
+            else inp
+            for s, inp in d["sides"].items()
+        }
+    return decoded
 
 
 def worker_start(_worker_id: int, nice: int = 0) -> None:
