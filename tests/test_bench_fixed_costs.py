@@ -32,17 +32,19 @@ def pam_rows(n: int = 30) -> list[dict]:
     ]
 
 
+def modules_after_import(module: str) -> set[str]:
+    """The modules a fresh interpreter holds after `import module`."""
+    code = f"import sys, json, {module}; print(json.dumps(sorted(sys.modules)))"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    return set(json.loads(out))
+
+
 def test_runner_import_skips_loudness_and_plotting_libraries():
     # pyloudnorm (scipy.signal) only for a `target_lufs` contract, matplotlib only in the plots
     # child, scipy.stats (bench.metrics) when the metrics are computed
-    code = "import sys, bench.run; print(json.dumps(sorted(sys.modules)))"
-    out = subprocess.run(
-        [sys.executable, "-c", "import json; " + code],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    loaded = set(json.loads(out))
+    loaded = modules_after_import("bench.run")
     assert "pyloudnorm" not in loaded
     assert "matplotlib" not in loaded
     assert "scipy.stats" not in loaded  # bench.evaluate: imported when the metrics are computed
@@ -51,11 +53,7 @@ def test_runner_import_skips_loudness_and_plotting_libraries():
 def test_scoring_pipeline_starts_decoding_before_importing_the_metrics():
     # bench.pipeline forks the decoding workers (plan_decoding) before the model is built;
     # importing bench.evaluate (scipy.stats, 0.6 s) first would hold them back
-    code = "import sys, json, bench.pipeline; print(json.dumps(sorted(sys.modules)))"
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    ).stdout
-    loaded = set(json.loads(out))
+    loaded = modules_after_import("bench.pipeline")
     assert "torch" in loaded  # the decoding workers are DataLoader processes
     assert "bench.evaluate" not in loaded
     assert "scipy.stats" not in loaded
@@ -64,11 +62,7 @@ def test_scoring_pipeline_starts_decoding_before_importing_the_metrics():
 def test_plot_child_imports_no_statistics_library():
     # the plot child (python -m bench.plots) imports while the runner imports torch; it reads
     # rows through bench.columns, so scipy.stats (0.6 s, bench.metrics) stays out of it
-    code = "import sys, json, bench.plots; print(json.dumps(sorted(sys.modules)))"
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    ).stdout
-    loaded = set(json.loads(out))
+    loaded = modules_after_import("bench.plots")
     assert "matplotlib" in loaded
     assert "bench.metrics" not in loaded
     assert "scipy" not in loaded
