@@ -136,7 +136,7 @@ def measure(overrides: list[str]) -> dict:
     import torch
     from hydra import compose, initialize_config_dir
 
-    from bench.models import build_model, pick_threads, score_streams
+    from bench.models import build_model, decode_workers, pick_threads, score_streams
     from bench.run import run
 
     out = Path(tempfile.mkdtemp(prefix="bench_throughput_"))
@@ -172,7 +172,7 @@ def measure(overrides: list[str]) -> dict:
         "dataset": str(cfg.dataset.name),
         "device": info["device"],
         "batch_size": int(cfg.batch_size),
-        "num_workers": int(cfg.num_workers),
+        "num_workers": decode_workers(cfg),
         "max_dur": float(cfg.max_dur),
         "runner": ours,
         "one_clip_loop": loop,

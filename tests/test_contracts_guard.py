@@ -9,6 +9,7 @@ import re
 import shutil
 import socket
 import stat
+import threading
 
 import pytest
 
@@ -64,11 +65,28 @@ def test_a_new_holder_overwrites_the_old_record(tmp_path):
 @pytest.mark.parametrize("text", ["", "not json", "[1, 2]", '{"host": "h"}'])
 def test_an_unreadable_or_empty_lock_file_is_a_holder_still_starting(tmp_path, text):
     (tmp_path / LOCK_NAME).write_text(text)
-    assert describe_holder(tmp_path / LOCK_NAME) == "another process (still starting, or reading)"
+    assert (
+        describe_holder(tmp_path / LOCK_NAME, 0.05)
+        == "another process (still starting, or reading)"
+    )
 
 
 def test_missing_lock_file_is_a_holder_still_starting(tmp_path):
-    assert describe_holder(tmp_path / LOCK_NAME) == "another process (still starting, or reading)"
+    assert (
+        describe_holder(tmp_path / LOCK_NAME, 0) == "another process (still starting, or reading)"
+    )
+
+
+def test_a_record_written_just_after_the_lock_is_taken_names_the_holder(tmp_path):
+    """The holder truncates, then writes its record: a refused run reading in between waits."""
+    path = tmp_path / LOCK_NAME
+    path.write_text("")
+    later = threading.Timer(0.2, path.write_text, ['{"pid": 7, "host": "h", "started": "t"}'])
+    later.start()
+    try:
+        assert describe_holder(path, patience_s=5) == "bench.run (pid 7 on host h since t)"
+    finally:
+        later.join()
 
 
 def test_describe_holder_fills_what_is_missing(tmp_path):

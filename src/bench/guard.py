@@ -17,6 +17,7 @@ import re
 import shutil
 import socket
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -120,13 +121,25 @@ class OutputLock:
         self.release()
 
 
-def describe_holder(path: Path) -> str:
-    """'bench.run (pid 123 on host x since <time>)' from a lock file (what is known of it)."""
+def read_holder(path: Path) -> dict[str, Any]:
+    """The lock file's record, or {} when it holds none (yet)."""
     try:
         info = json.loads(path.read_text(encoding="utf-8") or "{}")
     except (OSError, ValueError):
-        info = {}
-    if not isinstance(info, dict) or "pid" not in info:
+        return {}
+    return info if isinstance(info, dict) else {}
+
+
+def describe_holder(path: Path, patience_s: float = 1.0) -> str:
+    """'bench.run (pid 123 on host x since <time>)' from a lock file (what is known of it).
+    A holder writes its record just after it takes the lock, so an empty file is read again
+    for up to `patience_s` before the holder is called unknown."""
+    deadline = time.monotonic() + patience_s
+    info = read_holder(path)
+    while "pid" not in info and time.monotonic() < deadline:
+        time.sleep(0.01)
+        info = read_holder(path)
+    if "pid" not in info:
         return "another process (still starting, or reading)"
     return (
         f"{info.get('what', 'bench.run')} (pid {info['pid']} on host {info.get('host', '?')} "
