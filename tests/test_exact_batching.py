@@ -15,7 +15,9 @@ from helpers.routes import make_tiny_export
 
 from audiobase.muq import load_muq
 from audiobase.muq_padded import (
+    MEL_GROUP,
     MEL_KEY,
+    mel_bands,
     muq_mel,
     muq_num_frames,
     muq_padded_forward,
@@ -138,8 +140,9 @@ def test_padded_hidden_states_equal_alone_at_every_layer():
 
 
 def test_mel_equals_muqs_own_front_end():
-    """muq_mel against MuQ's preprocessing + normalize, and an equal-length batch against
-    `muq(...)` itself at every layer: bit for bit."""
+    """muq_mel against MuQ's preprocessing + normalize (to float rounding: the same products
+    summed in another order), and an equal-length batch against `muq(...)` itself at every
+    layer."""
     muq = load_muq(None, "tiny").eval()
     core = muq.model
     x = torch.stack(waves([3 * SR + 77] * 3, seed=5)) * torch.tensor([[1.0], [1e-3], [3.0]])
@@ -147,12 +150,44 @@ def test_mel_equals_muqs_own_front_end():
         ours = muq_mel(core, x)
         theirs = core.normalize(core.preprocessing(x, features=[MEL_KEY]))[MEL_KEY]
         assert ours.shape == theirs.shape
-        assert torch.equal(ours, theirs)
+        # the normalised log-mel is O(1): 1e-6 is a few float32 ulps
+        torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-6)
         hidden, mask = muq_padded_forward(muq, x, torch.full((3,), x.shape[1]))
         own = muq(x, output_hidden_states=True).hidden_states
     assert bool(mask.all()) and len(hidden) == len(own)
     for h, o in zip(hidden, own, strict=True):
-        assert torch.equal(h, o)
+        torch.testing.assert_close(h, o, rtol=1e-5, atol=1e-5)
+
+
+def test_a_clips_mel_is_the_same_alone_and_in_a_batch():
+    """The banded mel product is per clip: batch-mates change no bit of a clip's mel."""
+    core = load_muq(None, "tiny").eval().model
+    x = torch.stack(waves([2 * SR + 5] * 4, seed=9))
+    with torch.no_grad():
+        batch = muq_mel(core, x)
+        for i in range(4):
+            assert torch.equal(muq_mel(core, x[i : i + 1])[0], batch[i])
+
+
+def test_mel_bands_cover_every_filter_weight():
+    """Outside the bins `mel_bands` gives each run of filters, MuQ's filterbank is all zeros,
+    and inside them the banded product equals the dense one."""
+    core = load_muq(None, "tiny").eval().model
+    fb = getattr(core, f"preprocessor_{MEL_KEY}").mel_stft.mel_scale.fb  # [n_freqs, n_mels]
+    bands = mel_bands(fb)
+    covered = torch.zeros_like(fb, dtype=torch.bool)
+    for j0, j1, f0, f1 in bands:
+        covered[f0:f1, j0:j1] = True
+    assert bool((fb[~covered] == 0).all())
+    assert [b[0] for b in bands] == list(range(0, fb.shape[1], MEL_GROUP))
+    assert bands[-1][1] == fb.shape[1]
+    products = sum((j1 - j0) * (f1 - f0) for j0, j1, f0, f1 in bands)
+    assert products < fb.numel() / 4  # bands, not the whole spectrum for every filter
+    assert mel_bands(fb) is bands  # computed once per filterbank
+    # a filterbank with a filter of zeros and a filter on the last bin only
+    odd = torch.zeros(20, 3)
+    odd[2:5, 0], odd[19, 2] = 1.0, 2.0
+    assert mel_bands(odd, group=1) == [(0, 1, 2, 5), (1, 2, 0, 0), (2, 3, 19, 20)]
 
 
 @pytest.mark.slow
