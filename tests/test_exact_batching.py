@@ -22,6 +22,8 @@ from audiobase.muq_padded import (
     muq_num_frames,
     muq_padded_forward,
     muq_padded_hidden,
+    stem_channels_last,
+    zero_after,
 )
 from rewards.audioscore_rm import AudioscoreRewardModel
 from rewards.base import BatchInput
@@ -196,3 +198,36 @@ def test_padded_equals_alone_for_muq_large_architecture():
     muq = load_muq(None, "large").eval()
     alone, padded = alone_and_padded(muq, [3 * SR - 123, 2 * SR + 555], seed=3)
     assert max_gap(alone, padded) < 1e-4
+
+
+def test_zero_after_in_place_and_with_autograd_agree():
+    """The CPU fast path (in place, padded steps only) and the masked path zero the same steps,
+    and gradients do not flow into zeroed steps."""
+    x = torch.randn(3, 2, 5, 10)
+    n_valid = torch.tensor([10, 4, 0])
+    expected = x.clone()
+    expected[1, ..., 4:] = 0
+    expected[2] = 0
+    in_place = x.clone()
+    assert zero_after(in_place, n_valid) is in_place
+    assert torch.equal(in_place, expected)
+    leaf = x.clone().requires_grad_()
+    masked = zero_after(leaf, n_valid)
+    assert torch.equal(masked.detach(), expected) and torch.equal(leaf.detach(), x)
+    masked.sum().backward()
+    assert torch.equal(leaf.grad, (expected != 0).float())
+
+
+def test_channels_last_stem_gives_the_same_hidden_states():
+    """A channels-last stem (what CPU reward models score with) changes MuQ's hidden states by
+    float rounding only, padded batches included."""
+    muq = load_muq(None, "tiny").eval()
+    lengths = [2 * SR + 311, SR + 17]
+    alone, _ = alone_and_padded(muq, lengths, seed=4)
+    stem_channels_last(muq)
+    assert muq.model.conv.conv[0].conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    fast, fast_padded = alone_and_padded(muq, lengths, seed=4)
+    for hs, fs in zip(alone, fast, strict=True):
+        for h, f in zip(hs, fs, strict=True):
+            torch.testing.assert_close(f, h, rtol=1e-5, atol=1e-5)
+    assert max_gap(alone, fast_padded) < 1e-4

@@ -34,6 +34,7 @@ from safetensors.torch import save_file
 from audiobase.audio import MUQ_MIN_SAMPLES, MUQ_SR
 from audiobase.files import atomic_path, write_text
 from audiobase.muq import DEFAULT_PRETRAINED, MuQTap, build_tiny_muq_dir
+from audiobase.muq_padded import stem_channels_last
 from audiobase.plan import length_sorted_batches, pad_waves
 from audiobase.preprocess import Preprocess
 from audiobase.songeval_head import (
@@ -214,6 +215,8 @@ class SongEvalRewardModel(RewardModel):
         load_songeval_head(self.head, weights, dimension_rows("all"))
         self.device = torch.device(device)
         self.encoder.to(self.device).eval()
+        if self.device.type == "cpu":
+            stem_channels_last(self.encoder.muq)  # scoring only: never saved
         self.head.to(self.device).eval()
         self.bf16 = bool(bf16) and self.device.type == "cuda"
         self.checkpoint = str(weights)

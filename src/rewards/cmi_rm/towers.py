@@ -95,11 +95,13 @@ class AudioTower(AudioSpectrogramTransformerPretrained):
     """muq's audio tower, its pretrained model loaded with `trust_remote_code` as the class says."""
 
     trust_remote_code = False
+    is_muq = False  # the pretrained model is muq's MuQ (not a transformers AutoModel)
 
     def _init_pretrained_model(self, model_name: str) -> None:
         if "muq" in model_name.lower():  # muq's own MuQ class: config.json + weights, no code
             with hub_mixin_quiet():
                 self.model = MuQ.from_pretrained(model_name, cache_dir=self.hf_hub_cache_dir)
+            self.is_muq = True
             return
         trust, cache = self.trust_remote_code, self.hf_hub_cache_dir
         self.model = AutoModel.from_pretrained(model_name, trust_remote_code=trust, cache_dir=cache)
