@@ -32,8 +32,9 @@ def test_tap_reproduces_hidden_state(tiny_dir, reference, layer, truncate):
     enc = MuQEncoder(tiny_dir, layer=layer, truncate=truncate, lora=LORA).eval()
     with torch.no_grad():
         feats, mask = enc(wav)
-    # LoRA B starts at zero, so the adapted model equals the base model exactly
-    assert torch.equal(feats, hidden[layer])
+    # LoRA B starts at zero, so the adapted model equals the base model (to float rounding: the
+    # tap's mel front end sums the filterbank products in another order than MuQ's own)
+    torch.testing.assert_close(feats, hidden[layer], rtol=1e-5, atol=1e-5)
     assert mask.all() and mask.shape == feats.shape[:2]
     if truncate and layer < 2:
         assert len(enc.muq.model.conformer.layers) == layer

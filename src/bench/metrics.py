@@ -49,8 +49,9 @@ def finite(v: float) -> float | None:
 
 
 def pearson(x: np.ndarray, y: np.ndarray) -> float:
-    """pandas (3.x) `Series.corr(method="pearson")` to the last bit: centred, scaled by the
-    largest magnitude, then dot products; NaN when a side is constant."""
+    """pandas (3.x) `Series.corr(method="pearson")` as it computes it: centred, scaled by the
+    largest magnitude, then dot products; NaN when a side is constant. The dot products are
+    BLAS's, so the last bit follows the machine's BLAS kernels, for pandas as for this."""
     x, y = x - x.mean(), y - y.mean()
     sx, sy = np.max(np.abs(x)), np.max(np.abs(y))
     if sx == 0 or sy == 0:
