@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from helpers.bench import SR, ConcurrentStats, make_cfg, make_toy_bench
 from omegaconf import OmegaConf
 
 from audiobase.preprocess import Preprocess
+from bench.baselines import SignalStatsReward
 from bench.data import BenchRow
 from bench.infer import prefetch_depth
 from bench.models import (
@@ -54,6 +56,41 @@ def test_streams_overlap_batches_and_keep_batch_order(bench_root, tmp_path):
     run(make_cfg(bench_root, tmp_path / "two", score_streams=2, device="cpu"), model=two)
     assert one.most == 1 and two.most == 2
     assert predictions(tmp_path / "two") == predictions(tmp_path / "one")
+
+
+class FirstBatchWaits(SignalStatsReward):
+    """The baseline whose first batch waits until the third batch has started (or a timeout):
+    the third can start only if a stream that finished the second did not wait on the first."""
+
+    thread_safe = True
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.calls, self.lock, self.third = 0, threading.Lock(), threading.Event()
+        self.third_started_first = None
+
+    def score_batch(self, inputs, batch_size, max_dur, **kw):
+        with self.lock:
+            self.calls += 1
+            call = self.calls
+        if call == 3:
+            self.third.set()
+        if call == 1:
+            self.third_started_first = self.third.wait(timeout=10)
+        return super().score_batch(inputs, batch_size, max_dur, **kw)
+
+
+def test_a_free_stream_starts_the_next_batch_while_the_oldest_still_runs(bench_root, tmp_path):
+    model = FirstBatchWaits(sr=SR)
+    cfg = make_cfg(bench_root, tmp_path / "out", score_streams=2, device="cpu", batch_size=2)
+    run(cfg, model=model)
+    assert model.calls >= 3 and model.third_started_first is True
+    one = ConcurrentStats(sr=SR)
+    run(
+        make_cfg(bench_root, tmp_path / "one", score_streams=1, device="cpu", batch_size=2),
+        model=one,
+    )
+    assert predictions(tmp_path / "out") == predictions(tmp_path / "one")  # still in batch order
 
 
 def test_model_not_declaring_thread_safe_scores_one_batch_at_a_time(bench_root, tmp_path):

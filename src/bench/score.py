@@ -159,7 +159,9 @@ def score_local(
             pending: deque[Future[list[dict[str, Any]]]] = deque()
             for decoded in loader:
                 pending.append(pool.submit(score, decoded))
-                if len(pending) >= streams:  # the oldest first: results stay in batch order
+                # one batch queued per stream beyond those running: a stream that finishes
+                # before the oldest batch starts the next at once instead of waiting on it
+                if len(pending) >= 2 * streams:  # the oldest first: results stay in batch order
                     record(pending.popleft().result())
             while pending:
                 record(pending.popleft().result())
