@@ -19,6 +19,7 @@ from audiobase.muq_padded import (
     MEL_KEY,
     mel_bands,
     muq_mel,
+    muq_mels,
     muq_num_frames,
     muq_padded_forward,
     muq_padded_hidden,
@@ -169,6 +170,22 @@ def test_a_clips_mel_is_the_same_alone_and_in_a_batch():
         batch = muq_mel(core, x)
         for i in range(4):
             assert torch.equal(muq_mel(core, x[i : i + 1])[0], batch[i])
+
+
+def test_padded_mels_equal_each_clips_mel_alone():
+    """muq_mels stacks the clips' frames for the filterbank and the log: no bit changes."""
+    core = load_muq(None, "tiny").eval().model
+    lengths = [SR + 1, 3 * SR + 250, 2 * SR - 7, 4_000]
+    clips = waves(lengths, seed=11)
+    x = torch.zeros(len(clips), max(lengths))
+    for i, w in enumerate(clips):
+        x[i, : w.shape[0]] = w
+    with torch.no_grad():
+        mel = muq_mels(core, x, lengths)
+        for i, w in enumerate(clips):
+            alone = muq_mel(core, w[None])[0]  # [n_mels, M_i]
+            assert torch.equal(mel[i, :, : alone.shape[-1]], alone)
+            assert not mel[i, :, alone.shape[-1] :].any()
 
 
 def test_mel_bands_cover_every_filter_weight():

@@ -128,6 +128,52 @@ def mel_bands(fb: torch.Tensor, group: int = MEL_GROUP) -> list[tuple[int, int, 
     return bands
 
 
+def _standard_front(core: Any, device: torch.device) -> Any:
+    """MuQ's mel front end moved to `device`, or None when it is configured otherwise than the
+    fast path below reproduces (power 2, centred one-sided STFT, dB without top_db)."""
+    front = getattr(core, f"preprocessor_{MEL_KEY}").to(device)  # not an nn.Module: moved here
+    spec = front.mel_stft.spectrogram
+    db = getattr(front, "amplitude_to_db", None)
+    standard = (
+        spec.power == 2.0
+        and not spec.normalized
+        and spec.center
+        and spec.onesided
+        and spec.pad == 0
+        and getattr(db, "top_db", 0.0) is None
+        and getattr(db, "db_multiplier", None) == 0.0
+    )
+    return front if db is not None and standard else None
+
+
+def _power_frames(front: Any, wav: torch.Tensor) -> torch.Tensor:
+    """Power spectrum frames [B, M + 1, n_freqs] of wav [B, N] (MuQ's centred STFT)."""
+    spec = front.mel_stft.spectrogram
+    z = torch.stft(
+        wav.float(),
+        spec.n_fft,
+        spec.hop_length,
+        spec.win_length,
+        spec.window,
+        center=True,
+        pad_mode=spec.pad_mode,
+        normalized=False,
+        onesided=True,
+        return_complex=True,
+    ).transpose(-1, -2)  # [B, M + 1, n_freqs]
+    return torch.addcmul(z.real.square(), z.imag, z.imag)  # == |z| ** 2, torchaudio's power=2
+
+
+def _log_mel(core: Any, front: Any, power: torch.Tensor) -> torch.Tensor:
+    """Normalised log-mel [..., n_mels, T] of power frames [..., T, n_freqs]."""
+    fb, db = front.mel_stft.mel_scale.fb, front.amplitude_to_db  # fb [n_freqs, n_mels]
+    mel = power.new_empty(*power.shape[:-1], fb.shape[1])  # [..., T, n_mels]
+    for j0, j1, f0, f1 in mel_bands(fb):
+        torch.matmul(power[..., f0:f1], fb[f0:f1, j0:j1], out=mel[..., j0:j1])
+    mel = db.multiplier * torch.log10(torch.clamp(mel.transpose(-1, -2), min=db.amin))
+    return (mel - core.stat[f"{MEL_KEY}_mean"]) / core.stat[f"{MEL_KEY}_std"]
+
+
 def muq_mel(core: Any, wav: torch.Tensor) -> torch.Tensor:
     """MuQ's normalised input feature [B, n_mels, M] for wav [B, N] (float32, 24 kHz):
     `core.normalize(core.preprocessing(wav, ...))` to float rounding (within 1 float32 ulp of
@@ -141,40 +187,31 @@ def muq_mel(core: Any, wav: torch.Tensor) -> torch.Tensor:
     Everything else is MuQ's own modules' settings and buffers; a front end configured
     otherwise runs MuQ's own code.
     """
-    front = getattr(core, f"preprocessor_{MEL_KEY}").to(wav.device)  # not an nn.Module: moved here
-    spec, to_mel = front.mel_stft.spectrogram, front.mel_stft.mel_scale
-    db = getattr(front, "amplitude_to_db", None)
-    standard = (
-        spec.power == 2.0
-        and not spec.normalized
-        and spec.center
-        and spec.onesided
-        and spec.pad == 0
-        and getattr(db, "top_db", 0.0) is None
-        and getattr(db, "db_multiplier", None) == 0.0
-    )
-    if db is None or not standard:
+    front = _standard_front(core, wav.device)
+    if front is None:
         return core.normalize(core.preprocessing(wav, features=[MEL_KEY]))[MEL_KEY]
-    z = torch.stft(
-        wav.float(),
-        spec.n_fft,
-        spec.hop_length,
-        spec.win_length,
-        spec.window,
-        center=True,
-        pad_mode=spec.pad_mode,
-        normalized=False,
-        onesided=True,
-        return_complex=True,
-    )  # [B, n_freqs, M + 1]
-    power = torch.addcmul(z.real.square(), z.imag, z.imag).transpose(-1, -2)  # [B, M + 1, n_freqs]
-    fb = to_mel.fb  # [n_freqs, n_mels]
-    mel = power.new_empty(*power.shape[:-1], fb.shape[1])  # [B, M + 1, n_mels]
-    for j0, j1, f0, f1 in mel_bands(fb):
-        torch.matmul(power[..., f0:f1], fb[f0:f1, j0:j1], out=mel[..., j0:j1])
-    mel = mel.transpose(-1, -2)  # [B, n_mels, M + 1]
-    mel = db.multiplier * torch.log10(torch.clamp(mel, min=db.amin))[..., :-1]  # [B, n_mels, M]
-    return (mel - core.stat[f"{MEL_KEY}_mean"]) / core.stat[f"{MEL_KEY}_std"]
+    return _log_mel(core, front, _power_frames(front, wav))[..., :-1]  # MuQ drops the last frame
+
+
+def muq_mels(core: Any, wav: torch.Tensor, lengths: Sequence[int]) -> torch.Tensor:
+    """Each clip's own `muq_mel` (its own STFT edges) for a zero-padded batch wav [B, N] of
+    `lengths` samples, in one tensor [B, n_mels, M] with zeros after each clip's frames.
+
+    Only the STFT runs per clip: the clips' frames are stacked into one sequence for the rest
+    (a matmul's rows and elementwise steps do not depend on the rows beside them), which
+    spares a dozen small calls per clip."""
+    front = _standard_front(core, wav.device)
+    if front is None:
+        mels = [muq_mel(core, wav[i : i + 1, :n])[0] for i, n in enumerate(lengths)]
+    else:
+        frames = [_power_frames(front, wav[i : i + 1, :n])[0] for i, n in enumerate(lengths)]
+        stacked = _log_mel(core, front, torch.cat(frames))  # [n_mels, sum(M_i + 1)]
+        counts = [f.shape[0] for f in frames]
+        mels = [m[:, :-1] for m in stacked.split(counts, dim=-1)]  # [n_mels, M_i]
+    mel = wav.new_zeros(len(mels), mels[0].shape[0], max(m.shape[-1] for m in mels))
+    for i, m in enumerate(mels):
+        mel[i, :, : m.shape[-1]] = m  # [B, n_mels, M], zeros after each clip
+    return mel
 
 
 def muq_padded_forward(
@@ -194,11 +231,7 @@ def muq_padded_forward(
         x = core.conv(muq_mel(core, wav))  # [B, F, D]
         hidden = core.conformer(x, output_hidden_states=True).hidden_states  # each [B, F, D]
         return hidden, torch.ones(hidden[0].shape[:2], dtype=torch.bool, device=wav.device)
-    # each clip's own mel (its own STFT edge): [n_mels, M_i]
-    mels = [muq_mel(core, wav[i : i + 1, :n])[0] for i, n in enumerate(lengths.tolist())]
-    mel = wav.new_zeros(len(mels), mels[0].shape[0], max(m.shape[-1] for m in mels))
-    for i, m in enumerate(mels):
-        mel[i, :, : m.shape[-1]] = m  # [B, n_mels, M], zeros after each clip
+    mel = muq_mels(core, wav, lengths.tolist())  # [B, n_mels, M], each clip's own STFT edges
     stem_valid = [lengths // hop]
     for s in strides:
         stem_valid.append(-(-stem_valid[-1] // s))
