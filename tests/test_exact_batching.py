@@ -23,7 +23,7 @@ from audiobase.muq_padded import (
     muq_num_frames,
     muq_padded_forward,
     muq_padded_hidden,
-    stem_channels_last,
+    prepare_stem_for_scoring,
     zero_after,
 )
 from rewards.audioscore_rm import AudioscoreRewardModel
@@ -235,14 +235,17 @@ def test_zero_after_in_place_and_with_autograd_agree():
     assert torch.equal(leaf.grad, (expected != 0).float())
 
 
-def test_channels_last_stem_gives_the_same_hidden_states():
-    """A channels-last stem (what CPU reward models score with) changes MuQ's hidden states by
-    float rounding only, padded batches included."""
+def test_stem_prepared_for_scoring_gives_the_same_hidden_states():
+    """A stem with its batch norms folded into its convolutions and channels-last weights (what
+    CPU reward models score with) changes MuQ's hidden states by float rounding only, padded
+    batches included."""
     muq = load_muq(None, "tiny").eval()
     lengths = [2 * SR + 311, SR + 17]
     alone, _ = alone_and_padded(muq, lengths, seed=4)
-    stem_channels_last(muq)
-    assert muq.model.conv.conv[0].conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    prepare_stem_for_scoring(muq)
+    block = muq.model.conv.conv[0]
+    assert block.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in muq.model.conv.modules())
     fast, fast_padded = alone_and_padded(muq, lengths, seed=4)
     for hs, fs in zip(alone, fast, strict=True):
         for h, f in zip(hs, fs, strict=True):

@@ -34,7 +34,7 @@ from safetensors.torch import save_file
 from audiobase.audio import MUQ_MIN_SAMPLES, MUQ_SR
 from audiobase.files import atomic_path, write_text
 from audiobase.muq import DEFAULT_PRETRAINED, MuQTap, build_tiny_muq_dir
-from audiobase.muq_padded import stem_channels_last
+from audiobase.muq_padded import prepare_stem_for_scoring
 from audiobase.plan import length_sorted_batches, pad_waves
 from audiobase.preprocess import Preprocess
 from audiobase.songeval_head import (
@@ -216,7 +216,7 @@ class SongEvalRewardModel(RewardModel):
         self.device = torch.device(device)
         self.encoder.to(self.device).eval()
         if self.device.type == "cpu":
-            stem_channels_last(self.encoder.muq)  # scoring only: never saved
+            prepare_stem_for_scoring(self.encoder.muq)  # scoring only: never saved
         self.head.to(self.device).eval()
         self.bf16 = bool(bf16) and self.device.type == "cuda"
         self.checkpoint = str(weights)

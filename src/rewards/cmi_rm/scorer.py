@@ -31,7 +31,7 @@ import torch
 from tqdm import tqdm
 
 from audiobase.cache import FeatureCache
-from audiobase.muq_padded import stem_channels_last
+from audiobase.muq_padded import prepare_stem_for_scoring
 from audiobase.plan import length_sorted_batches, pad_waves
 from rewards.base import BatchInput, RewardModel, ScoreItemError, as_input, load_waveform
 from rewards.cmi_rm.config import CMIRMConfig, find_checkpoint
@@ -188,7 +188,7 @@ class CMIRewardModel(RewardModel):
         self.load_info = load_weights(self.net, weights)
         self.net.to(self.device).eval()
         if self.device.type == "cpu" and self.net.audio_module.is_muq:
-            stem_channels_last(self.net.audio_module.model)  # scoring only: never saved
+            prepare_stem_for_scoring(self.net.audio_module.model)  # scoring only: never saved
         self.checkpoint = str(weights)
         self._cache = None
         if cache_dir is not None:
