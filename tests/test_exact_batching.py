@@ -26,6 +26,7 @@ from audiobase.muq_padded import (
     prepare_stem_for_scoring,
     zero_after,
 )
+from audiobase.plan import pad_waves
 from rewards.audioscore_rm import AudioscoreRewardModel
 from rewards.base import BatchInput
 from rewards.cmi_rm import CMIRewardModel
@@ -177,9 +178,7 @@ def test_padded_mels_equal_each_clips_mel_alone():
     core = load_muq(None, "tiny").eval().model
     lengths = [SR + 1, 3 * SR + 250, 2 * SR - 7, 4_000]
     clips = waves(lengths, seed=11)
-    x = torch.zeros(len(clips), max(lengths))
-    for i, w in enumerate(clips):
-        x[i, : w.shape[0]] = w
+    x, _ = pad_waves(clips)  # [B, max length], zeros after each clip
     with torch.no_grad():
         mel = muq_mels(core, x, lengths)
         for i, w in enumerate(clips):
@@ -203,6 +202,9 @@ def test_mel_bands_cover_every_filter_weight():
     products = sum((j1 - j0) * (f1 - f0) for j0, j1, f0, f1 in bands)
     assert products < fb.numel() / 4  # bands, not the whole spectrum for every filter
     assert mel_bands(fb) is bands  # computed once per filterbank
+    power = torch.rand(50, fb.shape[0]) ** 4  # [T, n_freqs]
+    banded = torch.cat([power[:, f0:f1] @ fb[f0:f1, j0:j1] for j0, j1, f0, f1 in bands], -1)
+    torch.testing.assert_close(banded, power @ fb, rtol=1e-5, atol=1e-7)
     # a filterbank with a filter of zeros and a filter on the last bin only
     odd = torch.zeros(20, 3)
     odd[2:5, 0], odd[19, 2] = 1.0, 2.0
