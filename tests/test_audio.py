@@ -28,6 +28,7 @@ from audiobase.audio import (
     AudioTooLongError,
     AudioTooShortError,
     audio_duration,
+    header_seconds,
     load_audio,
     loudness_normalize,
     read_wav_bytes,
@@ -82,6 +83,24 @@ def test_offset_and_duration_match_a_slice_of_the_full_decode(encoded, ext):
 @pytest.mark.parametrize("ext", FORMATS)
 def test_audio_duration_from_metadata(encoded, ext):
     assert audio_duration(encoded[ext]) == pytest.approx(SECONDS, abs=0.01)
+
+
+@pytest.mark.parametrize("ext", FORMATS)
+def test_header_seconds_estimates_every_format(encoded, ext):
+    assert header_seconds(encoded[ext]) == pytest.approx(SECONDS, abs=0.05)
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("ext", ["wav", "mp3", "m4a"])
+def test_header_seconds_of_what_is_not_audio_is_a_number_not_an_error(tmp_path, ext):
+    garbage = tmp_path / f"garbage.{ext}"
+    garbage.write_bytes(np.random.default_rng(0).bytes(200_000))
+    text = tmp_path / f"notes.{ext}"
+    text.write_text("this is not audio\n" * 100)
+    for path in (garbage, text, tmp_path / f"missing.{ext}", tmp_path):
+        seconds = header_seconds(path)
+        assert isinstance(seconds, float) and seconds >= 0.0, path
+    assert header_seconds(text) == 0.0 and header_seconds(tmp_path / "missing.wav") == 0.0
 
 
 def test_stereo_is_mixed_to_mono(tmp_path):

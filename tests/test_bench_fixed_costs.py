@@ -147,3 +147,41 @@ def test_collection_paused_freezes_then_run_restores():
     finally:
         gc.unfreeze()
         gc.enable()
+
+
+LEAVE = r"""
+import atexit, sys, threading
+from bench.run import leave
+atexit.register(lambda: open(sys.argv[1], "w").write("atexit ran"))
+sys.stdout.write("buffered, no newline")
+if sys.argv[2] == "thread":
+    done = threading.Event()
+    t = threading.Thread(target=done.wait)
+    t.start()
+    leave(3)  # a non-daemon thread runs: returns, Python's exit waits for it
+    sys.stdout.write(" | returned")
+    done.set()
+    sys.exit(4)
+leave(3)
+sys.stdout.write(" | not reached")
+"""
+
+
+@pytest.mark.parametrize("case", ["plain", "thread"])
+def test_leave_runs_exit_handlers_and_flushes_but_waits_for_threads(tmp_path, case):
+    mark = tmp_path / "mark.txt"
+    src = os.pathsep.join(
+        filter(None, [os.path.dirname(bench.plots.__file__) + "/..", os.environ.get("PYTHONPATH")])
+    )
+    p = subprocess.run(
+        [sys.executable, "-c", LEAVE, str(mark), case],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": src},
+    )
+    assert mark.read_text() == "atexit ran"
+    if case == "plain":
+        assert (p.returncode, p.stdout) == (3, "buffered, no newline")
+    else:
+        assert (p.returncode, p.stdout) == (4, "buffered, no newline | returned")

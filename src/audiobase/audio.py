@@ -227,6 +227,29 @@ def audio_duration(
     return wav.shape[0] / native_sr
 
 
+def header_seconds(path: str | os.PathLike) -> float:
+    """A planning estimate of a file's length in seconds from its header alone, 0.0 when
+    unknown: libsndfile's header read (WAV, FLAC, Ogg, MP3: about 0.1 ms), else the length the
+    container declares through PyAV (about 0.35 ms for an MP3, which FFmpeg probes by decoding
+    its first frames). For batching and memory estimates only: an MP3 without a frame-count
+    header gets a bitrate estimate, and nothing is decoded or checked (`audio_duration` and
+    `load_audio` do that)."""
+    try:
+        info = sf.info(str(path))
+        if 0 < info.frames < _UNKNOWN_FRAMES and info.samplerate > 0:
+            return info.frames / info.samplerate
+    except Exception:  # not a format libsndfile reads (m4a, ...), or unreadable: PyAV below
+        pass
+    try:
+        with av.open(str(path), metadata_errors="ignore") as container:
+            if not container.streams.audio:
+                return 0.0
+            seconds = _declared_seconds(container, container.streams.audio[0])
+    except Exception:  # unreadable: the decoder reports it, with its reason
+        return 0.0
+    return seconds if seconds is not None and seconds > 0 else 0.0
+
+
 def resample(wav: np.ndarray | torch.Tensor, orig_sr: int, new_sr: int):
     """Band-limited resampling along the last axis; numpy in -> numpy out, tensor in -> tensor out."""
     if orig_sr == new_sr:
@@ -535,15 +558,16 @@ def _collect_frames(
     use_pts: bool,
     limit: float | None = None,
 ):
-    """Decode frames, keeping samples in [start, stop) by position; returns (chunks [C, n] in
-    the stream's sample format, end pos).
+    """Decode frames, keeping samples in [start, stop) by position; returns (chunks [n] for
+    mono frames or [C, n], in the stream's sample format; end pos).
 
     Positions come from timestamps after a seek (`use_pts`), else from counting samples from
     the first frame. Returns None if `use_pts` and a frame has no timestamp. Raises
     `_LimitPassed` as soon as the position passes `limit` samples (the file is longer than the
-    caller allows) while more is still wanted, so at most `limit` samples are decoded. Conversion to mono
-    float32 happens once, on the whole clip (`_to_mono`): MP3 frames hold 576-1152 samples,
-    so per-frame array work would cost more than the decoding.
+    caller allows) while more is still wanted, so at most `limit` samples are decoded.
+    Conversion to mono float32 happens once, on the whole clip (`_to_mono`): MP3 frames hold
+    576-1152 samples, so the loop does as little per frame as it can (a frame inside the
+    window is kept whole, one comparison; only the frames at its edges are cut).
     """
 
     base = stream.start_time or 0
@@ -562,19 +586,21 @@ def _collect_frames(
                 raise
             continue
         for frame in frames:
-            if pos is None or use_pts:
-                if not use_pts:
-                    pos = 0
-                elif frame.pts is None:
+            if use_pts:
+                if frame.pts is None:
                     return None
-                else:
-                    pos = int(round(float((frame.pts - base) * stream.time_base) * rate))
-            data = _frame_samples(frame)  # [C, n]
-            n = data.shape[1]
-            lo = max(start - pos, 0)
-            hi = n if stop is None else min(stop - pos, n)
-            if hi > lo:
-                chunks.append(data[:, lo:hi])
+                pos = int(round(float((frame.pts - base) * stream.time_base) * rate))
+            elif pos is None:
+                pos = 0
+            data = _frame_samples(frame)  # [n] or [C, n]
+            n = data.shape[-1]
+            if start <= pos and (stop is None or pos + n <= stop):
+                chunks.append(data)
+            else:  # an edge of the window, or outside it
+                lo = max(start - pos, 0)
+                hi = n if stop is None else min(stop - pos, n)
+                if hi > lo:
+                    chunks.append(data[..., lo:hi])
             pos += n
         if stop is not None and pos is not None and pos >= stop:
             break
@@ -584,12 +610,15 @@ def _collect_frames(
 
 
 def _frame_samples(frame) -> np.ndarray:
-    """One decoded frame's samples [C, n] in its own sample format (no copy where possible)."""
+    """One decoded frame's samples in its own sample format, no copy where possible: [n] for a
+    mono planar frame (its one plane's buffer), else [C, n]."""
     fmt = frame.format
-    if fmt.is_planar and len(frame.planes) == 1:  # mono: the plane's buffer is the samples
-        dtype = _SAMPLE_DTYPES.get(fmt.name)
-        if dtype is not None:
-            return np.frombuffer(frame.planes[0], dtype=dtype, count=frame.samples)[None]
+    if fmt.is_planar:
+        planes = frame.planes
+        if len(planes) == 1:
+            dtype = _SAMPLE_DTYPES.get(fmt.name)
+            if dtype is not None:
+                return np.frombuffer(planes[0], dtype=dtype, count=frame.samples)
     arr = frame.to_ndarray()
     if not fmt.is_planar:  # packed: [1, n * C] interleaved
         arr = arr.reshape(-1, len(frame.layout.channels)).T
@@ -597,16 +626,20 @@ def _frame_samples(frame) -> np.ndarray:
 
 
 def _to_mono(chunks: list[np.ndarray]) -> np.ndarray:
-    """Frames' samples [C, n_i] -> mono float32 [sum n_i] (integer formats scaled to [-1, 1))."""
+    """Frames' samples ([n_i] mono or [C, n_i]) -> mono float32 [sum n_i] (integer formats
+    scaled to [-1, 1))."""
     if not chunks:
         return np.zeros(0, np.float32)
-    arr = np.concatenate(chunks, axis=1)  # [C, T]
+    if all(c.ndim == 1 for c in chunks):
+        arr = np.concatenate(chunks)[None]  # [1, T], a new array
+    else:
+        arr = np.concatenate([c if c.ndim == 2 else c[None] for c in chunks], axis=1)  # [C, T]
     if arr.dtype.kind == "i":
         arr = arr.astype(np.float32) / float(np.iinfo(arr.dtype).max + 1)
     elif arr.dtype.kind == "u":  # u8 is offset binary
         arr = (arr.astype(np.float32) - 128.0) / 128.0
     arr = arr.astype(np.float32, copy=False)
-    return arr[0].copy() if arr.shape[0] == 1 else arr.mean(axis=0)
+    return arr[0] if arr.shape[0] == 1 else arr.mean(axis=0)  # arr is new: no copy needed
 
 
 def _audio_stream(container, path: Path):

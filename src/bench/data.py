@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from audiobase.audio import audio_duration
+from audiobase.audio import header_seconds
 from audiobase.schemas import AUDIO_A, AUDIO_B, LYRICS, PROMPT, REF_AUDIO, SOURCE, SPLIT
 from audiobase.weights import DEMO_CORPUS, UserError
 
@@ -220,13 +220,10 @@ def read_selection(
 
 
 def probe_duration(path: str | None) -> float:
-    """Container duration in seconds; 0 when unknown (the worker then reports the real error)."""
-    if not path:
-        return 0.0
-    try:
-        return float(audio_duration(path))
-    except Exception:  # a broken file is reported by the decoder, with its reason
-        return 0.0
+    """Seconds from the file's header, for batching (`audiobase.audio.header_seconds`); 0 when
+    unknown (the worker then reports the real error). Scores do not depend on it: batches are
+    exact, each clip is cropped from its decoded samples."""
+    return header_seconds(path) if path else 0.0
 
 
 def fill_durations(rows: list[BenchRow], threads: int = 8) -> None:

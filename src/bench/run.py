@@ -17,10 +17,12 @@ first, so compaction can never drop rows another process is appending.
 
 from __future__ import annotations
 
+import atexit
 import gc
 import logging
 import os
 import sys
+import threading
 from typing import Any
 
 import hydra
@@ -192,5 +194,24 @@ def main(cfg: DictConfig) -> int:
     return status
 
 
+def leave(status: int = 0) -> None:
+    """End the process as a normal exit would (atexit handlers, logging's flush, the standard
+    streams flushed), minus the interpreter's teardown: freeing the modules of torch and the
+    model's libraries and their C++ registrations takes 0.2-0.3 s after every file is written
+    and closed. Returns, leaving the exit to Python, while a non-daemon thread still runs
+    (a normal exit waits for it)."""
+    main_thread = threading.main_thread()
+    if any(t is not main_thread and not t.daemon and t.is_alive() for t in threading.enumerate()):
+        return
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # closed or broken pipe: nothing more can reach it
+            pass
+    os._exit(status)
+
+
 if __name__ == "__main__":
-    main()
+    main()  # a failed run exits inside, with its status
+    leave(0)
