@@ -41,11 +41,12 @@ SRC = str(ROOT / "src")
 # a bench.run with clocks: an import hook marks when the watched modules load, and the
 # pipeline's stage functions are wrapped when bench.pipeline has loaded
 TIMELINE = r"""
-import importlib.abc, importlib.util, json, runpy, sys, time
+import atexit, importlib.abc, importlib.util, json, runpy, sys, time
 T0 = time.perf_counter()
 marks = []
 def mark(s): marks.append((round(time.perf_counter() - T0, 4), s))
-WATCH = {"torch", "transformers", "muq", "scipy.stats", "matplotlib", "bench.pipeline"}
+WATCH = {"torch", "transformers", "muq", "scipy.stats", "matplotlib", "bench.pipeline",
+         "bench.evaluate"}
 STAGES = ("plan_decoding", "prepare_model", "score_rows", "score_and_evaluate")
 def wrapped(f, name):
     def g(*a, **k):
@@ -70,17 +71,17 @@ class Hook(importlib.abc.MetaPathFinder):
             if name == "bench.pipeline":
                 for s in STAGES:
                     setattr(m, s, wrapped(getattr(m, s), s))
-                import bench.evaluate as ev  # already imported by then or cheap: scipy is in
-                ev.evaluate_rows = wrapped(ev.evaluate_rows, "evaluate_rows")
+            if name == "bench.evaluate":  # imported by the pipeline once the model is built
+                m.evaluate_rows = wrapped(m.evaluate_rows, "evaluate_rows")
         spec.loader.exec_module = exec_module
         return spec
 sys.meta_path.insert(0, Hook())
-sys.argv = ["bench.run", *sys.argv[1:]]
-try:
-    runpy.run_module("bench.run", run_name="__main__", alter_sys=True)
-finally:
+def report():
     mark("end")
     print("@@" + json.dumps(marks), file=sys.stderr)
+atexit.register(report)  # bench.run ends with bench.run.leave: atexit handlers, then os._exit
+sys.argv = ["bench.run", *sys.argv[1:]]
+runpy.run_module("bench.run", run_name="__main__", alter_sys=True)
 """
 
 # the parts of the floor that need the model: its import and build, then decoding and scoring

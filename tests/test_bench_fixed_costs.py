@@ -59,6 +59,15 @@ def test_scoring_pipeline_starts_decoding_before_importing_the_metrics():
     assert "scipy.stats" not in loaded
 
 
+def test_cmi_rm_towers_leave_scikit_learn_and_the_statistics_out():
+    # transformers imports scikit-learn (and scipy.stats with it, 0.5 s) when installed, for
+    # text generation the towers never run; the metrics import scipy.stats during scoring
+    loaded = modules_after_import("rewards.cmi_rm.towers")
+    assert "transformers.generation" in loaded and "muq" in loaded  # the towers' libraries
+    assert "sklearn" not in loaded
+    assert "scipy.stats" not in loaded
+
+
 def test_plot_child_imports_no_statistics_library():
     # the plot child (python -m bench.plots) imports while the runner imports torch; it reads
     # rows through bench.columns, so scipy.stats (0.6 s, bench.metrics) stays out of it

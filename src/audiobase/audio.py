@@ -235,9 +235,9 @@ def header_seconds(path: str | os.PathLike) -> float:
     header gets a bitrate estimate, and nothing is decoded or checked (`audio_duration` and
     `load_audio` do that)."""
     try:
-        info = sf.info(str(path))
-        if 0 < info.frames < _UNKNOWN_FRAMES and info.samplerate > 0:
-            return info.frames / info.samplerate
+        with sf.SoundFile(str(path)) as f:
+            if 0 < f.frames < _UNKNOWN_FRAMES and f.samplerate > 0:
+                return f.frames / f.samplerate
     except Exception:  # not a format libsndfile reads (m4a, ...), or unreadable: PyAV below
         pass
     try:

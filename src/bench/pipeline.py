@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import importlib
 import logging
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -142,9 +144,10 @@ def score_and_evaluate(
             planned = plan_decoding(plan, data, store)
         model, scoring_model, score_kwargs = prepare_model(cfg, model, score_kwargs)
     t_model = time.perf_counter()
-    # here, not at the top: scipy (0.6 s) would hold back the decoding workers started above;
-    # the model's libraries import most of it anyway (transformers -> sklearn -> scipy.stats)
-    from bench.evaluate import evaluate_rows
+    # bench.evaluate (scipy.stats: 0.4 s) loads in a thread while the batches are scored: at the
+    # top it would hold back the decoding workers started above, here the first batch
+    metrics_import = threading.Thread(target=importlib.import_module, args=("bench.evaluate",))
+    metrics_import.start()
 
     plan.log_selection(data)
     pre = model_preprocess(model, cfg.max_dur, cfg.get("max_seconds"))
@@ -163,6 +166,9 @@ def score_and_evaluate(
         return {}, {"is_global_zero": False}
     keys = data.keys
     rows = store.compact(keep=lambda r: r["bench_row_key"] in keys)
+    metrics_import.join()
+    from bench.evaluate import evaluate_rows  # loaded above (a failed import raises here)
+
     t_score = time.perf_counter()
     timings = {
         "model_s": t_model - t0,

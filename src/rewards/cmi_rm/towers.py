@@ -18,13 +18,19 @@ import json
 from pathlib import Path
 from typing import Any
 
+import transformers.utils.import_utils as transformers_imports
 from huggingface_hub import try_to_load_from_cache
-from muq import MuQ, MuQMuLan
-from muq.muq_mulan.models.audio import AudioSpectrogramTransformerPretrained
-from muq.muq_mulan.models.mulan import MuLanModel
-from muq.muq_mulan.models.text import TextPretrainedModelType, TextTransformerPretrained
-from torch import nn
-from transformers import (
+
+# transformers imports scikit-learn (and with it scipy.stats: 0.5 s) when it is installed, for
+# assisted text generation's candidate tuning only; these towers never generate text
+transformers_imports._sklearn_available = False
+
+from muq import MuQ, MuQMuLan  # noqa: E402
+from muq.muq_mulan.models.audio import AudioSpectrogramTransformerPretrained  # noqa: E402
+from muq.muq_mulan.models.mulan import MuLanModel  # noqa: E402
+from muq.muq_mulan.models.text import TextPretrainedModelType, TextTransformerPretrained  # noqa: E402
+from torch import nn  # noqa: E402
+from transformers import (  # noqa: E402
     AutoModel,
     AutoModelForCausalLM,
     AutoTokenizer,
@@ -32,8 +38,8 @@ from transformers import (
     XLMRobertaModel,
 )
 
-from audiobase.weights import hub_mixin_quiet
-from rewards.cmi_rm.config import REMOTE_CODE_KEY, RemoteCodeRefused
+from audiobase.weights import hub_mixin_quiet  # noqa: E402
+from rewards.cmi_rm.config import REMOTE_CODE_KEY, RemoteCodeRefused  # noqa: E402
 
 
 def local_folder(name: str) -> Path | None:
