@@ -206,12 +206,9 @@ def audio_duration(
     _check_max_seconds(max_seconds)
     _check_wav_length(path)
     if path.suffix.lower() in _SOUNDFILE_EXTS:
-        try:
-            info = sf.info(str(path))
-            if 0 < info.frames < _UNKNOWN_FRAMES:
-                return info.frames / info.samplerate
-        except Exception:  # soundfile's errors vary; PyAV gets a try below
-            pass
+        seconds = _sndfile_seconds(path)
+        if seconds is not None:
+            return seconds
 
     try:
         with av.open(str(path), metadata_errors="ignore") as container:
@@ -234,12 +231,9 @@ def header_seconds(path: str | os.PathLike) -> float:
     its first frames). For batching and memory estimates only: an MP3 without a frame-count
     header gets a bitrate estimate, and nothing is decoded or checked (`audio_duration` and
     `load_audio` do that)."""
-    try:
-        with sf.SoundFile(str(path)) as f:
-            if 0 < f.frames < _UNKNOWN_FRAMES and f.samplerate > 0:
-                return f.frames / f.samplerate
-    except Exception:  # not a format libsndfile reads (m4a, ...), or unreadable: PyAV below
-        pass
+    seconds = _sndfile_seconds(path)
+    if seconds is not None:
+        return seconds
     try:
         with av.open(str(path), metadata_errors="ignore") as container:
             if not container.streams.audio:
@@ -248,6 +242,18 @@ def header_seconds(path: str | os.PathLike) -> float:
     except Exception:  # unreadable: the decoder reports it, with its reason
         return 0.0
     return seconds if seconds is not None and seconds > 0 else 0.0
+
+
+def _sndfile_seconds(path: str | os.PathLike) -> float | None:
+    """The length libsndfile reads from the header, None when it does not know it (a format
+    it does not read, an unreadable file, a streamed length)."""
+    try:
+        with sf.SoundFile(str(path)) as f:
+            if 0 < f.frames < _UNKNOWN_FRAMES and f.samplerate > 0:
+                return f.frames / f.samplerate
+    except Exception:  # soundfile's errors vary; PyAV gets a try after
+        pass
+    return None
 
 
 def resample(wav: np.ndarray | torch.Tensor, orig_sr: int, new_sr: int):
