@@ -30,6 +30,10 @@ def save(fig: plt.Figure, path: Path) -> Path:
     writing leaves the previous file or none, never half a PNG."""
     # fixed margins: tight_layout measures every label and took a third of the drawing time
     fig.subplots_adjust(left=0.15, right=0.97, bottom=0.15, top=0.9, wspace=0.3)
+    # at most 4 intervals per axis: each tick is a set of artists measured and drawn, and the
+    # default count (up to 9) took a third of the drawing time
+    for ax in fig.axes:
+        ax.locator_params(nbins=4)
     try:
         with atomic_path(path, suffix=".tmp.png") as tmp:
             fig.savefig(tmp, dpi=100, format="png")
@@ -192,3 +196,6 @@ if __name__ == "__main__":
     if len(args) >= 3 and args[2] > 0:
         os.nice(args[2])  # below the runner: import matplotlib on the cores the model leaves idle
     serve_one((args[0], args[1]) if len(args) >= 2 else (0, 1), args[3] if len(args) == 4 else 1)
+    # the answer is flushed and every PNG written and closed: skip the interpreter's teardown of
+    # matplotlib (0.13-0.17 s that the runner would wait for)
+    os._exit(0)
