@@ -45,8 +45,7 @@ import atexit, importlib.abc, importlib.util, json, runpy, sys, time
 T0 = time.perf_counter()
 marks = []
 def mark(s): marks.append((round(time.perf_counter() - T0, 4), s))
-WATCH = {"torch", "transformers", "muq", "scipy.stats", "matplotlib", "bench.pipeline",
-         "bench.evaluate"}
+WATCH = {"torch", "transformers", "muq", "bench.pipeline", "bench.eval_process"}
 STAGES = ("plan_decoding", "prepare_model", "score_rows", "score_and_evaluate")
 def wrapped(f, name):
     def g(*a, **k):
@@ -71,8 +70,8 @@ class Hook(importlib.abc.MetaPathFinder):
             if name == "bench.pipeline":
                 for s in STAGES:
                     setattr(m, s, wrapped(getattr(m, s), s))
-            if name == "bench.evaluate":  # imported by the pipeline once the model is built
-                m.evaluate_rows = wrapped(m.evaluate_rows, "evaluate_rows")
+            if name == "bench.eval_process":  # the evaluation child's parent side
+                m.EvalProcess.evaluate = wrapped(m.EvalProcess.evaluate, "evaluate_rows")
         spec.loader.exec_module = exec_module
         return spec
 sys.meta_path.insert(0, Hook())

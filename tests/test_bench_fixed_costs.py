@@ -1,4 +1,4 @@
-"""Fixed costs of a run: what importing the runner loads, plots drawn in a child process."""
+"""Fixed costs of a run: what importing the runner loads, the evaluation in a child process."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 import bench.plots
-from bench.plot_process import PlotProcess
-from bench.plots import draw, draw_forked, make_plots
+from bench.eval_process import EvalProcess
+from bench.evaluate import evaluate_rows
+from bench.plots import ForkedDrawing, draw, make_plots
 
 
 def pam_rows(n: int = 30) -> list[dict]:
@@ -70,13 +71,17 @@ def test_cmi_rm_towers_leave_scikit_learn_and_scipy_out():
     assert not any(m == "scipy" or m.startswith("scipy.") for m in loaded)
 
 
-def test_plot_child_imports_no_statistics_library():
-    # the plot child (python -m bench.plots) imports while the runner imports torch; it reads
-    # rows through bench.columns, so scipy.stats (0.6 s, bench.metrics) stays out of it
-    loaded = modules_after_import("bench.plots")
-    assert "matplotlib" in loaded
-    assert "bench.metrics" not in loaded
-    assert "scipy" not in loaded
+def test_evaluation_child_imports_the_metrics_and_plots_libraries():
+    # the child (python -m bench.eval_child) imports them while the runner imports torch and
+    # builds the model, so that the runner's process never does
+    loaded = modules_after_import("bench.eval_child")
+    assert "matplotlib" in loaded and "scipy.stats" in loaded
+    assert "torch" not in loaded
+
+
+def test_runner_process_leaves_the_metrics_and_plots_libraries_to_the_child():
+    loaded = modules_after_import("bench.eval_process")
+    assert not {"matplotlib", "scipy", "bench.evaluate", "bench.plots"} & loaded
 
 
 def test_plots_keep_each_axis_to_a_few_ticks(tmp_path):
@@ -91,62 +96,89 @@ def test_plots_keep_each_axis_to_a_few_ticks(tmp_path):
         assert 2 <= len(shown) <= 5  # matplotlib's default: 6 on x, 7 on y
 
 
-def test_plot_child_answers_then_ends_without_the_interpreter_teardown(tmp_path):
-    # the runner waits for the child's exit: tearing matplotlib down took 0.13-0.17 s after the
-    # answer; an exit handler the teardown would run shows whether it ran
+EVAL_KW = {"split": "test", "n_boot": 50, "seed": 0, "title": "t", "variant": "v"}
+
+
+def test_evaluation_child_answers_then_ends_without_the_interpreter_teardown(tmp_path):
+    # the runner waits for the child's exit: tearing matplotlib and scipy down took 0.13-0.17 s
+    # after the answer; an exit handler the teardown would run shows whether it ran
     job = tmp_path / "job.json"
-    job.write_text(json.dumps({"rows": pam_rows(), "out_dir": str(tmp_path / "plots")}))
+    job.write_text(json.dumps({"rows": pam_rows(), "out_dir": str(tmp_path), "kwargs": EVAL_KW}))
     code = (
         "import atexit, runpy, sys; atexit.register(print, 'TEARDOWN', flush=True); "
-        "sys.argv = ['bench.plots', '0', '1', '0', '1']; "
-        "runpy.run_module('bench.plots', run_name='__main__')"
+        "sys.argv = ['bench.eval_child', '0', '2']; "
+        "runpy.run_module('bench.eval_child', run_name='__main__')"
     )
     done = subprocess.run(
         [sys.executable, "-c", code], input=f"{job}\n", capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 0, done.stderr
-    made = json.loads(done.stdout.strip().splitlines()[-1])
-    assert [p for p in made if p] and all(os.path.isfile(p) for p in made if p)
+    metrics = json.loads(done.stdout.strip().splitlines()[-1])
+    assert metrics == json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["plots"] and all((tmp_path / p).is_file() for p in metrics["plots"])
     assert "TEARDOWN" not in done.stdout
 
 
-@pytest.mark.parametrize("children", [1, 2])
-def test_plot_process_writes_what_make_plots_writes(tmp_path, children):
+def metrics_files(folder) -> dict[str, str]:
+    """Each file's text, with the folder's own path (metadata.json names it) left out."""
+    return {
+        p.name: p.read_text().replace(str(folder), "OUT")
+        for p in sorted(folder.iterdir())
+        if p.is_file()
+    }
+
+
+def test_evaluation_process_writes_and_returns_what_evaluate_rows_does(tmp_path):
     rows = pam_rows()
-    here = [p.name for p in make_plots(rows, tmp_path / "here")]
-    plotter = PlotProcess(children)
+    here = evaluate_rows(rows, tmp_path / "here", **EVAL_KW)
+    evaluator = EvalProcess(ways=2)
     try:
-        plotter.submit(rows, tmp_path / "child")
-        made = plotter.result()
+        got = evaluator.evaluate(rows, tmp_path / "child", **EVAL_KW)
     finally:
-        plotter.close()
-    assert [p.name for p in made] == here and here  # same files, same order
-    assert all(p.is_file() and p.parent == tmp_path / "child" for p in made)
+        evaluator.close()
+    assert got == here and here["summary"]  # the same metrics, as this process computes them
+    assert metrics_files(tmp_path / "child") == metrics_files(tmp_path / "here")
+    plots = sorted(p.name for p in (tmp_path / "child" / "plots").iterdir())
+    assert plots == sorted(p.name for p in (tmp_path / "here" / "plots").iterdir()) and plots
 
 
-def test_plot_process_falls_back_when_a_child_dies(tmp_path, caplog):
-    plotter = PlotProcess(2)
-    plotter.procs[1].kill()
-    plotter.procs[1].wait()
-    plotter.submit(pam_rows(), tmp_path)
+def test_evaluation_process_evaluates_here_when_its_child_died(tmp_path, caplog):
+    evaluator = EvalProcess()
+    assert evaluator.proc is not None
+    evaluator.proc.kill()
+    evaluator.proc.wait()
     with caplog.at_level("WARNING"):
-        made = plotter.result()
-    assert [p.name for p in made] == [p.name for p in make_plots(pam_rows(), tmp_path / "here")]
-    assert "plot process failed" in caplog.text
-    plotter.close()
+        got = evaluator.evaluate(pam_rows(), tmp_path / "child", **EVAL_KW)
+    assert got == evaluate_rows(pam_rows(), tmp_path / "here", **EVAL_KW)
+    assert "evaluation process failed" in caplog.text
+    assert (tmp_path / "child" / "metrics.json").is_file()
+    evaluator.close()
 
 
-def names(made: list) -> list[str | None]:
-    return [None if p is None else p.name for p in made]
+def test_evaluation_error_raises_in_the_runner(tmp_path):
+    # the child fails, the evaluation runs here and fails the same way: the caller sees it
+    (tmp_path / "out").write_text("a file where the output folder should be")
+    evaluator = EvalProcess()
+    try:
+        with pytest.raises(OSError):
+            evaluator.evaluate(pam_rows(), tmp_path / "out", **EVAL_KW)
+    finally:
+        evaluator.close()
 
 
 def test_forked_copies_draw_what_one_process_draws(tmp_path):
     rows = pam_rows()
-    here = draw(rows, tmp_path / "here")
-    made = draw_forked(rows, tmp_path / "forked", ways=3)
-    assert names(made) == names(here) and sum(p is not None for p in here) >= 3
-    assert all(p.is_file() for p in made if p is not None)
-    assert names(draw_forked(rows, tmp_path / "part", (1, 2), ways=2)) == names(here)[1::2]
+    here = make_plots(rows, tmp_path / "here")
+    for ways in (1, 2, 3):
+        drawing = ForkedDrawing(ways)
+        drawing.submit(rows, tmp_path / f"forked{ways}")
+        made = drawing.result()
+        assert [p.name for p in made] == [p.name for p in here] and len(here) >= 3
+        assert all(p.is_file() and p.parent == tmp_path / f"forked{ways}" for p in made)
+    assert [p.name for p in make_plots(rows, tmp_path / "x")] == [p.name for p in here]
+    assert [None if p is None else p.name for p in draw(rows, tmp_path / "part", (1, 2))] == [
+        None if p is None else p.name for p in draw(rows, tmp_path / "all")
+    ][1::2]
 
 
 def test_a_failing_copy_has_its_share_drawn_here(tmp_path, monkeypatch):
@@ -159,18 +191,20 @@ def test_a_failing_copy_has_its_share_drawn_here(tmp_path, monkeypatch):
 
     monkeypatch.setattr(bench.plots, "plot_scatter", only_here)
     rows = pam_rows()
-    made = draw_forked(rows, tmp_path / "forked", ways=2)
-    assert names(made) == names(draw(rows, tmp_path / "here"))
-    assert all(p.is_file() for p in made if p is not None)
+    drawing = ForkedDrawing(2)
+    drawing.submit(rows, tmp_path / "forked")
+    made = drawing.result()
+    assert [p.name for p in made] == [p.name for p in make_plots(rows, tmp_path / "here")]
+    assert all(p.is_file() for p in made)
 
 
-def test_plot_process_unused_is_stopped():
-    plotter = PlotProcess(2)
-    procs = list(plotter.procs)
-    plotter.close()
-    assert all(p.returncode is not None for p in procs)
+def test_evaluation_process_unused_is_stopped():
+    evaluator = EvalProcess()
+    proc = evaluator.proc
+    evaluator.close()
+    assert proc is not None and proc.returncode is not None
     with pytest.raises(RuntimeError, match="before submit"):
-        plotter.result()
+        evaluator.result()
 
 
 def test_collection_paused_freezes_then_run_restores():

@@ -19,6 +19,7 @@ from omegaconf import OmegaConf
 from audiobase.preprocess import Preprocess
 from bench.baselines import SignalStatsReward
 from bench.data import BenchRow
+from bench.eval_process import NICE, EvalProcess
 from bench.infer import prefetch_depth
 from bench.models import (
     MAX_DECODE_WORKERS,
@@ -27,7 +28,6 @@ from bench.models import (
     pick_threads,
     score_streams,
 )
-from bench.plot_process import NICE, PlotProcess
 from bench.run import run
 from rewards.cmi_rm.tiny import build_tiny_cmi_rm
 
@@ -158,7 +158,7 @@ def test_decode_ahead_is_bounded_by_the_largest_batch():
     assert prefetch_depth(batches, pre, 2, ahead_mb=None) == 2  # DataLoader's default
 
 
-def test_decoding_workers_and_plot_children_run_below_the_runner():
+def test_decoding_workers_and_the_evaluation_child_run_below_the_runner():
     code = (
         "import os; from bench.infer import worker_start; before = os.nice(0); "
         "worker_start(0, nice=3); print(os.nice(0) - before)"
@@ -167,9 +167,10 @@ def test_decoding_workers_and_plot_children_run_below_the_runner():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert out.returncode == 0, out.stderr
     assert int(out.stdout.strip().splitlines()[-1]) == 3
-    plots = PlotProcess(children=1)
+    evaluator = EvalProcess()
     try:
-        child = plots.procs[0].pid
+        assert evaluator.proc is not None
+        child = evaluator.proc.pid
         mine = os.getpriority(os.PRIO_PROCESS, 0)
         for _ in range(200):  # the child lowers itself once Python has started
             if os.getpriority(os.PRIO_PROCESS, child) > mine:
@@ -177,4 +178,4 @@ def test_decoding_workers_and_plot_children_run_below_the_runner():
             subprocess.run(["sleep", "0.05"])
         assert os.getpriority(os.PRIO_PROCESS, child) == min(19, mine + NICE)
     finally:
-        plots.close()
+        evaluator.close()

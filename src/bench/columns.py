@@ -2,8 +2,8 @@
 the subset, Music Arena month, modality, confidence group and generating system (upstream
 `evaluate_results.py`'s readings), and which columns each subset's tasks compare.
 
-No statistics library: the plot child (`bench.plots`) imports this while the runner imports
-torch, and scipy.stats would add 0.6 s to it (bench.metrics computes the statistics).
+No statistics library: `bench.plots` reads rows through it too, and drawing needs no
+scipy.stats (bench.metrics computes the statistics).
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ from bench.metrics import compute_metrics, select_rows
 from bench.store import read_results
 
 if TYPE_CHECKING:
-    from bench.plot_process import PlotProcess
+    from bench.plots import ForkedDrawing
 
 CI_COLS = ["dataset", "task", "n"]
 CI_COLS += [f"{m}{s}" for m in ("SRCC", "LCC", "K-Tau", "ACC") for s in ("", "_lo", "_hi")]
@@ -265,13 +265,13 @@ def evaluate_rows(
     title: str = "Benchmark results",
     variant: str | None = None,
     results: str | Path | None = None,
-    plotter: PlotProcess | None = None,
+    plotter: ForkedDrawing | None = None,
 ) -> dict[str, Any]:
     """Compute metrics for result rows and write every metrics file; returns metrics.json.
 
     `variant` labels latex.txt's rows (default: the output folder's name, as upstream);
     `results`: the file the rows came from, for metadata.json (default: out_dir/results.jsonl);
-    `plotter`: a started `bench.plot_process.PlotProcess` that draws the plots while the
+    `plotter`: a `bench.plots.ForkedDrawing` that draws the plots in forked copies while the
     metrics are computed (else they are drawn here, after the metrics).
     """
     out = Path(out_dir)

@@ -5,6 +5,7 @@ results folder (`bench.store.ResultsStore`), plan the model's input from its con
 decoding the rows still to score while the model is built, check the built model against the
 plan (the fingerprint is computed again only if its input or weights differ from what the
 config said), set other fingerprints' scores aside, score, compact in memory, evaluate.
+The evaluation runs in `bench.eval_process.EvalProcess`'s child, started with the run.
 `bench.run` imports this module only for a scoring run (it loads torch and the model code).
 """
 
@@ -12,9 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import importlib
 import logging
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from audiobase.files import write_json
 from audiobase.preprocess import Preprocess
 from bench.data import Selection
+from bench.eval_process import EvalProcess
 from bench.infer import model_preprocess
 from bench.models import (
     build_model,
@@ -41,7 +41,6 @@ from bench.models import (
     weight_files,
 )
 from bench.plan import RunPlan
-from bench.plot_process import PlotProcess
 from bench.resume import set_aside
 from bench.score import Prefetch, ScoreJob, prefetch, score_rows
 from bench.store import ResultsStore
@@ -129,11 +128,12 @@ def score_and_evaluate(
     plan: RunPlan,
     model: Any,
     score_kwargs: dict[str, Any] | None,
-    plotter: PlotProcess | None,
+    evaluator: EvalProcess | None,
     reading_only: bool = False,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Stages 1-4 of a scoring run (`stage` score or all). `reading_only`: a rank > 0 of plain
-    ddp, which reads the folder but leaves the files to rank 0."""
+    """Stages 1-4 of a scoring run (`stage` score or all). `evaluator`: the started
+    evaluation child (`stage=all`; None: evaluated in this process). `reading_only`: a rank
+    > 0 of plain ddp, which reads the folder but leaves the files to rank 0."""
     cfg = plan.cfg
     t0 = time.perf_counter()
     data = plan.read_dataset()  # the dataset file, read once
@@ -144,11 +144,6 @@ def score_and_evaluate(
             planned = plan_decoding(plan, data, store)
         model, scoring_model, score_kwargs = prepare_model(cfg, model, score_kwargs)
     t_model = time.perf_counter()
-    # bench.evaluate (scipy.stats: 0.4 s) loads in a thread while the batches are scored: at the
-    # top it would hold back the decoding workers started above, here the first batch
-    metrics_import = threading.Thread(target=importlib.import_module, args=("bench.evaluate",))
-    metrics_import.start()
-
     plan.log_selection(data)
     pre = model_preprocess(model, cfg.max_dur, cfg.get("max_seconds"))
     fp = run_fingerprint(cfg, pre, planned)
@@ -166,9 +161,6 @@ def score_and_evaluate(
         return {}, {"is_global_zero": False}
     keys = data.keys
     rows = store.compact(keep=lambda r: r["bench_row_key"] in keys)
-    metrics_import.join()
-    from bench.evaluate import evaluate_rows  # loaded above (a failed import raises here)
-
     t_score = time.perf_counter()
     timings = {
         "model_s": t_model - t0,
@@ -176,8 +168,14 @@ def score_and_evaluate(
         "score_s": t_score - t_select,
     }
     run_info = describe_run(cfg, counts, skipped, t_score - t0, data.counts, timings)
-    if plan.stage == "all":
-        metrics = evaluate_rows(rows, plan.out, run_info=run_info, plotter=plotter, **plan.metrics)
+    if plan.stage == "all" and evaluator is not None:
+        metrics = evaluator.evaluate(rows, plan.out, run_info=run_info, **plan.metrics)
+    elif plan.stage == "all":
+        # here on purpose: scipy.stats and matplotlib take 1.4 s to import, which the
+        # evaluation child spares the runner's process (bench.eval_process)
+        from bench.evaluate import evaluate_rows
+
+        metrics = evaluate_rows(rows, plan.out, run_info=run_info, **plan.metrics)
     else:  # stage=evaluate later keeps this run's entry (bench.evaluate reads it back)
         metrics = {}
         write_json(plan.out / "statistics.json", {"run": run_info})

@@ -1,14 +1,13 @@
 """Predicted-vs-human scatter plots and score distributions per subset (PNG, Agg backend).
 
-`python -m bench.plots` is the child `bench.plot_process.PlotProcess` starts: it imports
-matplotlib, then draws the rows the runner hands it.
+The runner draws them in its evaluation child (`bench.eval_child`), in forked copies of it
+(`ForkedDrawing`) while that child computes the metrics.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import sys
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
@@ -116,7 +115,7 @@ def draw(
     rows: Sequence[dict[str, Any]], out_dir: str | Path, part: tuple[int, int] = (0, 1)
 ) -> list[Path | None]:
     """`make_plots`'s plots in order, None where a plot has no data; `part=(k, n)`: only
-    every n-th from the k-th (n processes share the drawing, bench.plot_process)."""
+    every n-th from the k-th (n processes share the drawing, `ForkedDrawing`)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     groups = by_subset(rows)
@@ -138,64 +137,57 @@ def draw(
     return [job() for job in jobs[k::n]]
 
 
-def draw_forked(
-    rows: Sequence[dict[str, Any]],
-    out_dir: str | Path,
-    part: tuple[int, int] = (0, 1),
-    ways: int = 1,
-) -> list[Path | None]:
-    """`draw(rows, out_dir, part)`, shared with `ways - 1` forked copies of this process (they
-    inherit its imported matplotlib: no second import). A copy that fails has its share drawn
-    here."""
-    k, n = part
-    if ways <= 1 or not hasattr(os, "fork"):
-        return draw(rows, out_dir, part)
-    kids = []
-    for j in range(1, ways):
+class ForkedDrawing:
+    """`make_plots` shared among `ways` forked copies of this process, drawing while it goes on
+    (they inherit its imported matplotlib: no second import): `submit`, then `result`. Where
+    there is no fork, `result` draws here; a copy that fails has its share drawn here."""
+
+    def __init__(self, ways: int = 1) -> None:
+        self.ways = max(1, ways) if hasattr(os, "fork") else 1
+        self.job: tuple[Sequence[dict[str, Any]], Path, list[tuple[int, int]]] | None = None
+
+    def submit(self, rows: Sequence[dict[str, Any]], out_dir: str | Path) -> None:
+        """Start the copies drawing `rows` into `out_dir`; returns at once."""
+        copies = (
+            [self._start(rows, Path(out_dir), j) for j in range(self.ways)] if self.ways > 1 else []
+        )
+        self.job = (rows, Path(out_dir), copies)
+
+    def _start(self, rows: Sequence[dict[str, Any]], out: Path, j: int) -> tuple[int, int]:
+        """Fork a copy drawing share j; (its pid, the pipe it answers on)."""
         r, w = os.pipe()
         pid = os.fork()
         if pid == 0:  # the copy: draw share j, report the paths, exit without cleanup
             os.close(r)
             code = 1
             try:
-                made = draw(rows, out_dir, (k + j * n, n * ways))
+                made = draw(rows, out, (j, self.ways))
                 with os.fdopen(w, "w") as f:
                     f.write(json.dumps([None if p is None else str(p) for p in made]))
                 code = 0
             finally:
                 os._exit(code)
         os.close(w)
-        kids.append((j, pid, r))
-    shares = {0: draw(rows, out_dir, (k, n * ways))}
-    for j, pid, r in kids:
+        return pid, r
+
+    def result(self) -> list[Path]:
+        """The PNGs written, in `make_plots`'s order (waits for the copies)."""
+        if self.job is None:
+            raise RuntimeError("ForkedDrawing.result() before submit()")
+        rows, out, copies = self.job
+        if not copies:
+            return make_plots(rows, out)
+        shares = [self._collect(rows, out, j, pid, r) for j, (pid, r) in enumerate(copies)]
+        total = sum(len(share) for share in shares)  # share j holds items j, j + ways, ...
+        made = (shares[i % self.ways][i // self.ways] for i in range(total))
+        return [p for p in made if p is not None]
+
+    def _collect(
+        self, rows: Sequence[dict[str, Any]], out: Path, j: int, pid: int, r: int
+    ) -> list[Path | None]:
         with os.fdopen(r) as f:
             answer = f.read()
         _, status = os.waitpid(pid, 0)
         if status == 0 and answer:
-            shares[j] = [None if p is None else Path(p) for p in json.loads(answer)]
-        else:
-            shares[j] = draw(rows, out_dir, (k + j * n, n * ways))
-    total = sum(len(v) for v in shares.values())  # share j holds items j, j + ways, ...
-    return [shares[i % ways][i // ways] for i in range(total)]
-
-
-def serve_one(part: tuple[int, int] = (0, 1), ways: int = 1) -> None:
-    """`python -m bench.plots [k n [nice [ways]]]` (bench.plot_process): read one line naming a
-    JSON file with `rows` and `out_dir` from stdin, draw part k of n (in `ways` forked copies),
-    print `draw`'s list as JSON."""
-    name = sys.stdin.readline().strip()
-    if not name:  # the runner closed the pipe without work: nothing to draw
-        return
-    job = json.loads(Path(name).read_text())
-    made = draw_forked(job["rows"], job["out_dir"], part, ways)
-    print(json.dumps([None if p is None else str(p) for p in made]), flush=True)
-
-
-if __name__ == "__main__":
-    args = [int(a) for a in sys.argv[1:5]]  # k n [nice [ways]]
-    if len(args) >= 3 and args[2] > 0:
-        os.nice(args[2])  # below the runner: import matplotlib on the cores the model leaves idle
-    serve_one((args[0], args[1]) if len(args) >= 2 else (0, 1), args[3] if len(args) == 4 else 1)
-    # the answer is flushed and every PNG written and closed: skip the interpreter's teardown of
-    # matplotlib (0.13-0.17 s that the runner would wait for)
-    os._exit(0)
+            return [None if p is None else Path(p) for p in json.loads(answer)]
+        return draw(rows, out, (j, self.ways))

@@ -34,15 +34,16 @@ from omegaconf import DictConfig
 
 from audiobase.weights import find_user_error
 from audioscore.config import load_config
+from bench.eval_process import EvalProcess
 from bench.guard import OutputLock, RunRefused
 from bench.plan import RunPlan
-from bench.plot_process import PlotProcess
 from bench.store import RESULTS, part_files, read_results
 
-# A scoring run's modules (bench.pipeline: torch, the model's code, bench.evaluate's
-# scipy.stats) are imported where a run scores, and bench.evaluate where `stage=evaluate`
-# evaluates: `import bench.run` takes 0.3 s without them and 2.3 s with them (CPU seconds,
-# median of 3 on the 2-core project machine), and `stage=evaluate` never loads torch.
+# A scoring run's modules (bench.pipeline: torch and the model's code) are imported where a run
+# scores, and bench.evaluate (scipy.stats) where `stage=evaluate` evaluates (a scoring run
+# evaluates in bench.eval_process's child): `import bench.run` takes 0.3 s without them and
+# 2.3 s with them (CPU seconds, median of 3 on the 2-core project machine), and
+# `stage=evaluate` never loads torch.
 
 log = logging.getLogger(__name__)
 
@@ -75,18 +76,19 @@ def run_locked(
     plan.prepare_output()
     if plan.stage == "evaluate":
         return evaluate_existing(plan)
-    # the plots' child imports matplotlib while the model loads and scores (bench.plot_process),
-    # at the decoding workers' priority
-    draw = plan.stage == "all" and bool(plan.cfg.get("plots", True)) and not is_launched_rank()
-    plotter = PlotProcess(nice=int(plan.cfg.get("decode_nice", 0) or 0)) if draw else None
+    # the evaluation child imports the metrics' and plots' libraries while the model loads and
+    # scores (bench.eval_process), at the decoding workers' priority
+    evaluator = None
+    if plan.stage == "all" and not is_launched_rank():
+        evaluator = EvalProcess(nice=int(plan.cfg.get("decode_nice", 0) or 0))
     try:
         from bench.pipeline import score_and_evaluate  # torch and the model's code (see top)
 
-        return score_and_evaluate(plan, model, score_kwargs, plotter, is_launched_rank())
+        return score_and_evaluate(plan, model, score_kwargs, evaluator, is_launched_rank())
     finally:
         gc.unfreeze()  # what bench.pipeline.collection_paused froze is collectable again
-        if plotter is not None:
-            plotter.close()
+        if evaluator is not None:
+            evaluator.close()
 
 
 def evaluate_existing(plan: RunPlan) -> tuple[dict[str, Any], dict[str, Any]]:
