@@ -71,7 +71,7 @@ class Hook(importlib.abc.MetaPathFinder):
                 for s in STAGES:
                     setattr(m, s, wrapped(getattr(m, s), s))
             if name == "bench.eval_process":  # the evaluation child's parent side
-                m.EvalProcess.evaluate = wrapped(m.EvalProcess.evaluate, "evaluate_rows")
+                m.EvalProcess.evaluate = wrapped(m.EvalProcess.evaluate, "evaluate")
         spec.loader.exec_module = exec_module
         return spec
 sys.meta_path.insert(0, Hook())
@@ -151,7 +151,7 @@ def phases(marks: list[list], wall: float) -> dict[str, float]:
         "plan decoding (duration probes, workers start)": got("> plan_decoding", "< plan_decoding"),
         MODEL_PHASE: got("> prepare_model", "< prepare_model"),
         "score (decoding in workers meanwhile)": got("> score_rows", "< score_rows"),
-        "evaluate (metrics, files, plots)": got("> evaluate_rows", "< evaluate_rows"),
+        "evaluate (metrics, files, plots)": got("> evaluate", "< evaluate"),
         "report, exit": wall - at.get("< score_and_evaluate", float("nan")),
         TOTAL: wall,
     }

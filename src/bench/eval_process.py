@@ -25,7 +25,8 @@ log = logging.getLogger(__name__)
 
 SRC = str(Path(__file__).resolve().parents[1])  # the folder holding the `bench` package
 MAX_WAYS = 4  # forked drawing copies: ten plots, a fifth copy would mostly wait
-# the child runs at the decoding workers' priority (bench.yaml decode_nice): 0 by default
+# how far below the caller the child runs when not told: the lowest priority (bench.run tells
+# it bench.yaml's decode_nice, the decoding workers' step, 0 by default)
 NICE = 19
 
 
@@ -58,10 +59,10 @@ class EvalProcess:
     def submit(self, rows: Sequence[dict[str, Any]], out_dir: str | Path, **kwargs: Any) -> None:
         """Hand the child the rows to evaluate into `out_dir`; returns at once."""
         fd, name = tempfile.mkstemp(prefix="bench_eval_rows_", suffix=".json")
-        job = {"rows": list(rows), "out_dir": str(out_dir), "kwargs": kwargs}
+        rows = list(rows)
         with os.fdopen(fd, "w") as f:
-            json.dump(job, f, default=str)
-        self.job = (list(rows), Path(out_dir), kwargs, name)
+            json.dump({"rows": rows, "out_dir": str(out_dir), "kwargs": kwargs}, f, default=str)
+        self.job = (rows, Path(out_dir), kwargs, name)
         try:
             assert self.proc is not None and self.proc.stdin is not None
             self.proc.stdin.write(name + "\n")

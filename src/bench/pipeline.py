@@ -132,7 +132,7 @@ def score_and_evaluate(
     reading_only: bool = False,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Stages 1-4 of a scoring run (`stage` score or all). `evaluator`: the started
-    evaluation child (`stage=all`; None: evaluated in this process). `reading_only`: a rank
+    evaluation child (`stage=all`; None otherwise). `reading_only`: a rank
     > 0 of plain ddp, which reads the folder but leaves the files to rank 0."""
     cfg = plan.cfg
     t0 = time.perf_counter()
@@ -168,14 +168,10 @@ def score_and_evaluate(
         "score_s": t_score - t_select,
     }
     run_info = describe_run(cfg, counts, skipped, t_score - t0, data.counts, timings)
-    if plan.stage == "all" and evaluator is not None:
+    if plan.stage == "all":
+        if evaluator is None:  # bench.run.run_locked starts one for every run that evaluates
+            raise RuntimeError("stage=all: no evaluation process was started")
         metrics = evaluator.evaluate(rows, plan.out, run_info=run_info, **plan.metrics)
-    elif plan.stage == "all":
-        # here on purpose: scipy.stats and matplotlib take 1.4 s to import, which the
-        # evaluation child spares the runner's process (bench.eval_process)
-        from bench.evaluate import evaluate_rows
-
-        metrics = evaluate_rows(rows, plan.out, run_info=run_info, **plan.metrics)
     else:  # stage=evaluate later keeps this run's entry (bench.evaluate reads it back)
         metrics = {}
         write_json(plan.out / "statistics.json", {"run": run_info})
